@@ -1,0 +1,16 @@
+//! Dynamic batching core.
+//!
+//! The modules at the top level are pure Rust: the batch policy, the dispatch rules, the pending
+//! queue, per-call outcome tracking, statistics and the blocking scheduler that ties them together.
+//! The Python bindings live in [`python`], compiled only with the `python` feature, so that
+//! `cargo test` needs no libpython.
+
+pub mod call;
+pub mod pending;
+pub mod policy;
+pub mod rules;
+pub mod scheduler;
+pub mod stats;
+
+#[cfg(feature = "python")]
+mod python;

@@ -1,0 +1,383 @@
+//! The blocking scheduler: producers on any thread hand calls over a crossbeam channel; one
+//! worker at a time assembles batches and sleeps, with no timer while idle, until the dispatch
+//! rule says a batch may leave.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+
+use crate::pending::{Cancellable, Entry, Pending, Submission};
+use crate::policy::BatchPolicy;
+use crate::rules::{decide, Decision, DispatchReason};
+use crate::stats::Stats;
+
+/// A batch on its way to the user function.
+#[derive(Debug)]
+pub struct Batch<C> {
+    pub entries: Vec<Entry<C>>,
+    pub reason: DispatchReason,
+    pub dispatched: Instant,
+}
+
+/// The queue's contents and the one rule for taking a batch out of it, shared by the blocking
+/// scheduler and by callers that drive the clock themselves (an event loop's timer).
+#[derive(Debug)]
+pub struct Assembly<C> {
+    pending: Pending<C>,
+}
+
+/// What [`Assembly::poll`] found.
+#[derive(Debug)]
+pub enum Poll<C> {
+    Ready(Batch<C>),
+    WaitUntil(Instant),
+    Idle,
+}
+
+impl<C: Clone + Cancellable> Assembly<C> {
+    pub fn new(policy: &BatchPolicy) -> Self {
+        Self {
+            pending: Pending::new(policy.small_call_threshold),
+        }
+    }
+
+    pub fn push(&mut self, submission: Submission<C>) {
+        self.pending.push(submission);
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Applies the dispatch rule at `now`. `draining` sends whatever is queued at once.
+    /// Returns the batch, if any, and how many queued items it removed (cancelled ones included).
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        policy: &BatchPolicy,
+        draining: bool,
+        stats: &mut Stats,
+    ) -> (Poll<C>, usize) {
+        let mut removed = 0;
+        loop {
+            let decision = if draining && !self.pending.is_empty() {
+                Decision::Dispatch(DispatchReason::Drain)
+            } else {
+                decide(
+                    self.pending.len(),
+                    self.pending.oldest_arrival(),
+                    now,
+                    policy,
+                )
+            };
+            let reason = match decision {
+                Decision::Dispatch(reason) => reason,
+                Decision::WaitUntil(deadline) => return (Poll::WaitUntil(deadline), removed),
+                Decision::Idle => return (Poll::Idle, removed),
+            };
+            let taken = self.pending.take(policy.batch_size);
+            removed += taken.entries.len() + taken.discarded;
+            // A batch of nothing but cancelled items: look again at what is left.
+            if taken.entries.is_empty() {
+                continue;
+            }
+            stats.record_dispatch(reason);
+            for entry in &taken.entries {
+                stats.queue_wait.record(now.saturating_duration_since(entry.arrival));
+            }
+            let batch = Batch {
+                entries: taken.entries,
+                reason,
+                dispatched: now,
+            };
+            return (Poll::Ready(batch), removed);
+        }
+    }
+
+    pub fn drain(&mut self) -> Vec<Entry<C>> {
+        self.pending.drain()
+    }
+}
+
+/// Why a submission was refused; the submission comes back so its caller can be told.
+#[derive(Debug)]
+pub enum Rejected<C> {
+    Closed(Submission<C>),
+}
+
+#[derive(Debug)]
+pub struct Scheduler<C> {
+    // `None` once closed. Dropping the only sender disconnects the channel, so the worker learns
+    // of the close and no submission can slip in after the final drain.
+    sender: RwLock<Option<Sender<Submission<C>>>>,
+    receiver: Receiver<Submission<C>>,
+    assembly: Mutex<Assembly<C>>,
+    policy: BatchPolicy,
+    queued: AtomicUsize,
+    draining: AtomicBool,
+    stats: Mutex<Stats>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<C: Clone + Cancellable> Scheduler<C> {
+    pub fn new(policy: BatchPolicy) -> Self {
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        Self {
+            sender: RwLock::new(Some(sender)),
+            receiver,
+            assembly: Mutex::new(Assembly::new(&policy)),
+            policy,
+            queued: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            stats: Mutex::new(Stats::default()),
+        }
+    }
+
+    pub fn policy(&self) -> &BatchPolicy {
+        &self.policy
+    }
+
+    /// Items accepted and not yet dispatched.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.sender
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+    }
+
+    pub fn submit(&self, submission: Submission<C>) -> Result<(), Rejected<C>> {
+        let sender = self.sender.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(sender) = sender.as_ref() else {
+            return Err(Rejected::Closed(submission));
+        };
+        self.queued.fetch_add(submission.count, Ordering::Relaxed);
+        // The receiver lives as long as `self`, so the channel cannot be disconnected here.
+        sender
+            .send(submission)
+            .map_err(|returned| Rejected::Closed(returned.into_inner()))
+    }
+
+    /// Stops accepting submissions. With `drain`, the worker first dispatches everything already
+    /// accepted; without it, the worker stops and [`Scheduler::take_remaining`] returns the rest.
+    pub fn close(&self, drain: bool) {
+        self.draining.store(drain, Ordering::Relaxed);
+        self.sender
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+
+    /// Blocks until a batch may leave and returns it; `None` once closed and (when draining)
+    /// empty. Sleeps on the channel: no timer runs while nothing is queued.
+    pub fn next_batch(&self) -> Option<Batch<C>> {
+        let mut assembly = lock(&self.assembly);
+        let mut disconnected = false;
+        loop {
+            loop {
+                match self.receiver.try_recv() {
+                    Ok(submission) => assembly.push(submission),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        disconnected = true;
+                        break;
+                    }
+                }
+            }
+            let draining = disconnected && self.draining.load(Ordering::Relaxed);
+            if disconnected && !draining {
+                return None;
+            }
+            let now = Instant::now();
+            let (poll, removed) = {
+                let mut stats = lock(&self.stats);
+                assembly.poll(now, &self.policy, draining, &mut stats)
+            };
+            self.queued.fetch_sub(removed, Ordering::Relaxed);
+            let received = match poll {
+                Poll::Ready(batch) => return Some(batch),
+                Poll::Idle if disconnected => return None,
+                Poll::Idle => self.receiver.recv().map_err(|_| ()),
+                Poll::WaitUntil(deadline) => match self.receiver.recv_deadline(deadline) {
+                    Ok(submission) => Ok(submission),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => Err(()),
+                },
+            };
+            match received {
+                Ok(submission) => assembly.push(submission),
+                Err(()) => disconnected = true,
+            }
+        }
+    }
+
+    /// Everything still queued after the worker stopped, so each caller can be told why.
+    pub fn take_remaining(&self) -> Vec<Entry<C>> {
+        let mut assembly = lock(&self.assembly);
+        while let Ok(submission) = self.receiver.try_recv() {
+            assembly.push(submission);
+        }
+        let remaining = assembly.drain();
+        self.queued.fetch_sub(remaining.len(), Ordering::Relaxed);
+        remaining
+    }
+
+    pub fn record_batch(&self, items: usize, elapsed: std::time::Duration) {
+        lock(&self.stats).record_batch(items, elapsed);
+    }
+
+    pub fn stats(&self) -> Stats {
+        lock(&self.stats).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use std::thread;
+    use std::time::Duration;
+
+    #[derive(Debug, Default)]
+    struct Ticket {
+        id: usize,
+        cancelled: AtomicBool,
+    }
+
+    impl Cancellable for Arc<Ticket> {
+        fn is_cancelled(&self) -> bool {
+            self.cancelled.load(Ordering::Relaxed)
+        }
+    }
+
+    fn scheduler(batch_size: i64, timeout_ms: f64) -> Arc<Scheduler<Arc<Ticket>>> {
+        Arc::new(Scheduler::new(
+            BatchPolicy::new(batch_size, timeout_ms, 8).unwrap(),
+        ))
+    }
+
+    fn submission(id: usize, count: usize) -> Submission<Arc<Ticket>> {
+        Submission {
+            call: Arc::new(Ticket {
+                id,
+                ..Default::default()
+            }),
+            count,
+            priority: 0,
+            arrival: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn full_batch_leaves_without_waiting_for_the_deadline() {
+        let scheduler = scheduler(4, 60_000.0);
+        scheduler.submit(submission(1, 4)).unwrap();
+        let started = Instant::now();
+        let batch = scheduler.next_batch().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(batch.entries.len(), 4);
+        assert_eq!(batch.reason, DispatchReason::Full);
+        assert_eq!(scheduler.queued(), 0);
+    }
+
+    #[test]
+    fn short_batch_leaves_at_the_deadline_of_its_oldest_item() {
+        let scheduler = scheduler(8, 30.0);
+        let submitted = submission(1, 2);
+        let arrival = submitted.arrival;
+        scheduler.submit(submitted).unwrap();
+        let batch = scheduler.next_batch().unwrap();
+        assert!(arrival.elapsed() >= Duration::from_millis(30));
+        assert_eq!(batch.reason, DispatchReason::Deadline);
+        assert_eq!(batch.entries.len(), 2);
+    }
+
+    #[test]
+    fn a_waiting_worker_wakes_when_the_batch_fills() {
+        let scheduler = scheduler(2, 60_000.0);
+        let worker = {
+            let scheduler = Arc::clone(&scheduler);
+            thread::spawn(move || scheduler.next_batch())
+        };
+        scheduler.submit(submission(1, 1)).unwrap();
+        thread::sleep(Duration::from_millis(20));
+        scheduler.submit(submission(2, 1)).unwrap();
+        let batch = worker.join().unwrap().unwrap();
+        let ids: Vec<usize> = batch.entries.iter().map(|e| e.call.id).collect();
+        assert_eq!(ids, vec![1, 2]);
+        assert_eq!(batch.reason, DispatchReason::Full);
+    }
+
+    #[test]
+    fn close_without_drain_wakes_an_idle_worker_and_hands_back_the_queue() {
+        let scheduler = scheduler(8, 60_000.0);
+        let worker = {
+            let scheduler = Arc::clone(&scheduler);
+            thread::spawn(move || scheduler.next_batch())
+        };
+        scheduler.submit(submission(1, 3)).unwrap();
+        thread::sleep(Duration::from_millis(20));
+        scheduler.close(false);
+        assert!(worker.join().unwrap().is_none());
+        assert!(matches!(
+            scheduler.submit(submission(2, 1)),
+            Err(Rejected::Closed(_))
+        ));
+        assert_eq!(scheduler.take_remaining().len(), 3);
+        assert_eq!(scheduler.queued(), 0);
+    }
+
+    #[test]
+    fn close_with_drain_dispatches_everything_at_once() {
+        let scheduler = scheduler(2, 60_000.0);
+        scheduler.submit(submission(1, 3)).unwrap();
+        scheduler.close(true);
+        let first = scheduler.next_batch().unwrap();
+        let second = scheduler.next_batch().unwrap();
+        assert_eq!((first.entries.len(), second.entries.len()), (2, 1));
+        assert_eq!(second.reason, DispatchReason::Drain);
+        assert!(scheduler.next_batch().is_none());
+    }
+
+    #[test]
+    fn many_producers_lose_nothing() {
+        let scheduler = scheduler(16, 1.0);
+        let producers: Vec<_> = (0..8)
+            .map(|p| {
+                let scheduler = Arc::clone(&scheduler);
+                thread::spawn(move || {
+                    for i in 0..500 {
+                        scheduler.submit(submission(p * 1000 + i, 1 + i % 3)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let expected: usize = 8 * (0..500).map(|i| 1 + i % 3).sum::<usize>();
+        let mut seen = 0;
+        while seen < expected {
+            let batch = scheduler.next_batch().unwrap();
+            assert!(batch.entries.len() <= 16);
+            seen += batch.entries.len();
+        }
+        for producer in producers {
+            producer.join().unwrap();
+        }
+        assert_eq!(seen, expected);
+        assert_eq!(scheduler.queued(), 0);
+        let stats = scheduler.stats();
+        assert_eq!(stats.queue_wait.count(), expected as u64);
+    }
+}
