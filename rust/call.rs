@@ -85,6 +85,8 @@ impl<R, E> Call<R, E> {
         }
         let results = std::mem::take(results);
         *progress = Progress::Done(Ok(results.into_iter().flatten().collect()));
+        drop(progress);
+        // Notified after unlocking, so the woken waiter does not block on the lock at once.
         self.finished.notify_all();
         Delivery::Completed
     }
@@ -97,6 +99,7 @@ impl<R, E> Call<R, E> {
         }
         self.abandoned.store(true, Ordering::Release);
         *progress = Progress::Done(Err(failure));
+        drop(progress);
         self.finished.notify_all();
         Delivery::Completed
     }

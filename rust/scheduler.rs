@@ -1,12 +1,18 @@
 //! The blocking scheduler: producers on any thread hand calls over a crossbeam channel; one
 //! worker at a time assembles batches and sleeps, with no timer while idle, until the dispatch
 //! rule says a batch may leave.
+//!
+//! The channel is used only as a lock-free queue. The worker sleeps on a parker that producers
+//! wake only when their submission changes what the worker would decide: the first item into an
+//! empty queue (it starts the deadline) or the item that fills a batch. Waking the worker on
+//! every item would cost a context switch per item for nothing.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_utils::sync::{Parker, Unparker};
 
 use crate::pending::{Cancellable, Entry, Pending, Submission};
 use crate::policy::BatchPolicy;
@@ -117,7 +123,9 @@ pub struct Scheduler<C> {
     // of the close and no submission can slip in after the final drain.
     sender: RwLock<Option<Sender<Submission<C>>>>,
     receiver: Receiver<Submission<C>>,
-    assembly: Mutex<Assembly<C>>,
+    // The parker lives with the assembly: only the worker holding that lock sleeps on it.
+    assembly: Mutex<(Assembly<C>, Parker)>,
+    wake_worker: Unparker,
     policy: BatchPolicy,
     queued: AtomicUsize,
     draining: AtomicBool,
@@ -131,10 +139,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl<C: Clone + Cancellable> Scheduler<C> {
     pub fn new(policy: BatchPolicy) -> Self {
         let (sender, receiver) = crossbeam_channel::unbounded();
+        let parker = Parker::new();
         Self {
             sender: RwLock::new(Some(sender)),
             receiver,
-            assembly: Mutex::new(Assembly::new(&policy)),
+            wake_worker: parker.unparker().clone(),
+            assembly: Mutex::new((Assembly::new(&policy), parker)),
             policy,
             queued: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
@@ -163,11 +173,17 @@ impl<C: Clone + Cancellable> Scheduler<C> {
         let Some(sender) = sender.as_ref() else {
             return Err(Rejected::Closed(submission));
         };
-        self.queued.fetch_add(submission.count, Ordering::Relaxed);
+        let count = submission.count;
+        let before = self.queued.fetch_add(count, Ordering::AcqRel);
         // The receiver lives as long as `self`, so the channel cannot be disconnected here.
         sender
             .send(submission)
-            .map_err(|returned| Rejected::Closed(returned.into_inner()))
+            .map_err(|returned| Rejected::Closed(returned.into_inner()))?;
+        let batch_size = self.policy.batch_size;
+        if before == 0 || (before < batch_size && before + count >= batch_size) {
+            self.wake_worker.unpark();
+        }
+        Ok(())
     }
 
     /// Stops accepting submissions. With `drain`, the worker first dispatches everything already
@@ -178,12 +194,14 @@ impl<C: Clone + Cancellable> Scheduler<C> {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        self.wake_worker.unpark();
     }
 
     /// Blocks until a batch may leave and returns it; `None` once closed and (when draining)
-    /// empty. Sleeps on the channel: no timer runs while nothing is queued.
+    /// empty. No timer runs while nothing is queued.
     pub fn next_batch(&self) -> Option<Batch<C>> {
-        let mut assembly = lock(&self.assembly);
+        let mut guard = lock(&self.assembly);
+        let (assembly, parker) = &mut *guard;
         let mut disconnected = false;
         loop {
             loop {
@@ -205,27 +223,20 @@ impl<C: Clone + Cancellable> Scheduler<C> {
                 let mut stats = lock(&self.stats);
                 assembly.poll(now, &self.policy, draining, &mut stats)
             };
-            self.queued.fetch_sub(removed, Ordering::Relaxed);
-            let received = match poll {
+            self.queued.fetch_sub(removed, Ordering::AcqRel);
+            match poll {
                 Poll::Ready(batch) => return Some(batch),
                 Poll::Idle if disconnected => return None,
-                Poll::Idle => self.receiver.recv().map_err(|_| ()),
-                Poll::WaitUntil(deadline) => match self.receiver.recv_deadline(deadline) {
-                    Ok(submission) => Ok(submission),
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => Err(()),
-                },
-            };
-            match received {
-                Ok(submission) => assembly.push(submission),
-                Err(()) => disconnected = true,
+                Poll::Idle => parker.park(),
+                Poll::WaitUntil(deadline) => parker.park_deadline(deadline),
             }
         }
     }
 
     /// Everything still queued after the worker stopped, so each caller can be told why.
     pub fn take_remaining(&self) -> Vec<Entry<C>> {
-        let mut assembly = lock(&self.assembly);
+        let mut guard = lock(&self.assembly);
+        let assembly = &mut guard.0;
         while let Ok(submission) = self.receiver.try_recv() {
             assembly.push(submission);
         }

@@ -1,0 +1,18 @@
+"""Dynamic batching: many concurrent single-item calls become batched calls of one function.
+
+The queue, the batch rules and every wait live in a Rust core that runs with the GIL released.
+Neither numpy nor torch is imported here; the inference flavours import them when first used.
+"""
+
+from batched._core import BatchedError, ProcessorClosedError
+from batched._core import __version__ as __version__
+from batched._processor import BatchProcessor, dynamically
+from batched._stats import BatchStats
+
+__all__ = [
+    "BatchProcessor",
+    "BatchStats",
+    "BatchedError",
+    "ProcessorClosedError",
+    "dynamically",
+]

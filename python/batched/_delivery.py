@@ -1,0 +1,45 @@
+"""Resolving asyncio futures from the thread that finished a batch.
+
+The Rust core groups a batch's finished futures by event loop and calls :func:`deliver` once per
+loop, which costs one ``call_soon_threadsafe`` per loop per batch rather than one per item.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from asyncio import events as _events
+
+
+def _settle(
+    futures: list[asyncio.Future[Any]],
+    values: list[Any],
+    failed_futures: list[asyncio.Future[Any]],
+    errors: list[BaseException],
+) -> None:
+    # A future is already done when its task was cancelled meanwhile: skip it quietly.
+    for future, value in zip(futures, values, strict=True):
+        if not future.done():
+            future.set_result(value)
+    for future, error in zip(failed_futures, errors, strict=True):
+        if not future.done():
+            future.set_exception(error)
+
+
+def deliver(
+    loop: asyncio.AbstractEventLoop,
+    futures: list[asyncio.Future[Any]],
+    values: list[Any],
+    failed_futures: list[asyncio.Future[Any]],
+    errors: list[BaseException],
+) -> None:
+    """Resolves ``futures`` on ``loop``: at once on its own thread, else with one wake-up."""
+    if _events._get_running_loop() is loop:
+        _settle(futures, values, failed_futures, errors)
+        return
+    try:
+        loop.call_soon_threadsafe(_settle, futures, values, failed_futures, errors)
+    except RuntimeError:
+        # The loop closed: its tasks are gone and nobody awaits these futures any more.
+        pass

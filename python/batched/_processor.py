@@ -1,0 +1,223 @@
+"""The thread flavour: ``batched.dynamically`` and :class:`BatchProcessor`."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar, overload
+
+from batched import _core
+from batched._decorate import PerInstance, is_method
+from batched._delivery import deliver
+from batched._stats import BatchStats
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+BatchFunction = Callable[[list[T]], Sequence[U]]
+
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_TIMEOUT_MS = 5.0
+DEFAULT_SMALL_BATCH_THRESHOLD = 8
+
+# How long an interpreter exit (or a collected processor) waits for a running batch to finish.
+_FINALIZE_JOIN_SECONDS = 5.0
+
+
+def _run_batch(batch: _core.Batch, resolve: Callable[[], Callable[..., Any] | None]) -> bool:
+    """Runs one batch; returns False once the function's owner is gone.
+
+    Kept out of the worker loop so that the batch, the bound function and its output are
+    released before the worker sleeps again.
+    """
+    func = resolve()
+    if func is None:
+        batch.fail(_core.ProcessorClosedError("the object owning this batched method was collected"))
+        return False
+    try:
+        output = func(batch.items())
+    except BaseException as error:  # every caller must hear of it, whatever it is
+        batch.fail(error)
+    else:
+        batch.complete(output)
+    return True
+
+
+def _serve(core: _core.Processor, resolve: Callable[[], Callable[..., Any] | None]) -> None:
+    try:
+        while (batch := core.next_batch()) is not None:
+            if not _run_batch(batch, resolve):
+                break
+            del batch
+    finally:
+        # Whatever stopped the loop, nobody may be left waiting.
+        core.close(False)
+        core.fail_remaining()
+
+
+def _stop(core: _core.Processor, worker: threading.Thread, drain: bool, join: float | None) -> None:
+    core.close(drain)
+    if worker is not threading.current_thread() and worker.ident is not None:
+        worker.join(join)
+    core.fail_remaining()
+
+
+def _check_callable(func: object) -> None:
+    if not callable(func):
+        raise TypeError(f"batched needs a callable taking a list of items, got {func!r}")
+
+
+class BatchProcessor(Generic[T, U]):
+    """Collects single-item calls from many threads into batched calls of ``func``.
+
+    ``func`` takes a list of items and returns one result per item, in order (a list, a tuple or
+    any sequence or array whose rows are the results). Calls block the calling thread with the
+    GIL released; :meth:`acall` awaits instead.
+    """
+
+    def __init__(
+        self,
+        func: BatchFunction[T, U],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        timeout_ms: float = DEFAULT_TIMEOUT_MS,
+        small_batch_threshold: int = DEFAULT_SMALL_BATCH_THRESHOLD,
+        _resolve: Callable[[], Callable[..., Any] | None] | None = None,
+    ) -> None:
+        _check_callable(func)
+        self._core = _core.Processor(
+            _check_int("batch_size", batch_size),
+            _check_number("timeout_ms", timeout_ms),
+            _check_int("small_batch_threshold", small_batch_threshold),
+            deliver,
+        )
+        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+        resolve = _resolve if _resolve is not None else (lambda: func)
+        name = getattr(func, "__qualname__", repr(func))
+        self._worker = threading.Thread(
+            target=_serve, args=(self._core, resolve), name=f"batched:{name}", daemon=True
+        )
+        self._worker.start()
+        # Runs on shutdown(), when this processor is collected, or at interpreter exit.
+        self._finalizer = weakref.finalize(
+            self, _stop, self._core, self._worker, False, _FINALIZE_JOIN_SECONDS
+        )
+
+    @overload
+    def __call__(self, item: list[T], /, *, timeout: float | None = ..., priority: int = ...) -> list[U]: ...
+    @overload
+    def __call__(self, item: T, /, *, timeout: float | None = ..., priority: int = ...) -> U: ...
+    def __call__(self, item: Any, /, *, timeout: float | None = None, priority: int = 0) -> Any:
+        """Processes one item (or a list of items) and returns its result (or their list)."""
+        return self._core.call(item, priority, timeout)
+
+    @overload
+    async def acall(self, item: list[T], /, *, timeout: float | None = ..., priority: int = ...) -> list[U]: ...
+    @overload
+    async def acall(self, item: T, /, *, timeout: float | None = ..., priority: int = ...) -> U: ...
+    async def acall(self, item: Any, /, *, timeout: float | None = None, priority: int = 0) -> Any:
+        """Like calling the processor, but awaits the result without blocking the event loop."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        ticket = self._core.submit(item, loop, future, priority)
+        if ticket is None:
+            return []
+        try:
+            if timeout is None:
+                return await future
+            async with asyncio.timeout(timeout):
+                return await future
+        except BaseException:
+            ticket.cancel()
+            raise
+
+    @property
+    def stats(self) -> BatchStats:
+        """A snapshot of this processor's statistics."""
+        return BatchStats(**self._core.stats())
+
+    @property
+    def closed(self) -> bool:
+        return self._core.closed
+
+    def shutdown(self, drain: bool = True) -> None:
+        """Stops the processor and returns once its worker has stopped.
+
+        With ``drain`` (the default) the items already queued still run; without it they fail
+        with :class:`ProcessorClosedError`. Later calls raise :class:`ProcessorClosedError`.
+        """
+        self._finalizer.detach()
+        _stop(self._core, self._worker, drain, None)
+
+    def __enter__(self) -> BatchProcessor[T, U]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "running"
+        return f"<BatchProcessor {getattr(self, '__qualname__', '?')} ({state})>"
+
+
+def _check_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    return value
+
+
+def _check_number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of milliseconds, got {value!r}")
+    return float(value)
+
+
+@overload
+def dynamically(func: BatchFunction[T, U], /) -> BatchProcessor[T, U]: ...
+@overload
+def dynamically(
+    func: None = None,
+    /,
+    *,
+    batch_size: int = ...,
+    timeout_ms: float = ...,
+    small_batch_threshold: int = ...,
+) -> Callable[[BatchFunction[T, U]], BatchProcessor[T, U]]: ...
+def dynamically(
+    func: BatchFunction[T, U] | None = None,
+    /,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    timeout_ms: float = DEFAULT_TIMEOUT_MS,
+    small_batch_threshold: int = DEFAULT_SMALL_BATCH_THRESHOLD,
+) -> Any:
+    """Decorates a function taking a list of items so that single calls are batched.
+
+    Use it bare (``@batched.dynamically``) or with options
+    (``@batched.dynamically(batch_size=64, timeout_ms=2.0)``). On a method, each instance gets
+    its own processor.
+    """
+    options = {
+        "batch_size": batch_size,
+        "timeout_ms": timeout_ms,
+        "small_batch_threshold": small_batch_threshold,
+    }
+    # Validate now, at decoration time, even for methods whose processors come later.
+    _core.validate_policy(
+        _check_int("batch_size", batch_size),
+        _check_number("timeout_ms", timeout_ms),
+        _check_int("small_batch_threshold", small_batch_threshold),
+    )
+
+    def decorate(target: BatchFunction[T, U]) -> Any:
+        _check_callable(target)
+        if is_method(target):
+            return PerInstance(
+                target, lambda resolve: BatchProcessor(target, _resolve=resolve, **options)
+            )
+        return BatchProcessor(target, **options)
+
+    return decorate if func is None else decorate(func)

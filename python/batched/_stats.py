@@ -1,0 +1,30 @@
+"""The statistics a processor reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStats:
+    """A snapshot of a processor's work so far. Times are in seconds.
+
+    ``queue_wait_*`` measure each item from its arrival to its dispatch; ``batch_time_*`` measure
+    each batch from its dispatch until its results were handed back. ``full_batches`` and
+    ``deadline_batches`` count why batches left: because ``batch_size`` items were waiting, or
+    because the oldest item had waited ``timeout_ms``. ``drain_batches`` left during a draining
+    shutdown.
+    """
+
+    queue_size: int = 0
+    total_processed: int = 0
+    total_batches: int = 0
+    avg_batch_size: float = 0.0
+    avg_processing_time: float = 0.0
+    queue_wait_p50: float = 0.0
+    queue_wait_p99: float = 0.0
+    batch_time_p50: float = 0.0
+    batch_time_p99: float = 0.0
+    full_batches: int = 0
+    deadline_batches: int = 0
+    drain_batches: int = 0

@@ -1,0 +1,202 @@
+//! A dispatched batch as the Python worker sees it: the items to pass to the user function, and
+//! the two ways to settle it.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+
+use super::call::CallRef;
+use super::processor::Shared;
+use super::settle::Settlement;
+use crate::call::Failure;
+use crate::pending::Entry;
+use crate::scheduler::Batch as CoreBatch;
+
+#[pyclass(frozen, module = "batched._core")]
+pub struct Batch {
+    // `None` once settled; a batch is settled exactly once.
+    entries: Mutex<Option<Vec<Entry<CallRef>>>>,
+    len: usize,
+    dispatched: std::time::Instant,
+    shared: Arc<Shared>,
+}
+
+impl Batch {
+    pub(crate) fn new(batch: CoreBatch<CallRef>, shared: Arc<Shared>) -> Self {
+        Self {
+            len: batch.entries.len(),
+            entries: Mutex::new(Some(batch.entries)),
+            dispatched: batch.dispatched,
+            shared,
+        }
+    }
+
+    fn take_entries(&self) -> Option<Vec<Entry<CallRef>>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    fn finish(&self, py: Python<'_>, entries: &[Entry<CallRef>], outcome: Outcome) {
+        self.shared
+            .scheduler
+            .record_batch(entries.len(), self.dispatched.elapsed());
+        let mut settlement = Settlement::default();
+        let scattered = catch_unwind(AssertUnwindSafe(|| match outcome {
+            Outcome::Rows(rows) => scatter(py, entries, rows, &mut settlement),
+            Outcome::Failed(error) => fail_all(py, entries, &error, &mut settlement),
+        }));
+        if scattered.is_err() {
+            let failure = || Failure::Internal("a panic while delivering results".into());
+            for entry in entries {
+                settlement.ended(py, &entry.call, entry.call.outcome.fail(failure()));
+            }
+        }
+        settlement.flush(py, &self.shared.deliver);
+    }
+}
+
+enum Outcome {
+    Rows(Vec<Py<PyAny>>),
+    Failed(Py<PyAny>),
+}
+
+/// Hands each caller its rows; consecutive entries of one call are delivered together.
+fn scatter(
+    py: Python<'_>,
+    entries: &[Entry<CallRef>],
+    rows: Vec<Py<PyAny>>,
+    settlement: &mut Settlement,
+) {
+    let mut rows = rows.into_iter();
+    let mut start = 0;
+    while start < entries.len() {
+        let call = &entries[start].call;
+        let mut end = start + 1;
+        while end < entries.len()
+            && Arc::ptr_eq(&entries[end].call, call)
+            && entries[end].index == entries[end - 1].index + 1
+        {
+            end += 1;
+        }
+        let delivery = call
+            .outcome
+            .deliver(entries[start].index, rows.by_ref().take(end - start));
+        settlement.ended(py, call, delivery);
+        start = end;
+    }
+}
+
+/// Gives every call in the batch the same exception.
+pub(crate) fn fail_all(
+    py: Python<'_>,
+    entries: &[Entry<CallRef>],
+    error: &Py<PyAny>,
+    settlement: &mut Settlement,
+) {
+    for entry in entries {
+        let delivery = entry
+            .call
+            .outcome
+            .fail(Failure::User(error.clone_ref(py)));
+        settlement.ended(py, &entry.call, delivery);
+    }
+}
+
+/// Splits the user function's output into one row per item, or says why it cannot.
+fn rows_of(output: &Bound<'_, PyAny>, expected: usize) -> PyResult<Vec<Py<PyAny>>> {
+    let rows: Vec<Py<PyAny>> = if let Ok(list) = output.cast::<PyList>() {
+        list.iter().map(Bound::unbind).collect()
+    } else if let Ok(tuple) = output.cast::<PyTuple>() {
+        tuple.iter().map(Bound::unbind).collect()
+    } else if output.is_instance_of::<PyString>() || output.is_instance_of::<PyBytes>() {
+        return Err(PyValueError::new_err(format!(
+            "the batch function returned a {}, expected a list (or sequence or array) of {expected} results, one per item",
+            output.get_type().name()?
+        )));
+    } else {
+        let Ok(len) = output.len() else {
+            return Err(PyValueError::new_err(format!(
+                "the batch function returned {} which is not a sequence; expected a list (or sequence or array) of {expected} results, one per item",
+                output.get_type().name()?
+            )));
+        };
+        if len != expected {
+            return Err(length_error(len, expected));
+        }
+        output
+            .try_iter()?
+            .map(|row| row.map(Bound::unbind))
+            .collect::<PyResult<_>>()?
+    };
+    if rows.len() != expected {
+        return Err(length_error(rows.len(), expected));
+    }
+    Ok(rows)
+}
+
+fn length_error(got: usize, expected: usize) -> PyErr {
+    PyValueError::new_err(format!(
+        "the batch function returned {got} results for a batch of {expected} items; it must return exactly one result per item, in order"
+    ))
+}
+
+#[pymethods]
+impl Batch {
+    fn __len__(&self) -> usize {
+        self.len
+    }
+
+    /// The items of this batch, in service order, as a new list.
+    fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let guard = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let entries = guard.as_deref().unwrap_or_default();
+        let items = entries
+            .iter()
+            .map(|entry| entry.call.item(py, entry.index))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, items)
+    }
+
+    /// Settles the batch with the user function's output: one row per item, in order. An
+    /// output of the wrong shape fails every caller with a `ValueError` instead.
+    fn complete(&self, py: Python<'_>, output: &Bound<'_, PyAny>) -> PyResult<()> {
+        let Some(entries) = self.take_entries() else {
+            return Ok(());
+        };
+        let outcome = match rows_of(output, entries.len()) {
+            Ok(rows) => Outcome::Rows(rows),
+            Err(error) => Outcome::Failed(error.into_value(py).into_any()),
+        };
+        self.finish(py, &entries, outcome);
+        Ok(())
+    }
+
+    /// Settles the batch by giving every caller `error`.
+    fn fail(&self, py: Python<'_>, error: &Bound<'_, PyAny>) {
+        if let Some(entries) = self.take_entries() {
+            self.finish(py, &entries, Outcome::Failed(error.clone().unbind()));
+        }
+    }
+}
+
+impl Drop for Batch {
+    // A batch dropped unsettled (its worker died) must not leave its callers waiting forever.
+    fn drop(&mut self) {
+        let Some(entries) = self.take_entries() else {
+            return;
+        };
+        Python::attach(|py| {
+            let mut settlement = Settlement::default();
+            let failure = || Failure::Internal("a batch was discarded before it completed".into());
+            for entry in &entries {
+                settlement.ended(py, &entry.call, entry.call.outcome.fail(failure()));
+            }
+            settlement.flush(py, &self.shared.deliver);
+        });
+    }
+}

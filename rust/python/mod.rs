@@ -1,0 +1,28 @@
+//! The Python face of the core: thin wrappers that convert arguments, release the GIL while
+//! waiting and turn outcomes into Python values and exceptions.
+
+mod batch;
+mod call;
+mod errors;
+mod processor;
+mod settle;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+#[pyo3(name = "_core")]
+fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("BatchedError", py.get_type::<errors::BatchedError>())?;
+    m.add(
+        "ProcessorClosedError",
+        py.get_type::<errors::ProcessorClosedError>(),
+    )?;
+    m.add_class::<processor::Processor>()?;
+    m.add_function(wrap_pyfunction!(processor::validate_policy, m)?)?;
+    m.add_class::<batch::Batch>()?;
+    m.add_class::<processor::Ticket>()?;
+    call::remember_main_thread(py)?;
+    Ok(())
+}

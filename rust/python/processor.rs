@@ -1,0 +1,218 @@
+//! The processor: accepts calls from any thread or event loop and hands batches to the Python
+//! worker that runs the user function.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use super::batch::Batch;
+use super::call::{CallRef, Inputs, PyCall, Waiter};
+use super::errors::closed_error;
+use super::settle::Settlement;
+use crate::call::Failure;
+use crate::pending::Submission;
+use crate::policy::BatchPolicy;
+use crate::scheduler::{Rejected, Scheduler};
+
+pub(crate) struct Shared {
+    pub scheduler: Scheduler<CallRef>,
+    /// The Python hook that resolves futures on their own loop (see `Settlement::flush`).
+    pub deliver: Py<PyAny>,
+}
+
+/// Validates the batching options at decoration time, raising `ValueError` with what is wrong.
+#[pyfunction]
+pub(crate) fn validate_policy(
+    batch_size: i64,
+    timeout_ms: f64,
+    small_batch_threshold: i64,
+) -> PyResult<()> {
+    policy_from(batch_size, timeout_ms, small_batch_threshold).map(drop)
+}
+
+fn policy_from(
+    batch_size: i64,
+    timeout_ms: f64,
+    small_batch_threshold: i64,
+) -> PyResult<BatchPolicy> {
+    let small = usize::try_from(small_batch_threshold).map_err(|_| {
+        PyValueError::new_err(format!(
+            "small_batch_threshold must be an integer of at least 0, got {small_batch_threshold}"
+        ))
+    })?;
+    BatchPolicy::new(batch_size, timeout_ms, small)
+        .map_err(|error| PyValueError::new_err(error.to_string()))
+}
+
+#[pyclass(frozen, module = "batched._core")]
+pub struct Processor {
+    shared: Arc<Shared>,
+}
+
+/// A call waiting on an asyncio future; lets the awaiting task withdraw it.
+#[pyclass(frozen, module = "batched._core")]
+pub struct Ticket {
+    call: CallRef,
+}
+
+#[pymethods]
+impl Ticket {
+    /// Withdraws the call: items not yet dispatched never reach the user function, and results
+    /// of items already running are dropped.
+    fn cancel(&self) {
+        self.call.outcome.fail(Failure::Abandoned);
+    }
+}
+
+/// A list means many items; anything else is one item. The list is copied so that a caller
+/// mutating it later cannot change what the batch sees.
+fn inputs_of(arg: &Bound<'_, PyAny>) -> PyResult<(Inputs, usize)> {
+    match arg.cast::<PyList>() {
+        Ok(list) => {
+            let copy = list.get_slice(0, list.len());
+            let len = copy.len();
+            Ok((Inputs::Many(copy.unbind()), len))
+        }
+        Err(_) => Ok((Inputs::One(arg.clone().unbind()), 1)),
+    }
+}
+
+impl Processor {
+    fn submit_call(&self, call: &CallRef, len: usize, priority: i32) -> PyResult<()> {
+        let submission = Submission {
+            call: Arc::clone(call),
+            count: len,
+            priority,
+            arrival: Instant::now(),
+        };
+        self.shared
+            .scheduler
+            .submit(submission)
+            .map_err(|Rejected::Closed(_)| closed_error())
+    }
+}
+
+#[pymethods]
+impl Processor {
+    #[new]
+    #[pyo3(signature = (batch_size, timeout_ms, small_batch_threshold, deliver))]
+    fn new(
+        batch_size: i64,
+        timeout_ms: f64,
+        small_batch_threshold: i64,
+        deliver: Py<PyAny>,
+    ) -> PyResult<Self> {
+        let policy = policy_from(batch_size, timeout_ms, small_batch_threshold)?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                scheduler: Scheduler::new(policy),
+                deliver,
+            }),
+        })
+    }
+
+    /// Submits `arg` (one item, or a list of items) and blocks, with the GIL released, until
+    /// its results are in. Raises `TimeoutError` after `timeout` seconds.
+    #[pyo3(signature = (arg, priority = 0, timeout = None))]
+    fn call(
+        &self,
+        py: Python<'_>,
+        arg: &Bound<'_, PyAny>,
+        priority: i32,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<PyAny>> {
+        let (inputs, len) = inputs_of(arg)?;
+        if len == 0 {
+            return Ok(PyList::empty(py).into_any().unbind());
+        }
+        let call = PyCall::new(inputs, len, Waiter::Thread);
+        self.submit_call(&call, len, priority)?;
+        call.wait(py, timeout)
+    }
+
+    /// Submits `arg` for a caller awaiting `future` on `event_loop`. Returns `None` for an empty
+    /// list (nothing to wait for), else a ticket to cancel the call with.
+    #[pyo3(signature = (arg, event_loop, future, priority = 0))]
+    fn submit(
+        &self,
+        arg: &Bound<'_, PyAny>,
+        event_loop: Py<PyAny>,
+        future: Py<PyAny>,
+        priority: i32,
+    ) -> PyResult<Option<Ticket>> {
+        let (inputs, len) = inputs_of(arg)?;
+        if len == 0 {
+            return Ok(None);
+        }
+        let call = PyCall::new(inputs, len, Waiter::Future { event_loop, future });
+        self.submit_call(&call, len, priority)?;
+        Ok(Some(Ticket { call }))
+    }
+
+    /// Blocks, with the GIL released, until a batch may leave; `None` once the processor is
+    /// closed and has nothing left to run.
+    fn next_batch(&self, py: Python<'_>) -> Option<Batch> {
+        let shared = Arc::clone(&self.shared);
+        py.detach(|| shared.scheduler.next_batch())
+            .map(|batch| Batch::new(batch, Arc::clone(&self.shared)))
+    }
+
+    /// Stops accepting calls. With `drain`, queued items still run; otherwise the worker stops
+    /// after its current batch and `fail_remaining` tells the queued callers.
+    fn close(&self, drain: bool) {
+        self.shared.scheduler.close(drain);
+    }
+
+    /// Fails every still-queued call with `ProcessorClosedError`; call after the worker stopped.
+    fn fail_remaining(&self, py: Python<'_>) {
+        let remaining = self.shared.scheduler.take_remaining();
+        let mut settlement = Settlement::default();
+        for entry in &remaining {
+            settlement.ended(py, &entry.call, entry.call.outcome.fail(Failure::Closed));
+        }
+        settlement.flush(py, &self.shared.deliver);
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.shared.scheduler.is_closed()
+    }
+
+    /// A snapshot of the running statistics as a dict of plain numbers (seconds for times).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = self.shared.scheduler.stats();
+        let dict = PyDict::new(py);
+        dict.set_item("queue_size", self.shared.scheduler.queued())?;
+        dict.set_item("total_processed", stats.total_items)?;
+        dict.set_item("total_batches", stats.total_batches)?;
+        dict.set_item("avg_batch_size", stats.mean_batch_size())?;
+        dict.set_item(
+            "avg_processing_time",
+            stats.mean_batch_time().as_secs_f64(),
+        )?;
+        dict.set_item(
+            "queue_wait_p50",
+            stats.queue_wait.quantile(0.5).as_secs_f64(),
+        )?;
+        dict.set_item(
+            "queue_wait_p99",
+            stats.queue_wait.quantile(0.99).as_secs_f64(),
+        )?;
+        dict.set_item(
+            "batch_time_p50",
+            stats.batch_time.quantile(0.5).as_secs_f64(),
+        )?;
+        dict.set_item(
+            "batch_time_p99",
+            stats.batch_time.quantile(0.99).as_secs_f64(),
+        )?;
+        dict.set_item("full_batches", stats.full_batches)?;
+        dict.set_item("deadline_batches", stats.deadline_batches)?;
+        dict.set_item("drain_batches", stats.drain_batches)?;
+        Ok(dict)
+    }
+}
+
