@@ -85,9 +85,6 @@ impl<R, E> Call<R, E> {
         }
         let results = std::mem::take(results);
         *progress = Progress::Done(Ok(results.into_iter().flatten().collect()));
-        drop(progress);
-        // Notified after unlocking, so the woken waiter does not block on the lock at once.
-        self.finished.notify_all();
         Delivery::Completed
     }
 
@@ -99,9 +96,13 @@ impl<R, E> Call<R, E> {
         }
         self.abandoned.store(true, Ordering::Release);
         *progress = Progress::Done(Err(failure));
-        drop(progress);
-        self.finished.notify_all();
         Delivery::Completed
+    }
+
+    /// Wakes the threads blocked in [`Call::wait`]. Kept apart from recording the outcome so
+    /// that the waker can choose the moment, e.g. after it has released a lock the waiters need.
+    pub fn wake(&self) {
+        self.finished.notify_all();
     }
 
     /// Blocks until the call ends or `deadline` passes; returns whether it ended.
@@ -183,7 +184,9 @@ mod tests {
             let call = Arc::clone(&call);
             thread::spawn(move || {
                 thread::sleep(Duration::from_millis(20));
-                call.deliver(0, [7])
+                let delivery = call.deliver(0, [7]);
+                call.wake();
+                delivery
             })
         };
         assert!(call.wait(None));

@@ -230,7 +230,16 @@ mod tests {
         // 8 / 4 = 2 slots for bulk, the other 6 for the small calls in arrival order.
         assert_eq!(
             ids(&batch),
-            vec![(2, 0), (3, 0), (4, 0), (5, 0), (6, 0), (7, 0), (1, 0), (1, 1)]
+            vec![
+                (2, 0),
+                (3, 0),
+                (4, 0),
+                (5, 0),
+                (6, 0),
+                (7, 0),
+                (1, 0),
+                (1, 1)
+            ]
         );
     }
 

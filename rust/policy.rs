@@ -66,7 +66,10 @@ mod tests {
         assert_eq!(policy.batch_size, 32);
         assert_eq!(policy.max_wait, Duration::from_millis(5));
         assert_eq!(policy.small_call_threshold, 8);
-        assert_eq!(BatchPolicy::new(1, 0.0, 0).unwrap().max_wait, Duration::ZERO);
+        assert_eq!(
+            BatchPolicy::new(1, 0.0, 0).unwrap().max_wait,
+            Duration::ZERO
+        );
     }
 
     #[test]

@@ -95,7 +95,9 @@ impl<C: Clone + Cancellable> Assembly<C> {
             }
             stats.record_dispatch(reason);
             for entry in &taken.entries {
-                stats.queue_wait.record(now.saturating_duration_since(entry.arrival));
+                stats
+                    .queue_wait
+                    .record(now.saturating_duration_since(entry.arrival));
             }
             let batch = Batch {
                 entries: taken.entries,
@@ -371,7 +373,9 @@ mod tests {
                 let scheduler = Arc::clone(&scheduler);
                 thread::spawn(move || {
                     for i in 0..500 {
-                        scheduler.submit(submission(p * 1000 + i, 1 + i % 3)).unwrap();
+                        scheduler
+                            .submit(submission(p * 1000 + i, 1 + i % 3))
+                            .unwrap();
                     }
                 })
             })

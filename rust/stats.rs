@@ -136,11 +136,17 @@ mod tests {
         let mut previous = 0;
         for nanos in (0..5000u64).chain([1 << 20, (1 << 20) + 12345, 7_000_000_000]) {
             let bucket = LatencyHistogram::bucket_of(nanos);
-            assert!(bucket >= previous || nanos > 5000, "bucket went down at {nanos}");
+            assert!(
+                bucket >= previous || nanos > 5000,
+                "bucket went down at {nanos}"
+            );
             previous = bucket;
             let upper = LatencyHistogram::upper_bound_of(bucket);
             assert!(upper >= nanos, "{nanos} above its bucket's bound {upper}");
-            assert!(upper as f64 <= nanos as f64 * 1.125 + 1.0, "{nanos} -> {upper}");
+            assert!(
+                upper as f64 <= nanos as f64 * 1.125 + 1.0,
+                "{nanos} -> {upper}"
+            );
         }
     }
 

@@ -56,7 +56,8 @@ impl Batch {
                 settlement.ended(py, &entry.call, entry.call.outcome.fail(failure()));
             }
         }
-        settlement.flush(py, &self.shared.deliver);
+        let threads = settlement.flush(py, &self.shared.deliver);
+        self.shared.wake_later(threads);
     }
 }
 
@@ -99,10 +100,7 @@ pub(crate) fn fail_all(
     settlement: &mut Settlement,
 ) {
     for entry in entries {
-        let delivery = entry
-            .call
-            .outcome
-            .fail(Failure::User(error.clone_ref(py)));
+        let delivery = entry.call.outcome.fail(Failure::User(error.clone_ref(py)));
         settlement.ended(py, &entry.call, delivery);
     }
 }
@@ -196,7 +194,7 @@ impl Drop for Batch {
             for entry in &entries {
                 settlement.ended(py, &entry.call, entry.call.outcome.fail(failure()));
             }
-            settlement.flush(py, &self.shared.deliver);
+            settlement.flush_and_wake(py, &self.shared.deliver);
         });
     }
 }

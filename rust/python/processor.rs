@@ -1,7 +1,7 @@
 //! The processor: accepts calls from any thread or event loop and hands batches to the Python
 //! worker that runs the user function.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use pyo3::exceptions::PyValueError;
@@ -21,6 +21,30 @@ pub(crate) struct Shared {
     pub scheduler: Scheduler<CallRef>,
     /// The Python hook that resolves futures on their own loop (see `Settlement::flush`).
     pub deliver: Py<PyAny>,
+    /// Blocked callers whose results are in, woken once the worker has released the GIL: woken
+    /// earlier, each would find the GIL taken and sleep a second time.
+    wake_later: Mutex<Vec<CallRef>>,
+}
+
+impl Shared {
+    pub fn wake_later(&self, calls: Vec<CallRef>) {
+        self.wake_later
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(calls);
+    }
+
+    fn wake_waiting(&self) {
+        let calls = std::mem::take(
+            &mut *self
+                .wake_later
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for call in calls {
+            call.outcome.wake();
+        }
+    }
 }
 
 /// Validates the batching options at decoration time, raising `ValueError` with what is wrong.
@@ -110,6 +134,7 @@ impl Processor {
             shared: Arc::new(Shared {
                 scheduler: Scheduler::new(policy),
                 deliver,
+                wake_later: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -156,8 +181,11 @@ impl Processor {
     /// closed and has nothing left to run.
     fn next_batch(&self, py: Python<'_>) -> Option<Batch> {
         let shared = Arc::clone(&self.shared);
-        py.detach(|| shared.scheduler.next_batch())
-            .map(|batch| Batch::new(batch, Arc::clone(&self.shared)))
+        py.detach(|| {
+            shared.wake_waiting();
+            shared.scheduler.next_batch()
+        })
+        .map(|batch| Batch::new(batch, Arc::clone(&self.shared)))
     }
 
     /// Stops accepting calls. With `drain`, queued items still run; otherwise the worker stops
@@ -168,12 +196,13 @@ impl Processor {
 
     /// Fails every still-queued call with `ProcessorClosedError`; call after the worker stopped.
     fn fail_remaining(&self, py: Python<'_>) {
+        self.shared.wake_waiting();
         let remaining = self.shared.scheduler.take_remaining();
         let mut settlement = Settlement::default();
         for entry in &remaining {
             settlement.ended(py, &entry.call, entry.call.outcome.fail(Failure::Closed));
         }
-        settlement.flush(py, &self.shared.deliver);
+        settlement.flush_and_wake(py, &self.shared.deliver);
     }
 
     #[getter]
@@ -189,10 +218,7 @@ impl Processor {
         dict.set_item("total_processed", stats.total_items)?;
         dict.set_item("total_batches", stats.total_batches)?;
         dict.set_item("avg_batch_size", stats.mean_batch_size())?;
-        dict.set_item(
-            "avg_processing_time",
-            stats.mean_batch_time().as_secs_f64(),
-        )?;
+        dict.set_item("avg_processing_time", stats.mean_batch_time().as_secs_f64())?;
         dict.set_item(
             "queue_wait_p50",
             stats.queue_wait.quantile(0.5).as_secs_f64(),
@@ -215,4 +241,3 @@ impl Processor {
         Ok(dict)
     }
 }
-

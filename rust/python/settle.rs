@@ -4,7 +4,7 @@
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use super::call::{PyCall, Waiter};
+use super::call::{CallRef, Waiter};
 use crate::call::Delivery;
 
 struct LoopGroup {
@@ -15,20 +15,22 @@ struct LoopGroup {
     errors: Vec<Py<PyAny>>,
 }
 
-/// Outcomes of calls that ended in one batch, grouped by the event loop waiting for them.
+/// Outcomes of calls that ended in one batch: futures grouped by the event loop waiting for
+/// them, and the blocked threads to wake.
 #[derive(Default)]
 pub(crate) struct Settlement {
     groups: Vec<LoopGroup>,
+    threads: Vec<CallRef>,
 }
 
 impl Settlement {
-    /// Notes that `call` just ended (`delivery` says whether it did). Thread waiters were already
-    /// woken by the outcome itself; futures are collected for [`Settlement::flush`].
-    pub fn ended(&mut self, py: Python<'_>, call: &PyCall, delivery: Delivery) {
+    /// Notes that `call` just ended (`delivery` says whether it did).
+    pub fn ended(&mut self, py: Python<'_>, call: &CallRef, delivery: Delivery) {
         if delivery != Delivery::Completed {
             return;
         }
         let Waiter::Future { event_loop, future } = &call.waiter else {
+            self.threads.push(CallRef::clone(call));
             return;
         };
         let group = match self
@@ -61,8 +63,9 @@ impl Settlement {
     }
 
     /// Sends each loop its outcomes through the Python `deliver(loop, futures, values,
-    /// failed_futures, errors)` hook.
-    pub fn flush(self, py: Python<'_>, deliver: &Py<PyAny>) {
+    /// failed_futures, errors)` hook, and returns the blocked threads still to be woken.
+    #[must_use = "the returned threads wait until woken"]
+    pub fn flush(self, py: Python<'_>, deliver: &Py<PyAny>) -> Vec<CallRef> {
         for group in self.groups {
             let sent = (|| {
                 deliver.call1(
@@ -80,6 +83,14 @@ impl Settlement {
                 // The hook itself broke; nothing better to do than report it like `__del__` does.
                 error.write_unraisable(py, None);
             }
+        }
+        self.threads
+    }
+
+    /// Like [`Settlement::flush`], waking the threads at once.
+    pub fn flush_and_wake(self, py: Python<'_>, deliver: &Py<PyAny>) {
+        for call in self.flush(py, deliver) {
+            call.outcome.wake();
         }
     }
 }
