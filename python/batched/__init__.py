@@ -4,6 +4,7 @@ The queue, the batch rules and every wait live in a Rust core that runs with the
 Neither numpy nor torch is imported here; the inference flavours import them when first used.
 """
 
+from batched import aio
 from batched._core import BatchedError, ProcessorClosedError
 from batched._core import __version__ as __version__
 from batched._processor import BatchProcessor, dynamically
@@ -14,5 +15,6 @@ __all__ = [
     "BatchStats",
     "BatchedError",
     "ProcessorClosedError",
+    "aio",
     "dynamically",
 ]

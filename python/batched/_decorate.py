@@ -17,7 +17,9 @@ def is_method(func: Callable[..., Any]) -> bool:
     return len(parts) >= 2 and parts[-2] != "<locals>"
 
 
-def weak_bound(func: Callable[..., Any], instance: object) -> Callable[[], Callable[..., Any] | None]:
+def weak_bound(
+    func: Callable[..., Any], instance: object
+) -> Callable[[], Callable[..., Any] | None]:
     """A resolver giving ``func`` bound to ``instance`` while the instance lives, then ``None``."""
     ref = weakref.ref(instance)
 
@@ -39,7 +41,7 @@ class PerInstance(Generic[P]):
         self._func = func
         self._make = make
         self._slot = f"__batched_{func.__name__}"
-        functools.update_wrapper(self, func)
+        functools.update_wrapper(self, func)  # type: ignore[arg-type]
 
     def __set_name__(self, owner: type, name: str) -> None:
         self._slot = f"__batched_{name}"

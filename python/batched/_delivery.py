@@ -7,9 +7,9 @@ loop, which costs one ``call_soon_threadsafe`` per loop per batch rather than on
 from __future__ import annotations
 
 import asyncio
-from typing import Any
-
+import contextlib
 from asyncio import events as _events
+from typing import Any
 
 
 def _settle(
@@ -38,8 +38,6 @@ def deliver(
     if _events._get_running_loop() is loop:
         _settle(futures, values, failed_futures, errors)
         return
-    try:
+    # A closed loop raises RuntimeError: its tasks are gone and nobody awaits these futures.
+    with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(_settle, futures, values, failed_futures, errors)
-    except RuntimeError:
-        # The loop closed: its tasks are gone and nobody awaits these futures any more.
-        pass

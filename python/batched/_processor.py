@@ -35,7 +35,9 @@ def _run_batch(batch: _core.Batch, resolve: Callable[[], Callable[..., Any] | No
     """
     func = resolve()
     if func is None:
-        batch.fail(_core.ProcessorClosedError("the object owning this batched method was collected"))
+        batch.fail(
+            _core.ProcessorClosedError("the object owning this batched method was collected")
+        )
         return False
     try:
         output = func(batch.items())
@@ -58,14 +60,20 @@ def _serve(core: _core.Processor, resolve: Callable[[], Callable[..., Any] | Non
         core.fail_remaining()
 
 
-def _stop(core: _core.Processor, worker: threading.Thread, drain: bool, join: float | None) -> None:
+def _stop(
+    core: _core.Processor,
+    workers: tuple[threading.Thread, ...],
+    drain: bool,
+    join: float | None,
+) -> None:
     core.close(drain)
-    if worker is not threading.current_thread() and worker.ident is not None:
-        worker.join(join)
+    for worker in workers:
+        if worker is not threading.current_thread():
+            worker.join(join)
     core.fail_remaining()
 
 
-def _check_callable(func: object) -> None:
+def check_callable(func: object) -> None:
     if not callable(func):
         raise TypeError(f"batched needs a callable taking a list of items, got {func!r}")
 
@@ -86,28 +94,35 @@ class BatchProcessor(Generic[T, U]):
         timeout_ms: float = DEFAULT_TIMEOUT_MS,
         small_batch_threshold: int = DEFAULT_SMALL_BATCH_THRESHOLD,
         _resolve: Callable[[], Callable[..., Any] | None] | None = None,
+        _workers: int = 1,
     ) -> None:
-        _check_callable(func)
+        check_callable(func)
         self._core = _core.Processor(
-            _check_int("batch_size", batch_size),
-            _check_number("timeout_ms", timeout_ms),
-            _check_int("small_batch_threshold", small_batch_threshold),
+            check_int("batch_size", batch_size),
+            check_number("timeout_ms", timeout_ms),
+            check_int("small_batch_threshold", small_batch_threshold),
             deliver,
         )
-        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+        functools.update_wrapper(self, func)
         resolve = _resolve if _resolve is not None else (lambda: func)
         name = getattr(func, "__qualname__", repr(func))
-        self._worker = threading.Thread(
-            target=_serve, args=(self._core, resolve), name=f"batched:{name}", daemon=True
+        self._workers = tuple(
+            threading.Thread(
+                target=_serve, args=(self._core, resolve), name=f"batched:{name}", daemon=True
+            )
+            for _ in range(_workers)
         )
-        self._worker.start()
+        for worker in self._workers:
+            worker.start()
         # Runs on shutdown(), when this processor is collected, or at interpreter exit.
         self._finalizer = weakref.finalize(
-            self, _stop, self._core, self._worker, False, _FINALIZE_JOIN_SECONDS
+            self, _stop, self._core, self._workers, False, _FINALIZE_JOIN_SECONDS
         )
 
     @overload
-    def __call__(self, item: list[T], /, *, timeout: float | None = ..., priority: int = ...) -> list[U]: ...
+    def __call__(
+        self, item: list[T], /, *, timeout: float | None = ..., priority: int = ...
+    ) -> list[U]: ...
     @overload
     def __call__(self, item: T, /, *, timeout: float | None = ..., priority: int = ...) -> U: ...
     def __call__(self, item: Any, /, *, timeout: float | None = None, priority: int = 0) -> Any:
@@ -115,7 +130,9 @@ class BatchProcessor(Generic[T, U]):
         return self._core.call(item, priority, timeout)
 
     @overload
-    async def acall(self, item: list[T], /, *, timeout: float | None = ..., priority: int = ...) -> list[U]: ...
+    async def acall(
+        self, item: list[T], /, *, timeout: float | None = ..., priority: int = ...
+    ) -> list[U]: ...
     @overload
     async def acall(self, item: T, /, *, timeout: float | None = ..., priority: int = ...) -> U: ...
     async def acall(self, item: Any, /, *, timeout: float | None = None, priority: int = 0) -> Any:
@@ -150,7 +167,7 @@ class BatchProcessor(Generic[T, U]):
         with :class:`ProcessorClosedError`. Later calls raise :class:`ProcessorClosedError`.
         """
         self._finalizer.detach()
-        _stop(self._core, self._worker, drain, None)
+        _stop(self._core, self._workers, drain, None)
 
     def __enter__(self) -> BatchProcessor[T, U]:
         return self
@@ -163,13 +180,13 @@ class BatchProcessor(Generic[T, U]):
         return f"<BatchProcessor {getattr(self, '__qualname__', '?')} ({state})>"
 
 
-def _check_int(name: str, value: object) -> int:
+def check_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {value!r}")
     return value
 
 
-def _check_number(name: str, value: object) -> float:
+def check_number(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number of milliseconds, got {value!r}")
     return float(value)
@@ -200,20 +217,20 @@ def dynamically(
     (``@batched.dynamically(batch_size=64, timeout_ms=2.0)``). On a method, each instance gets
     its own processor.
     """
-    options = {
+    options: dict[str, Any] = {
         "batch_size": batch_size,
         "timeout_ms": timeout_ms,
         "small_batch_threshold": small_batch_threshold,
     }
     # Validate now, at decoration time, even for methods whose processors come later.
     _core.validate_policy(
-        _check_int("batch_size", batch_size),
-        _check_number("timeout_ms", timeout_ms),
-        _check_int("small_batch_threshold", small_batch_threshold),
+        check_int("batch_size", batch_size),
+        check_number("timeout_ms", timeout_ms),
+        check_int("small_batch_threshold", small_batch_threshold),
     )
 
     def decorate(target: BatchFunction[T, U]) -> Any:
-        _check_callable(target)
+        check_callable(target)
         if is_method(target):
             return PerInstance(
                 target, lambda resolve: BatchProcessor(target, _resolve=resolve, **options)

@@ -9,11 +9,19 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use super::call::CallRef;
-use super::processor::Shared;
 use super::settle::Settlement;
 use crate::call::Failure;
 use crate::pending::Entry;
 use crate::scheduler::Batch as CoreBatch;
+
+/// What a batch reports back to: the processor or event-loop queue it came from.
+pub(crate) trait BatchOwner: Send + Sync {
+    fn record_batch(&self, items: usize, elapsed: std::time::Duration);
+    /// The Python hook that resolves futures on their own loop (see `Settlement::flush`).
+    fn deliver(&self) -> &Py<PyAny>;
+    /// Wakes blocked callers whose results are in, now or at a better moment.
+    fn wake(&self, calls: Vec<CallRef>);
+}
 
 #[pyclass(frozen, module = "batched._core")]
 pub struct Batch {
@@ -21,16 +29,16 @@ pub struct Batch {
     entries: Mutex<Option<Vec<Entry<CallRef>>>>,
     len: usize,
     dispatched: std::time::Instant,
-    shared: Arc<Shared>,
+    owner: Arc<dyn BatchOwner>,
 }
 
 impl Batch {
-    pub(crate) fn new(batch: CoreBatch<CallRef>, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(batch: CoreBatch<CallRef>, owner: Arc<dyn BatchOwner>) -> Self {
         Self {
             len: batch.entries.len(),
             entries: Mutex::new(Some(batch.entries)),
             dispatched: batch.dispatched,
-            shared,
+            owner,
         }
     }
 
@@ -42,8 +50,7 @@ impl Batch {
     }
 
     fn finish(&self, py: Python<'_>, entries: &[Entry<CallRef>], outcome: Outcome) {
-        self.shared
-            .scheduler
+        self.owner
             .record_batch(entries.len(), self.dispatched.elapsed());
         let mut settlement = Settlement::default();
         let scattered = catch_unwind(AssertUnwindSafe(|| match outcome {
@@ -56,8 +63,8 @@ impl Batch {
                 settlement.ended(py, &entry.call, entry.call.outcome.fail(failure()));
             }
         }
-        let threads = settlement.flush(py, &self.shared.deliver);
-        self.shared.wake_later(threads);
+        let threads = settlement.flush(py, self.owner.deliver());
+        self.owner.wake(threads);
     }
 }
 
@@ -194,7 +201,7 @@ impl Drop for Batch {
             for entry in &entries {
                 settlement.ended(py, &entry.call, entry.call.outcome.fail(failure()));
             }
-            settlement.flush_and_wake(py, &self.shared.deliver);
+            settlement.flush_and_wake(py, self.owner.deliver());
         });
     }
 }

@@ -59,7 +59,7 @@ impl PyCall {
     }
 
     /// The value a caller receives: the lone result, or the list for a list call.
-    pub fn into_value(&self, py: Python<'_>, mut results: Vec<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+    pub fn result_value(&self, py: Python<'_>, mut results: Vec<Py<PyAny>>) -> PyResult<Py<PyAny>> {
         match self.inputs {
             Inputs::One(_) => Ok(results.pop().expect("a single call has one result")),
             Inputs::Many(_) => Ok(PyList::new(py, results)?.into_any().unbind()),
@@ -69,7 +69,7 @@ impl PyCall {
     /// Takes the outcome of an ended call as a Python value or exception.
     pub fn take_outcome(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         match self.outcome.take() {
-            Some(Ok(results)) => self.into_value(py, results),
+            Some(Ok(results)) => self.result_value(py, results),
             Some(Err(failure)) => Err(failure_to_err(py, failure)),
             None => Err(failure_to_err(
                 py,

@@ -4,6 +4,7 @@
 mod batch;
 mod call;
 mod errors;
+mod loop_queue;
 mod processor;
 mod settle;
 
@@ -23,6 +24,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(processor::validate_policy, m)?)?;
     m.add_class::<batch::Batch>()?;
     m.add_class::<processor::Ticket>()?;
+    m.add_class::<loop_queue::LoopQueue>()?;
     call::remember_main_thread(py)?;
     Ok(())
 }

@@ -2,13 +2,13 @@
 //! worker that runs the user function.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use super::batch::Batch;
+use super::batch::{Batch, BatchOwner};
 use super::call::{CallRef, Inputs, PyCall, Waiter};
 use super::errors::closed_error;
 use super::settle::Settlement;
@@ -16,24 +16,34 @@ use crate::call::Failure;
 use crate::pending::Submission;
 use crate::policy::BatchPolicy;
 use crate::scheduler::{Rejected, Scheduler};
+use crate::stats::Stats;
 
-pub(crate) struct Shared {
-    pub scheduler: Scheduler<CallRef>,
-    /// The Python hook that resolves futures on their own loop (see `Settlement::flush`).
-    pub deliver: Py<PyAny>,
+struct Shared {
+    scheduler: Scheduler<CallRef>,
+    deliver: Py<PyAny>,
     /// Blocked callers whose results are in, woken once the worker has released the GIL: woken
     /// earlier, each would find the GIL taken and sleep a second time.
     wake_later: Mutex<Vec<CallRef>>,
 }
 
-impl Shared {
-    pub fn wake_later(&self, calls: Vec<CallRef>) {
+impl BatchOwner for Shared {
+    fn record_batch(&self, items: usize, elapsed: Duration) {
+        self.scheduler.record_batch(items, elapsed);
+    }
+
+    fn deliver(&self) -> &Py<PyAny> {
+        &self.deliver
+    }
+
+    fn wake(&self, calls: Vec<CallRef>) {
         self.wake_later
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .extend(calls);
     }
+}
 
+impl Shared {
     fn wake_waiting(&self) {
         let calls = std::mem::take(
             &mut *self
@@ -57,7 +67,7 @@ pub(crate) fn validate_policy(
     policy_from(batch_size, timeout_ms, small_batch_threshold).map(drop)
 }
 
-fn policy_from(
+pub(crate) fn policy_from(
     batch_size: i64,
     timeout_ms: f64,
     small_batch_threshold: i64,
@@ -79,7 +89,7 @@ pub struct Processor {
 /// A call waiting on an asyncio future; lets the awaiting task withdraw it.
 #[pyclass(frozen, module = "batched._core")]
 pub struct Ticket {
-    call: CallRef,
+    pub(crate) call: CallRef,
 }
 
 #[pymethods]
@@ -93,7 +103,7 @@ impl Ticket {
 
 /// A list means many items; anything else is one item. The list is copied so that a caller
 /// mutating it later cannot change what the batch sees.
-fn inputs_of(arg: &Bound<'_, PyAny>) -> PyResult<(Inputs, usize)> {
+pub(crate) fn inputs_of(arg: &Bound<'_, PyAny>) -> PyResult<(Inputs, usize)> {
     match arg.cast::<PyList>() {
         Ok(list) => {
             let copy = list.get_slice(0, list.len());
@@ -180,12 +190,13 @@ impl Processor {
     /// Blocks, with the GIL released, until a batch may leave; `None` once the processor is
     /// closed and has nothing left to run.
     fn next_batch(&self, py: Python<'_>) -> Option<Batch> {
-        let shared = Arc::clone(&self.shared);
+        let shared: Arc<dyn BatchOwner> = self.shared.clone();
+        let this = &self.shared;
         py.detach(|| {
-            shared.wake_waiting();
-            shared.scheduler.next_batch()
+            this.wake_waiting();
+            this.scheduler.next_batch()
         })
-        .map(|batch| Batch::new(batch, Arc::clone(&self.shared)))
+        .map(|batch| Batch::new(batch, shared))
     }
 
     /// Stops accepting calls. With `drain`, queued items still run; otherwise the worker stops
@@ -212,32 +223,33 @@ impl Processor {
 
     /// A snapshot of the running statistics as a dict of plain numbers (seconds for times).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let stats = self.shared.scheduler.stats();
-        let dict = PyDict::new(py);
-        dict.set_item("queue_size", self.shared.scheduler.queued())?;
-        dict.set_item("total_processed", stats.total_items)?;
-        dict.set_item("total_batches", stats.total_batches)?;
-        dict.set_item("avg_batch_size", stats.mean_batch_size())?;
-        dict.set_item("avg_processing_time", stats.mean_batch_time().as_secs_f64())?;
-        dict.set_item(
-            "queue_wait_p50",
-            stats.queue_wait.quantile(0.5).as_secs_f64(),
-        )?;
-        dict.set_item(
-            "queue_wait_p99",
-            stats.queue_wait.quantile(0.99).as_secs_f64(),
-        )?;
-        dict.set_item(
-            "batch_time_p50",
-            stats.batch_time.quantile(0.5).as_secs_f64(),
-        )?;
-        dict.set_item(
-            "batch_time_p99",
-            stats.batch_time.quantile(0.99).as_secs_f64(),
-        )?;
-        dict.set_item("full_batches", stats.full_batches)?;
-        dict.set_item("deadline_batches", stats.deadline_batches)?;
-        dict.set_item("drain_batches", stats.drain_batches)?;
-        Ok(dict)
+        stats_dict(
+            py,
+            &self.shared.scheduler.stats(),
+            self.shared.scheduler.queued(),
+        )
     }
+}
+
+/// The statistics as the Python `BatchStats` fields, times in seconds.
+pub(crate) fn stats_dict<'py>(
+    py: Python<'py>,
+    stats: &Stats,
+    queued: usize,
+) -> PyResult<Bound<'py, PyDict>> {
+    let seconds = |duration: Duration| duration.as_secs_f64();
+    let dict = PyDict::new(py);
+    dict.set_item("queue_size", queued)?;
+    dict.set_item("total_processed", stats.total_items)?;
+    dict.set_item("total_batches", stats.total_batches)?;
+    dict.set_item("avg_batch_size", stats.mean_batch_size())?;
+    dict.set_item("avg_processing_time", seconds(stats.mean_batch_time()))?;
+    dict.set_item("queue_wait_p50", seconds(stats.queue_wait.quantile(0.5)))?;
+    dict.set_item("queue_wait_p99", seconds(stats.queue_wait.quantile(0.99)))?;
+    dict.set_item("batch_time_p50", seconds(stats.batch_time.quantile(0.5)))?;
+    dict.set_item("batch_time_p99", seconds(stats.batch_time.quantile(0.99)))?;
+    dict.set_item("full_batches", stats.full_batches)?;
+    dict.set_item("deadline_batches", stats.deadline_batches)?;
+    dict.set_item("drain_batches", stats.drain_batches)?;
+    Ok(dict)
 }

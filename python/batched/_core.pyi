@@ -1,0 +1,77 @@
+"""Type stubs of the Rust extension module (see rust/python/)."""
+
+from asyncio import AbstractEventLoop, Future
+from collections.abc import Callable
+from typing import Any, final
+
+__all__ = [
+    "Batch",
+    "BatchedError",
+    "LoopQueue",
+    "Processor",
+    "ProcessorClosedError",
+    "Ticket",
+    "__version__",
+    "validate_policy",
+]
+
+__version__: str
+
+class BatchedError(Exception):
+    """Base class of the errors raised by batched itself."""
+
+class ProcessorClosedError(BatchedError):
+    """The processor was shut down before this call could run."""
+
+_Deliver = Callable[
+    [AbstractEventLoop, list[Future[Any]], list[Any], list[Future[Any]], list[BaseException]],
+    None,
+]
+
+def validate_policy(batch_size: int, timeout_ms: float, small_batch_threshold: int) -> None: ...
+
+@final
+class Ticket:
+    def cancel(self) -> None: ...
+
+@final
+class Batch:
+    def __len__(self) -> int: ...
+    def items(self) -> list[Any]: ...
+    def complete(self, output: Any) -> None: ...
+    def fail(self, error: BaseException) -> None: ...
+
+@final
+class Processor:
+    def __new__(
+        cls, batch_size: int, timeout_ms: float, small_batch_threshold: int, deliver: _Deliver
+    ) -> Processor: ...
+    def call(self, arg: Any, priority: int = 0, timeout: float | None = None) -> Any: ...
+    def submit(
+        self, arg: Any, event_loop: AbstractEventLoop, future: Future[Any], priority: int = 0
+    ) -> Ticket | None: ...
+    def next_batch(self) -> Batch | None: ...
+    def close(self, drain: bool) -> None: ...
+    def fail_remaining(self) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    def stats(self) -> dict[str, Any]: ...
+
+@final
+class LoopQueue:
+    def __new__(
+        cls,
+        batch_size: int,
+        timeout_ms: float,
+        small_batch_threshold: int,
+        deliver: _Deliver,
+        share_stats_with: LoopQueue | None = None,
+    ) -> LoopQueue: ...
+    def submit(
+        self, arg: Any, event_loop: AbstractEventLoop, future: Future[Any], priority: int = 0
+    ) -> tuple[Ticket | None, bool]: ...
+    def poll(self) -> tuple[Batch | None, float | None]: ...
+    def close(self) -> None: ...
+    def fail_remaining(self) -> None: ...
+    def __len__(self) -> int: ...
+    def stats(self) -> dict[str, Any]: ...

@@ -1,0 +1,287 @@
+"""``batched.aio.dynamically`` and :class:`AsyncBatchProcessor`."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar, overload
+
+from batched import _core
+from batched._decorate import PerInstance, is_method
+from batched._delivery import deliver
+from batched._processor import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_SMALL_BATCH_THRESHOLD,
+    DEFAULT_TIMEOUT_MS,
+    BatchProcessor,
+    check_callable,
+    check_int,
+    check_number,
+)
+from batched._stats import BatchStats
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+Resolver = Callable[[], Callable[..., Any] | None]
+
+
+class _LoopBatcher:
+    """Runs one event loop's batches: asks its queue for a batch whenever something changed and
+    sets a single timer for the next deadline."""
+
+    def __init__(
+        self, queue: _core.LoopQueue, loop: asyncio.AbstractEventLoop, resolve: Resolver, limit: int
+    ) -> None:
+        self.queue = queue
+        self._loop = loop
+        self._resolve = resolve
+        self._limit = limit
+        self._running = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def nudge(self) -> None:
+        if self._running < self._limit:
+            self._pump()
+
+    def _pump(self) -> None:
+        while self._running < self._limit:
+            batch, delay = self.queue.poll()
+            if batch is None:
+                if delay is not None:
+                    self._arm(delay)
+                return
+            self._running += 1
+            task = self._loop.create_task(self._run(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _arm(self, delay: float) -> None:
+        when = self._loop.time() + delay
+        if self._timer is not None:
+            if self._timer.when() <= when:
+                return
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._pump()
+
+    async def _run(self, batch: _core.Batch) -> None:
+        try:
+            func = self._resolve()
+            if func is None:
+                batch.fail(
+                    _core.ProcessorClosedError("the object owning this method was collected")
+                )
+                return
+            try:
+                output = await func(batch.items())
+            except BaseException as error:
+                batch.fail(error)
+                if isinstance(error, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+                    raise
+            else:
+                batch.complete(output)
+        finally:
+            self._running -= 1
+            self._pump()
+
+    def close(self) -> None:
+        self.queue.close()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class _AsyncCore:
+    """Batching for an ``async def`` function: one queue per event loop, shared statistics."""
+
+    def __init__(self, resolve: Resolver, options: dict[str, Any], limit: int) -> None:
+        self._resolve = resolve
+        self._options = options
+        self._limit = limit
+        self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopBatcher] = (
+            weakref.WeakKeyDictionary()
+        )
+        # Holds the statistics that every loop's queue adds to.
+        self._stats_anchor = self._new_queue(None)
+        self._closed = False
+
+    def _new_queue(self, share: _core.LoopQueue | None) -> _core.LoopQueue:
+        return _core.LoopQueue(
+            self._options["batch_size"],
+            self._options["timeout_ms"],
+            self._options["small_batch_threshold"],
+            deliver,
+            share,
+        )
+
+    def _batcher(self, loop: asyncio.AbstractEventLoop) -> _LoopBatcher:
+        batcher = self._batchers.get(loop)
+        if batcher is None:
+            queue = self._new_queue(self._stats_anchor)
+            batcher = self._batchers[loop] = _LoopBatcher(queue, loop, self._resolve, self._limit)
+        return batcher
+
+    async def call(self, item: Any, timeout: float | None, priority: int) -> Any:
+        if self._closed:
+            raise _core.ProcessorClosedError("the batch processor has been shut down")
+        loop = asyncio.get_running_loop()
+        batcher = self._batcher(loop)
+        future = loop.create_future()
+        ticket, act = batcher.queue.submit(item, loop, future, priority)
+        if ticket is None:
+            return []
+        if act:
+            batcher.nudge()
+        return await _await_ticket(future, ticket, timeout)
+
+    def stats(self) -> dict[str, Any]:
+        return self._stats_anchor.stats()
+
+    def shutdown(self) -> None:
+        self._closed = True
+        for batcher in list(self._batchers.values()):
+            batcher.close()
+            batcher.queue.fail_remaining()
+
+
+async def _await_ticket(
+    future: asyncio.Future[Any], ticket: _core.Ticket, timeout: float | None
+) -> Any:
+    try:
+        if timeout is None:
+            return await future
+        async with asyncio.timeout(timeout):
+            return await future
+    except BaseException:
+        ticket.cancel()
+        raise
+
+
+class AsyncBatchProcessor(Generic[T, U]):
+    """Collects single-item awaits from many tasks into batched calls of ``func``.
+
+    ``func`` takes a list of items and returns (or, if ``async``, resolves to) one result per
+    item. ``max_concurrent_batches`` lets that many batches run at once (default 1).
+    """
+
+    def __init__(
+        self,
+        func: Callable[[list[T]], Sequence[U] | Awaitable[Sequence[U]]],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        timeout_ms: float = DEFAULT_TIMEOUT_MS,
+        small_batch_threshold: int = DEFAULT_SMALL_BATCH_THRESHOLD,
+        max_concurrent_batches: int = 1,
+        _resolve: Resolver | None = None,
+    ) -> None:
+        check_callable(func)
+        options = {
+            "batch_size": check_int("batch_size", batch_size),
+            "timeout_ms": check_number("timeout_ms", timeout_ms),
+            "small_batch_threshold": check_int("small_batch_threshold", small_batch_threshold),
+        }
+        limit = check_int("max_concurrent_batches", max_concurrent_batches)
+        if limit < 1:
+            raise ValueError(f"max_concurrent_batches must be at least 1, got {limit}")
+        functools.update_wrapper(self, func)
+        resolve: Resolver = _resolve if _resolve is not None else (lambda: func)
+        self._threaded: BatchProcessor[T, U] | None = None
+        self._async: _AsyncCore | None = None
+        if inspect.iscoroutinefunction(func):
+            self._async = _AsyncCore(resolve, options, limit)
+        else:
+            self._threaded = BatchProcessor(func, _resolve=resolve, _workers=limit, **options)  # type: ignore[arg-type]
+
+    @overload
+    async def __call__(
+        self, item: list[T], /, *, timeout: float | None = ..., priority: int = ...
+    ) -> list[U]: ...
+    @overload
+    async def __call__(
+        self, item: T, /, *, timeout: float | None = ..., priority: int = ...
+    ) -> U: ...
+    async def __call__(
+        self, item: Any, /, *, timeout: float | None = None, priority: int = 0
+    ) -> Any:
+        """Awaits the result for one item (or the list of results for a list of items)."""
+        if self._async is not None:
+            return await self._async.call(item, timeout, priority)
+        assert self._threaded is not None
+        return await self._threaded.acall(item, timeout=timeout, priority=priority)
+
+    @property
+    def stats(self) -> BatchStats:
+        """A snapshot of this processor's statistics, across all event loops."""
+        if self._async is not None:
+            return BatchStats(**self._async.stats())
+        assert self._threaded is not None
+        return self._threaded.stats
+
+    def shutdown(self, drain: bool = True) -> None:
+        """Stops the processor. Calls made afterwards raise :class:`ProcessorClosedError`.
+
+        For a plain ``def`` function ``drain`` works as in :meth:`BatchProcessor.shutdown`. For an
+        ``async def`` function, batches already running finish and queued items fail with
+        :class:`ProcessorClosedError`, since their event loops may no longer be running.
+        """
+        if self._async is not None:
+            self._async.shutdown()
+        else:
+            assert self._threaded is not None
+            self._threaded.shutdown(drain)
+
+
+@overload
+def dynamically(func: Callable[[list[T]], Any], /) -> AsyncBatchProcessor[T, Any]: ...
+@overload
+def dynamically(
+    func: None = None,
+    /,
+    *,
+    batch_size: int = ...,
+    timeout_ms: float = ...,
+    small_batch_threshold: int = ...,
+    max_concurrent_batches: int = ...,
+) -> Callable[[Callable[[list[T]], Any]], AsyncBatchProcessor[T, Any]]: ...
+def dynamically(
+    func: Callable[[list[T]], Any] | None = None,
+    /,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    timeout_ms: float = DEFAULT_TIMEOUT_MS,
+    small_batch_threshold: int = DEFAULT_SMALL_BATCH_THRESHOLD,
+    max_concurrent_batches: int = 1,
+) -> Any:
+    """Decorates a batch function (``def`` or ``async def``) so that ``await f(item)`` batches.
+
+    Use it bare or with options, on functions or methods (one processor per instance).
+    """
+    options: dict[str, Any] = {
+        "batch_size": check_int("batch_size", batch_size),
+        "timeout_ms": check_number("timeout_ms", timeout_ms),
+        "small_batch_threshold": check_int("small_batch_threshold", small_batch_threshold),
+        "max_concurrent_batches": check_int("max_concurrent_batches", max_concurrent_batches),
+    }
+    _core.validate_policy(
+        options["batch_size"], options["timeout_ms"], options["small_batch_threshold"]
+    )
+    if options["max_concurrent_batches"] < 1:
+        raise ValueError(f"max_concurrent_batches must be at least 1, got {max_concurrent_batches}")
+
+    def decorate(target: Callable[[list[T]], Any]) -> Any:
+        check_callable(target)
+        if is_method(target):
+            return PerInstance(
+                target, lambda resolve: AsyncBatchProcessor(target, _resolve=resolve, **options)
+            )
+        return AsyncBatchProcessor(target, **options)
+
+    return decorate if func is None else decorate(func)
