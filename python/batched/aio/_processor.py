@@ -112,6 +112,9 @@ class _AsyncCore:
         # Holds the statistics that every loop's queue adds to.
         self._stats_anchor = self._new_queue(None)
         self._closed = False
+        # Most programs use one loop: remember it to skip the weak-dictionary lookup.
+        self._last_loop: asyncio.AbstractEventLoop | None = None
+        self._last_batcher: _LoopBatcher | None = None
 
     def _new_queue(self, share: _core.LoopQueue | None) -> _core.LoopQueue:
         return _core.LoopQueue(
@@ -122,47 +125,28 @@ class _AsyncCore:
             share,
         )
 
-    def _batcher(self, loop: asyncio.AbstractEventLoop) -> _LoopBatcher:
+    def batcher(self, loop: asyncio.AbstractEventLoop) -> _LoopBatcher:
+        """The batcher of ``loop``, made on first use; the last one used is found fastest."""
+        if loop is self._last_loop and self._last_batcher is not None:
+            return self._last_batcher
+        if self._closed:
+            raise _core.ProcessorClosedError("the batch processor has been shut down")
         batcher = self._batchers.get(loop)
         if batcher is None:
             queue = self._new_queue(self._stats_anchor)
             batcher = self._batchers[loop] = _LoopBatcher(queue, loop, self._resolve, self._limit)
+        self._last_loop, self._last_batcher = loop, batcher
         return batcher
-
-    async def call(self, item: Any, timeout: float | None, priority: int) -> Any:
-        if self._closed:
-            raise _core.ProcessorClosedError("the batch processor has been shut down")
-        loop = asyncio.get_running_loop()
-        batcher = self._batcher(loop)
-        future = loop.create_future()
-        ticket, act = batcher.queue.submit(item, loop, future, priority)
-        if ticket is None:
-            return []
-        if act:
-            batcher.nudge()
-        return await _await_ticket(future, ticket, timeout)
 
     def stats(self) -> dict[str, Any]:
         return self._stats_anchor.stats()
 
     def shutdown(self) -> None:
         self._closed = True
+        self._last_loop = self._last_batcher = None
         for batcher in list(self._batchers.values()):
             batcher.close()
             batcher.queue.fail_remaining()
-
-
-async def _await_ticket(
-    future: asyncio.Future[Any], ticket: _core.Ticket, timeout: float | None
-) -> Any:
-    try:
-        if timeout is None:
-            return await future
-        async with asyncio.timeout(timeout):
-            return await future
-    except BaseException:
-        ticket.cancel()
-        raise
 
 
 class AsyncBatchProcessor(Generic[T, U]):
@@ -212,10 +196,26 @@ class AsyncBatchProcessor(Generic[T, U]):
         self, item: Any, /, *, timeout: float | None = None, priority: int = 0
     ) -> Any:
         """Awaits the result for one item (or the list of results for a list of items)."""
-        if self._async is not None:
-            return await self._async.call(item, timeout, priority)
-        assert self._threaded is not None
-        return await self._threaded.acall(item, timeout=timeout, priority=priority)
+        if self._async is None:
+            assert self._threaded is not None
+            return await self._threaded.acall(item, timeout=timeout, priority=priority)
+        # Inlined rather than delegated: this runs once per item.
+        loop = asyncio.get_running_loop()
+        batcher = self._async.batcher(loop)
+        future = loop.create_future()
+        ticket, act = batcher.queue.submit(item, loop, future, priority)
+        if ticket is None:
+            return []
+        if act:
+            batcher.nudge()
+        try:
+            if timeout is None:
+                return await future
+            async with asyncio.timeout(timeout):
+                return await future
+        except BaseException:
+            ticket.cancel()
+            raise
 
     @property
     def stats(self) -> BatchStats:
