@@ -91,9 +91,10 @@ fn scatter(
         {
             end += 1;
         }
-        let delivery = call
-            .outcome
-            .deliver(entries[start].index, rows.by_ref().take(end - start));
+        // Collected first: a call that already ended ignores its rows, and they must still be
+        // consumed so that the next call gets its own.
+        let run: Vec<Py<PyAny>> = rows.by_ref().take(end - start).collect();
+        let delivery = call.outcome.deliver(entries[start].index, run);
         settlement.ended(py, call, delivery);
         start = end;
     }

@@ -81,7 +81,10 @@ impl PyCall {
     /// Blocks with the GIL released until the call ends. On the main thread it wakes every
     /// `SIGNAL_CHECK` to let Ctrl-C through; elsewhere it sleeps until woken.
     pub fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
-        let deadline = timeout.map(|seconds| Instant::now() + Duration::from_secs_f64(seconds));
+        // A timeout too large to represent means no limit.
+        let deadline = timeout
+            .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+            .and_then(|limit| Instant::now().checked_add(limit));
         let on_main_thread = MAIN_THREAD.get() == Some(&std::thread::current().id());
         loop {
             let slice_end = match (on_main_thread, deadline) {
@@ -100,14 +103,17 @@ impl PyCall {
                 return match self.outcome.fail(Failure::Abandoned) {
                     // It ended just now, between the wait and the check: hand out its outcome.
                     crate::call::Delivery::Ignored => self.take_outcome(py),
-                    _ => Err(PyTimeoutError::new_err(format!(
-                        "the call did not complete within its timeout of {} s",
-                        timeout.unwrap_or_default()
-                    ))),
+                    _ => Err(timeout_error(timeout.unwrap_or_default())),
                 };
             }
         }
     }
+}
+
+pub(crate) fn timeout_error(seconds: f64) -> PyErr {
+    PyTimeoutError::new_err(format!(
+        "the call did not complete within its timeout of {seconds} s"
+    ))
 }
 
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);

@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use super::batch::{Batch, BatchOwner};
-use super::call::{CallRef, Inputs, PyCall, Waiter};
+use super::call::{timeout_error, CallRef, Inputs, PyCall, Waiter};
 use super::errors::closed_error;
 use super::settle::Settlement;
 use crate::call::Failure;
@@ -162,6 +162,10 @@ impl Processor {
         let (inputs, len) = inputs_of(arg)?;
         if len == 0 {
             return Ok(PyList::empty(py).into_any().unbind());
+        }
+        if let Some(seconds) = timeout.filter(|seconds| !(*seconds > 0.0)) {
+            // No time to wait at all (or NaN): fail before queueing anything, as asyncio does.
+            return Err(timeout_error(seconds));
         }
         let call = PyCall::new(inputs, len, Waiter::Thread);
         self.submit_call(&call, len, priority)?;

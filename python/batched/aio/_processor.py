@@ -54,6 +54,10 @@ class _LoopBatcher:
             if batch is None:
                 if delay is not None:
                     self._arm(delay)
+                elif self._timer is not None:
+                    # Nothing is queued: leave an idle loop without any timer of ours.
+                    self._timer.cancel()
+                    self._timer = None
                 return
             self._running += 1
             task = self._loop.create_task(self._run(batch))
