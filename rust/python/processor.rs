@@ -163,7 +163,7 @@ impl Processor {
         if len == 0 {
             return Ok(PyList::empty(py).into_any().unbind());
         }
-        if let Some(seconds) = timeout.filter(|seconds| !(*seconds > 0.0)) {
+        if let Some(seconds) = timeout.filter(|seconds| seconds.is_nan() || *seconds <= 0.0) {
             // No time to wait at all (or NaN): fail before queueing anything, as asyncio does.
             return Err(timeout_error(seconds));
         }
