@@ -88,6 +88,23 @@ impl<R, E> Call<R, E> {
         Delivery::Completed
     }
 
+    /// Records one value standing for the `count` items from `first_index` on (a slice of a
+    /// batched output, say). The call's results are then its values in index order.
+    pub fn deliver_span(&self, first_index: usize, count: usize, value: R) -> Delivery {
+        let mut progress = self.lock();
+        let Progress::Collecting { results, missing } = &mut *progress else {
+            return Delivery::Ignored;
+        };
+        results[first_index] = Some(value);
+        *missing -= count;
+        if *missing > 0 {
+            return Delivery::Partial;
+        }
+        let results = std::mem::take(results);
+        *progress = Progress::Done(Ok(results.into_iter().flatten().collect()));
+        Delivery::Completed
+    }
+
     /// Ends the call with a failure, unless it already ended.
     pub fn fail(&self, failure: Failure<E>) -> Delivery {
         let mut progress = self.lock();
@@ -161,6 +178,14 @@ mod tests {
         assert_eq!(call.deliver(1, [10]), Delivery::Completed);
         assert_eq!(call.take(), Some(Ok(vec![0, 10, 20, 30])));
         assert_eq!(call.take(), None);
+    }
+
+    #[test]
+    fn spans_stand_for_several_items_each() {
+        let call = TestCall::new(5);
+        assert_eq!(call.deliver_span(3, 2, 34), Delivery::Partial);
+        assert_eq!(call.deliver_span(0, 3, 12), Delivery::Completed);
+        assert_eq!(call.take(), Some(Ok(vec![12, 34])));
     }
 
     #[test]

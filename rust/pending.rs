@@ -5,9 +5,15 @@
 //! is first in, first out. Small calls go first so that a lone request is not stuck behind a
 //! 100 000-item call, but while small calls keep coming a quarter of every batch still goes to
 //! the oldest bulk items, so bulk work never starves.
+//!
+//! With length-aware packing the next batch is chosen from a window of the items next in that
+//! order: the first of them always goes (it may be due), joined by items of similar length, or
+//! simply the prefix of the window that fits the token budget.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
+
+use crate::policy::Packing;
 
 /// Lets the queue skip items whose caller has gone away (cancelled, timed out or already failed).
 pub trait Cancellable {
@@ -21,6 +27,8 @@ pub struct Submission<C> {
     pub count: usize,
     pub priority: i32,
     pub arrival: Instant,
+    /// Per-item lengths for length-aware packing; every item counts 1 without them.
+    pub lengths: Option<Vec<usize>>,
 }
 
 /// One queued item: the `index`-th item of `call`.
@@ -29,6 +37,9 @@ pub struct Entry<C> {
     pub call: C,
     pub index: usize,
     pub arrival: Instant,
+    pub length: usize,
+    priority: i32,
+    small: bool,
 }
 
 #[derive(Debug)]
@@ -50,6 +61,14 @@ impl<C> Level<C> {
     fn is_empty(&self) -> bool {
         self.small.is_empty() && self.bulk.is_empty()
     }
+
+    fn class(&mut self, small: bool) -> &mut VecDeque<Entry<C>> {
+        if small {
+            &mut self.small
+        } else {
+            &mut self.bulk
+        }
+    }
 }
 
 /// The result of taking a batch: what goes to the user function, and how many cancelled items
@@ -64,17 +83,21 @@ pub struct Taken<C> {
 pub struct Pending<C> {
     levels: BTreeMap<i32, Level<C>>,
     len: usize,
+    tokens: usize,
     small_call_threshold: usize,
 }
 
 /// Share of each batch kept for bulk items while small items are also waiting.
 const BULK_SHARE_DIVISOR: usize = 4;
+/// Length-aware packing chooses among this many times `batch_size` items next in line.
+const PACKING_WINDOW_FACTOR: usize = 8;
 
 impl<C: Clone + Cancellable> Pending<C> {
     pub fn new(small_call_threshold: usize) -> Self {
         Self {
             levels: BTreeMap::new(),
             len: 0,
+            tokens: 0,
             small_call_threshold,
         }
     }
@@ -84,23 +107,38 @@ impl<C: Clone + Cancellable> Pending<C> {
         self.len
     }
 
+    /// The sum of the queued items' lengths.
+    pub fn tokens(&self) -> usize {
+        self.tokens
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     pub fn push(&mut self, submission: Submission<C>) {
-        let level = self.levels.entry(submission.priority).or_default();
-        let class = if submission.count <= self.small_call_threshold {
-            &mut level.small
-        } else {
-            &mut level.bulk
-        };
-        class.extend((0..submission.count).map(|index| Entry {
-            call: submission.call.clone(),
-            index,
-            arrival: submission.arrival,
+        let small = submission.count <= self.small_call_threshold;
+        let class = self
+            .levels
+            .entry(submission.priority)
+            .or_default()
+            .class(small);
+        let length_of = |index: usize| submission.lengths.as_ref().map_or(1, |l| l[index]);
+        let mut tokens = 0;
+        class.extend((0..submission.count).map(|index| {
+            let length = length_of(index);
+            tokens += length;
+            Entry {
+                call: submission.call.clone(),
+                index,
+                arrival: submission.arrival,
+                length,
+                priority: submission.priority,
+                small,
+            }
         }));
         self.len += submission.count;
+        self.tokens += tokens;
     }
 
     /// Arrival time of the oldest queued item, whatever its priority or class.
@@ -113,8 +151,32 @@ impl<C: Clone + Cancellable> Pending<C> {
             .min()
     }
 
-    /// Removes up to `max` live items in service order and returns them.
-    pub fn take(&mut self, max: usize) -> Taken<C> {
+    /// Removes the next batch: up to `max` live items in service order, or, with length-aware
+    /// `packing`, the items chosen from a window of them.
+    pub fn take(&mut self, max: usize, packing: &Packing) -> Taken<C> {
+        if !packing.is_length_aware() {
+            return self.take_in_order(max);
+        }
+        let mut window = self.take_in_order(max.saturating_mul(PACKING_WINDOW_FACTOR));
+        let chosen = choose_packed(&window.entries, max, packing);
+        let mut entries = Vec::with_capacity(chosen.len());
+        let mut rest = Vec::with_capacity(window.entries.len() - chosen.len());
+        let mut chosen = chosen.into_iter().peekable();
+        for (position, entry) in window.entries.drain(..).enumerate() {
+            if chosen.next_if_eq(&position).is_some() {
+                entries.push(entry);
+            } else {
+                rest.push(entry);
+            }
+        }
+        self.put_back(rest);
+        Taken {
+            entries,
+            discarded: window.discarded,
+        }
+    }
+
+    fn take_in_order(&mut self, max: usize) -> Taken<C> {
         let mut taken = Taken {
             entries: Vec::with_capacity(max.min(self.len)),
             discarded: 0,
@@ -136,13 +198,28 @@ impl<C: Clone + Cancellable> Pending<C> {
         }
         self.levels.retain(|_, level| !level.is_empty());
         self.len -= taken.entries.len() + taken.discarded;
+        self.tokens -= taken.entries.iter().map(|e| e.length).sum::<usize>();
         taken
+    }
+
+    /// Returns items taken but not chosen to the front of their queues, in their old order.
+    fn put_back(&mut self, entries: Vec<Entry<C>>) {
+        for entry in entries.into_iter().rev() {
+            self.len += 1;
+            self.tokens += entry.length;
+            self.levels
+                .entry(entry.priority)
+                .or_default()
+                .class(entry.small)
+                .push_front(entry);
+        }
     }
 
     /// Empties the queue, returning every item (live or not) so its caller can be told.
     pub fn drain(&mut self) -> Vec<Entry<C>> {
         let levels = std::mem::take(&mut self.levels);
         self.len = 0;
+        self.tokens = 0;
         levels
             .into_values()
             .flat_map(|level| level.small.into_iter().chain(level.bulk))
@@ -161,6 +238,77 @@ fn move_live<C: Cancellable>(from: &mut VecDeque<Entry<C>>, count: usize, into: 
             moved += 1;
         }
     }
+}
+
+/// Padded positions of a batch: its size times its longest item.
+fn padded_cost(count: usize, longest: usize) -> usize {
+    count.saturating_mul(longest)
+}
+
+/// Picks positions (ascending) in `window`, which is in service order, for the next batch.
+///
+/// The first item always goes: it is the one the deadline is about. Without sorting, the batch
+/// is the longest prefix within `max` items and the token budget. With sorting, it grows from
+/// the first item through the items nearest to it in length, taking the nearer neighbour first,
+/// while the batch stays within `max` items and the budget.
+pub fn choose_packed<C>(window: &[Entry<C>], max: usize, packing: &Packing) -> Vec<usize> {
+    if window.is_empty() || max == 0 {
+        return Vec::new();
+    }
+    let budget = packing.max_batch_tokens.unwrap_or(usize::MAX);
+    let fits = |count: usize, longest: usize| count <= max && padded_cost(count, longest) <= budget;
+    if !packing.sort_by_length {
+        let mut longest = 0;
+        let mut chosen = Vec::new();
+        for (position, entry) in window.iter().enumerate() {
+            let candidate = longest.max(entry.length);
+            // The first item goes even when it alone is over budget (it was checked on submit).
+            if !chosen.is_empty() && !fits(chosen.len() + 1, candidate) {
+                break;
+            }
+            longest = candidate;
+            chosen.push(position);
+        }
+        return chosen;
+    }
+    let mut by_length: Vec<usize> = (0..window.len()).collect();
+    // Stable: equal lengths keep service order, so older items go first.
+    by_length.sort_by_key(|&position| window[position].length);
+    let anchor = by_length
+        .iter()
+        .position(|&position| position == 0)
+        .expect("position 0 is in the window");
+    let (mut low, mut high) = (anchor, anchor + 1); // the chosen range is by_length[low..high]
+    let mut longest = window[0].length;
+    loop {
+        let below = low.checked_sub(1).map(|i| (i, window[by_length[i]].length));
+        let above = by_length.get(high).map(|&p| (high, window[p].length));
+        let anchor_length = window[0].length;
+        // Shorter items add no padding; prefer whichever neighbour is nearer in length, and
+        // fall back to the other one when the nearer does not fit.
+        let options = match (below, above) {
+            (Some(b), Some(a)) if anchor_length - b.1 <= a.1 - anchor_length => [Some(b), Some(a)],
+            (b, a) => [a, b],
+        };
+        let count = high - low + 1;
+        let Some((next, candidate)) = options
+            .into_iter()
+            .flatten()
+            .map(|option| (option, longest.max(option.1)))
+            .find(|&(_, candidate)| fits(count, candidate))
+        else {
+            break;
+        };
+        longest = candidate;
+        if next.0 < low {
+            low = next.0;
+        } else {
+            high += 1;
+        }
+    }
+    let mut chosen = by_length[low..high].to_vec();
+    chosen.sort_unstable();
+    chosen
 }
 
 #[cfg(test)]
@@ -197,8 +345,24 @@ mod tests {
             count,
             priority,
             arrival: Instant::now(),
+            lengths: None,
         });
     }
+
+    fn submit_lengths(pending: &mut Pending<CallRef>, call: &CallRef, lengths: &[usize]) {
+        pending.push(Submission {
+            call: call.clone(),
+            count: lengths.len(),
+            priority: 0,
+            arrival: Instant::now(),
+            lengths: Some(lengths.to_vec()),
+        });
+    }
+
+    const IN_ORDER: Packing = Packing {
+        max_batch_tokens: None,
+        sort_by_length: false,
+    };
 
     fn ids(taken: &Taken<CallRef>) -> Vec<(usize, usize)> {
         taken.entries.iter().map(|e| (e.call.id, e.index)).collect()
@@ -209,11 +373,11 @@ mod tests {
         let mut pending = Pending::new(8);
         submit(&mut pending, &call(1), 10, 0);
         assert_eq!(pending.len(), 10);
-        let first = pending.take(4);
+        let first = pending.take(4, &IN_ORDER);
         assert_eq!(ids(&first), vec![(1, 0), (1, 1), (1, 2), (1, 3)]);
-        let second = pending.take(4);
+        let second = pending.take(4, &IN_ORDER);
         assert_eq!(ids(&second), vec![(1, 4), (1, 5), (1, 6), (1, 7)]);
-        let third = pending.take(4);
+        let third = pending.take(4, &IN_ORDER);
         assert_eq!(ids(&third), vec![(1, 8), (1, 9)]);
         assert!(pending.is_empty());
         assert!(pending.oldest_arrival().is_none());
@@ -226,7 +390,7 @@ mod tests {
         for id in 2..12 {
             submit(&mut pending, &call(id), 1, 0);
         }
-        let batch = pending.take(8);
+        let batch = pending.take(8, &IN_ORDER);
         // 8 / 4 = 2 slots for bulk, the other 6 for the small calls in arrival order.
         assert_eq!(
             ids(&batch),
@@ -248,7 +412,7 @@ mod tests {
         let mut pending = Pending::new(2);
         submit(&mut pending, &call(1), 100, 0);
         submit(&mut pending, &call(2), 1, 0);
-        let batch = pending.take(4);
+        let batch = pending.take(4, &IN_ORDER);
         assert_eq!(ids(&batch), vec![(2, 0), (1, 0), (1, 1), (1, 2)]);
     }
 
@@ -258,7 +422,7 @@ mod tests {
         submit(&mut pending, &call(1), 2, 5);
         submit(&mut pending, &call(2), 2, -1);
         submit(&mut pending, &call(3), 2, 0);
-        let batch = pending.take(5);
+        let batch = pending.take(5, &IN_ORDER);
         assert_eq!(ids(&batch), vec![(2, 0), (2, 1), (3, 0), (3, 1), (1, 0)]);
     }
 
@@ -269,7 +433,7 @@ mod tests {
         submit(&mut pending, &gone, 3, 0);
         submit(&mut pending, &call(2), 2, 0);
         gone.cancelled.store(true, Ordering::Relaxed);
-        let batch = pending.take(4);
+        let batch = pending.take(4, &IN_ORDER);
         assert_eq!(ids(&batch), vec![(2, 0), (2, 1)]);
         assert_eq!(batch.discarded, 3);
         assert!(pending.is_empty());
@@ -284,6 +448,7 @@ mod tests {
             count: 5,
             priority: 9,
             arrival: early,
+            lengths: None,
         });
         submit(&mut pending, &call(2), 1, 0);
         assert_eq!(pending.oldest_arrival(), Some(early));
@@ -296,6 +461,102 @@ mod tests {
         submit(&mut pending, &call(2), 1, 0);
         assert_eq!(pending.drain().len(), 6);
         assert!(pending.is_empty());
+    }
+
+    fn lengths(taken: &Taken<CallRef>) -> Vec<usize> {
+        taken.entries.iter().map(|e| e.length).collect()
+    }
+
+    #[test]
+    fn token_budget_cuts_the_batch_in_service_order() {
+        let mut pending = Pending::new(0);
+        submit_lengths(&mut pending, &call(1), &[10, 30, 20, 40]);
+        assert_eq!(pending.tokens(), 100);
+        let budget = Packing {
+            max_batch_tokens: Some(90),
+            sort_by_length: false,
+        };
+        // 3 items up to length 30 cost 90 positions; a fourth of length 40 would cost 160.
+        let batch = pending.take(8, &budget);
+        assert_eq!(lengths(&batch), vec![10, 30, 20]);
+        assert_eq!(pending.tokens(), 40);
+        assert_eq!(lengths(&pending.take(8, &budget)), vec![40]);
+    }
+
+    #[test]
+    fn sorting_groups_similar_lengths_around_the_first_item() {
+        let mut pending = Pending::new(0);
+        submit_lengths(&mut pending, &call(1), &[100, 8, 500, 96, 9, 104, 480, 7]);
+        let sorted = Packing {
+            max_batch_tokens: None,
+            sort_by_length: true,
+        };
+        let first = pending.take(3, &sorted);
+        assert_eq!(lengths(&first), vec![100, 96, 104]);
+        // Items not chosen keep their order for the next batch.
+        let second = pending.take(3, &sorted);
+        assert_eq!(lengths(&second), vec![8, 9, 7]);
+        let third = pending.take(3, &sorted);
+        assert_eq!(lengths(&third), vec![500, 480]);
+        assert!(pending.is_empty());
+        assert_eq!(pending.tokens(), 0);
+    }
+
+    #[test]
+    fn sorting_respects_the_budget_and_prefers_shorter_neighbours() {
+        let window: Vec<Entry<CallRef>> = [50, 60, 40, 45]
+            .iter()
+            .enumerate()
+            .map(|(index, &length)| Entry {
+                call: call(0),
+                index,
+                arrival: Instant::now(),
+                length,
+                priority: 0,
+                small: false,
+            })
+            .collect();
+        let packing = Packing {
+            max_batch_tokens: Some(150),
+            sort_by_length: true,
+        };
+        // 50 with 45 and 40 costs 3 * 50 = 150; adding 60 would cost 240.
+        assert_eq!(choose_packed(&window, 8, &packing), vec![0, 2, 3]);
+    }
+
+    proptest! {
+        /// Length-aware packing still hands out every live item exactly once, always includes
+        /// the item first in line, and keeps every batch within its size and token budget
+        /// (unless a single item alone exceeds it).
+        #[test]
+        fn packing_loses_nothing_and_keeps_the_budget(
+            item_lengths in prop::collection::vec(1usize..64, 1..120),
+            batch_size in 1usize..12,
+            budget in prop::option::of(64usize..400),
+            sort_by_length in any::<bool>(),
+        ) {
+            let packing = Packing { max_batch_tokens: budget, sort_by_length };
+            let mut pending = Pending::new(0);
+            submit_lengths(&mut pending, &call(0), &item_lengths);
+            let mut seen = vec![false; item_lengths.len()];
+            while !pending.is_empty() {
+                let first_in_line = pending.levels.values().next().unwrap().bulk[0].index;
+                let batch = pending.take(batch_size, &packing);
+                prop_assert!(!batch.entries.is_empty());
+                prop_assert!(batch.entries.len() <= batch_size);
+                prop_assert!(batch.entries.iter().any(|e| e.index == first_in_line));
+                let longest = batch.entries.iter().map(|e| e.length).max().unwrap();
+                if let (Some(budget), true) = (budget, batch.entries.len() > 1) {
+                    prop_assert!(batch.entries.len() * longest <= budget);
+                }
+                for entry in &batch.entries {
+                    prop_assert!(!seen[entry.index]);
+                    seen[entry.index] = true;
+                }
+            }
+            prop_assert!(seen.iter().all(|&s| s));
+            prop_assert_eq!(pending.tokens(), 0);
+        }
     }
 
     proptest! {
@@ -322,7 +583,7 @@ mod tests {
             let mut next_index = vec![0usize; calls.len()];
             let mut seen = 0;
             while !pending.is_empty() {
-                let batch = pending.take(batch_size);
+                let batch = pending.take(batch_size, &IN_ORDER);
                 prop_assert!(batch.entries.len() <= batch_size);
                 prop_assert!(!batch.entries.is_empty() || batch.discarded > 0);
                 let priorities: Vec<i32> =

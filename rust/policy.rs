@@ -12,6 +12,26 @@ pub struct BatchPolicy {
     pub max_wait: Duration,
     /// Calls with at most this many items are served before larger calls of the same priority.
     pub small_call_threshold: usize,
+    /// How items are packed into a batch by length.
+    pub packing: Packing,
+}
+
+/// Length-aware batching. An item's length is what padding stretches (tokens, say); a batch of
+/// `n` items whose longest has length `l` costs `n * l` padded positions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Packing {
+    /// The most padded positions one batch may hold; a batch is full once the queue holds this
+    /// many positions. Items longer than this are refused when submitted.
+    pub max_batch_tokens: Option<usize>,
+    /// Group items of similar length (around the item that must leave first) to cut padding.
+    pub sort_by_length: bool,
+}
+
+impl Packing {
+    /// Whether batching looks at item lengths at all.
+    pub fn is_length_aware(&self) -> bool {
+        self.sort_by_length || self.max_batch_tokens.is_some()
+    }
 }
 
 /// A policy argument that cannot work, with the reason in words a user can act on.
@@ -19,6 +39,7 @@ pub struct BatchPolicy {
 pub enum PolicyError {
     BatchSize(i64),
     Timeout(f64),
+    MaxBatchTokens(i64),
 }
 
 impl fmt::Display for PolicyError {
@@ -28,6 +49,10 @@ impl fmt::Display for PolicyError {
             Self::Timeout(ms) => write!(
                 f,
                 "timeout_ms must be a finite number of milliseconds of at least 0, got {ms}"
+            ),
+            Self::MaxBatchTokens(n) => write!(
+                f,
+                "max_batch_tokens must be an integer of at least 1 (or None for no budget), got {n}"
             ),
         }
     }
@@ -52,7 +77,26 @@ impl BatchPolicy {
             batch_size: batch_size as usize,
             max_wait: Duration::from_secs_f64(timeout_ms / 1000.0),
             small_call_threshold,
+            packing: Packing::default(),
         })
+    }
+
+    /// Adds length-aware batching: a budget of padded positions and/or grouping by length.
+    pub fn with_packing(
+        mut self,
+        max_batch_tokens: Option<i64>,
+        sort_by_length: bool,
+    ) -> Result<Self, PolicyError> {
+        let max_batch_tokens = match max_batch_tokens {
+            None => None,
+            Some(tokens) if tokens >= 1 => Some(tokens as usize),
+            Some(tokens) => return Err(PolicyError::MaxBatchTokens(tokens)),
+        };
+        self.packing = Packing {
+            max_batch_tokens,
+            sort_by_length,
+        };
+        Ok(self)
     }
 }
 
@@ -70,6 +114,17 @@ mod tests {
             BatchPolicy::new(1, 0.0, 0).unwrap().max_wait,
             Duration::ZERO
         );
+    }
+
+    #[test]
+    fn packing_is_optional_and_validated() {
+        let plain = BatchPolicy::new(8, 1.0, 2).unwrap();
+        assert!(!plain.packing.is_length_aware());
+        let packed = plain.clone().with_packing(Some(4096), true).unwrap();
+        assert_eq!(packed.packing.max_batch_tokens, Some(4096));
+        assert!(packed.packing.is_length_aware());
+        let err = plain.with_packing(Some(0), false).unwrap_err();
+        assert!(err.to_string().contains("max_batch_tokens"));
     }
 
     #[test]

@@ -25,20 +25,29 @@ pub enum Decision {
     Idle,
 }
 
-/// Decides from the number of queued items and the arrival time of the oldest one.
+/// What the dispatch rule needs to know about the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueShape {
+    pub items: usize,
+    /// The sum of the queued items' lengths (1 each unless lengths are given).
+    pub tokens: usize,
+    pub oldest_arrival: Option<Instant>,
+}
+
+/// Decides from the queue's shape and the clock.
 ///
 /// The deadline counts from the oldest item's arrival, not from when the scheduler noticed it,
-/// so time spent while the user function ran counts towards it.
-pub fn decide(
-    queued: usize,
-    oldest_arrival: Option<Instant>,
-    now: Instant,
-    policy: &BatchPolicy,
-) -> Decision {
-    let Some(oldest) = oldest_arrival.filter(|_| queued > 0) else {
+/// so time spent while the user function ran counts towards it. A batch is full at `batch_size`
+/// items, or, with a token budget, once the queue holds enough positions to fill it.
+pub fn decide(queue: QueueShape, now: Instant, policy: &BatchPolicy) -> Decision {
+    let Some(oldest) = queue.oldest_arrival.filter(|_| queue.items > 0) else {
         return Decision::Idle;
     };
-    if queued >= policy.batch_size {
+    let budget_filled = policy
+        .packing
+        .max_batch_tokens
+        .is_some_and(|budget| queue.tokens >= budget);
+    if queue.items >= policy.batch_size || budget_filled {
         return Decision::Dispatch(DispatchReason::Full);
     }
     let deadline = oldest + policy.max_wait;
@@ -58,20 +67,31 @@ mod tests {
         BatchPolicy::new(batch_size, timeout_ms, 8).unwrap()
     }
 
+    fn shape(items: usize, oldest_arrival: Option<Instant>) -> QueueShape {
+        QueueShape {
+            items,
+            tokens: items,
+            oldest_arrival,
+        }
+    }
+
     #[test]
     fn idle_when_nothing_is_queued() {
         let now = Instant::now();
-        assert_eq!(decide(0, None, now, &policy(4, 5.0)), Decision::Idle);
-        assert_eq!(decide(0, Some(now), now, &policy(4, 5.0)), Decision::Idle);
+        assert_eq!(decide(shape(0, None), now, &policy(4, 5.0)), Decision::Idle);
+        assert_eq!(
+            decide(shape(0, Some(now)), now, &policy(4, 5.0)),
+            Decision::Idle
+        );
     }
 
     #[test]
     fn full_batch_leaves_at_once_even_before_the_deadline() {
         let now = Instant::now();
-        let decision = decide(4, Some(now), now, &policy(4, 1000.0));
+        let decision = decide(shape(4, Some(now)), now, &policy(4, 1000.0));
         assert_eq!(decision, Decision::Dispatch(DispatchReason::Full));
         assert_eq!(
-            decide(9, Some(now), now, &policy(4, 1000.0)),
+            decide(shape(9, Some(now)), now, &policy(4, 1000.0)),
             Decision::Dispatch(DispatchReason::Full)
         );
     }
@@ -81,7 +101,7 @@ mod tests {
         let arrival = Instant::now();
         let now = arrival + Duration::from_millis(2);
         assert_eq!(
-            decide(1, Some(arrival), now, &policy(4, 5.0)),
+            decide(shape(1, Some(arrival)), now, &policy(4, 5.0)),
             Decision::WaitUntil(arrival + Duration::from_millis(5))
         );
     }
@@ -91,16 +111,45 @@ mod tests {
         let arrival = Instant::now();
         let due = arrival + Duration::from_millis(5);
         let expected = Decision::Dispatch(DispatchReason::Deadline);
-        assert_eq!(decide(1, Some(arrival), due, &policy(4, 5.0)), expected);
+        assert_eq!(
+            decide(shape(1, Some(arrival)), due, &policy(4, 5.0)),
+            expected
+        );
         let late = due + Duration::from_millis(1);
-        assert_eq!(decide(3, Some(arrival), late, &policy(4, 5.0)), expected);
+        assert_eq!(
+            decide(shape(3, Some(arrival)), late, &policy(4, 5.0)),
+            expected
+        );
+    }
+
+    #[test]
+    fn a_filled_token_budget_counts_as_full() {
+        let now = Instant::now();
+        let packed = policy(64, 1000.0).with_packing(Some(1024), false).unwrap();
+        let long_items = QueueShape {
+            items: 2,
+            tokens: 1024,
+            oldest_arrival: Some(now),
+        };
+        assert_eq!(
+            decide(long_items, now, &packed),
+            Decision::Dispatch(DispatchReason::Full)
+        );
+        let short_items = QueueShape {
+            tokens: 1023,
+            ..long_items
+        };
+        assert!(matches!(
+            decide(short_items, now, &packed),
+            Decision::WaitUntil(_)
+        ));
     }
 
     #[test]
     fn zero_timeout_dispatches_whatever_is_there() {
         let now = Instant::now();
         assert_eq!(
-            decide(1, Some(now), now, &policy(64, 0.0)),
+            decide(shape(1, Some(now)), now, &policy(64, 0.0)),
             Decision::Dispatch(DispatchReason::Deadline)
         );
     }

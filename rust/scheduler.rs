@@ -16,7 +16,7 @@ use crossbeam_utils::sync::{Parker, Unparker};
 
 use crate::pending::{Cancellable, Entry, Pending, Submission};
 use crate::policy::BatchPolicy;
-use crate::rules::{decide, Decision, DispatchReason};
+use crate::rules::{decide, Decision, DispatchReason, QueueShape};
 use crate::stats::Stats;
 
 /// A batch on its way to the user function.
@@ -75,19 +75,19 @@ impl<C: Clone + Cancellable> Assembly<C> {
             let decision = if draining && !self.pending.is_empty() {
                 Decision::Dispatch(DispatchReason::Drain)
             } else {
-                decide(
-                    self.pending.len(),
-                    self.pending.oldest_arrival(),
-                    now,
-                    policy,
-                )
+                let shape = QueueShape {
+                    items: self.pending.len(),
+                    tokens: self.pending.tokens(),
+                    oldest_arrival: self.pending.oldest_arrival(),
+                };
+                decide(shape, now, policy)
             };
             let reason = match decision {
                 Decision::Dispatch(reason) => reason,
                 Decision::WaitUntil(deadline) => return (Poll::WaitUntil(deadline), removed),
                 Decision::Idle => return (Poll::Idle, removed),
             };
-            let taken = self.pending.take(policy.batch_size);
+            let taken = self.pending.take(policy.batch_size, &policy.packing);
             removed += taken.entries.len() + taken.discarded;
             // A batch of nothing but cancelled items: look again at what is left.
             if taken.entries.is_empty() {
@@ -117,6 +117,33 @@ impl<C: Clone + Cancellable> Assembly<C> {
 #[derive(Debug)]
 pub enum Rejected<C> {
     Closed(Submission<C>),
+    /// An item is longer than the token budget, so no batch could ever hold it.
+    TooLong {
+        submission: Submission<C>,
+        index: usize,
+        length: usize,
+        budget: usize,
+    },
+}
+
+/// Checks that every item can fit in a batch on its own, so none can be stuck in the queue.
+pub fn check_lengths<C>(
+    submission: Submission<C>,
+    policy: &BatchPolicy,
+) -> Result<Submission<C>, Rejected<C>> {
+    let (Some(budget), Some(lengths)) = (policy.packing.max_batch_tokens, &submission.lengths)
+    else {
+        return Ok(submission);
+    };
+    match lengths.iter().position(|&length| length > budget) {
+        None => Ok(submission),
+        Some(index) => Err(Rejected::TooLong {
+            length: lengths[index],
+            index,
+            budget,
+            submission,
+        }),
+    }
 }
 
 #[derive(Debug)]
@@ -187,6 +214,7 @@ impl<C: Clone + Cancellable> Scheduler<C> {
     }
 
     pub fn submit(&self, submission: Submission<C>) -> Result<(), Rejected<C>> {
+        let submission = check_lengths(submission, &self.policy)?;
         let sender = self.sender.read().unwrap_or_else(PoisonError::into_inner);
         let Some(sender) = sender.as_ref() else {
             return Err(Rejected::Closed(submission));
@@ -197,8 +225,12 @@ impl<C: Clone + Cancellable> Scheduler<C> {
         sender
             .send(submission)
             .map_err(|returned| Rejected::Closed(returned.into_inner()))?;
+        // With a token budget the queue may fill by tokens before items: wake on every call.
         let batch_size = self.policy.batch_size;
-        if before == 0 || (before < batch_size && before + count >= batch_size) {
+        if before == 0
+            || (before < batch_size && before + count >= batch_size)
+            || self.policy.packing.max_batch_tokens.is_some()
+        {
             self.wake_worker.unpark();
         }
         Ok(())
@@ -268,6 +300,10 @@ impl<C: Clone + Cancellable> Scheduler<C> {
         lock(&self.stats).record_batch(items, elapsed);
     }
 
+    pub fn record_padding(&self, real: u64, padded: u64) {
+        lock(&self.stats).record_padding(real, padded);
+    }
+
     pub fn stats(&self) -> Stats {
         lock(&self.stats).clone()
     }
@@ -308,6 +344,7 @@ mod tests {
             count,
             priority: 0,
             arrival: Instant::now(),
+            lengths: None,
         }
     }
 
@@ -380,6 +417,27 @@ mod tests {
         assert_eq!((first.entries.len(), second.entries.len()), (2, 1));
         assert_eq!(second.reason, DispatchReason::Drain);
         assert!(scheduler.next_batch().is_none());
+    }
+
+    #[test]
+    fn an_item_over_the_token_budget_is_refused_at_once() {
+        let policy = BatchPolicy::new(8, 60_000.0, 8)
+            .unwrap()
+            .with_packing(Some(100), false)
+            .unwrap();
+        let scheduler: Scheduler<Arc<Ticket>> = Scheduler::new(policy);
+        let mut too_long = submission(1, 3);
+        too_long.lengths = Some(vec![10, 101, 5]);
+        match scheduler.submit(too_long) {
+            Err(Rejected::TooLong {
+                index,
+                length,
+                budget,
+                ..
+            }) => assert_eq!((index, length, budget), (1, 101, 100)),
+            other => panic!("expected TooLong, got {other:?}"),
+        }
+        assert_eq!(scheduler.queued(), 0);
     }
 
     #[test]

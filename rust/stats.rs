@@ -92,6 +92,9 @@ pub struct Stats {
     pub full_batches: u64,
     pub deadline_batches: u64,
     pub drain_batches: u64,
+    /// Positions of padded batches, and how many of them held real data.
+    pub padded_positions: u64,
+    pub real_positions: u64,
 }
 
 impl Stats {
@@ -108,6 +111,20 @@ impl Stats {
         self.total_batches += 1;
         self.total_batch_time += elapsed;
         self.batch_time.record(elapsed);
+    }
+
+    pub fn record_padding(&mut self, real: u64, padded: u64) {
+        self.real_positions += real;
+        self.padded_positions += padded;
+    }
+
+    /// The share of padded positions that held padding rather than data.
+    pub fn padded_fraction(&self) -> f64 {
+        if self.padded_positions == 0 {
+            0.0
+        } else {
+            1.0 - self.real_positions as f64 / self.padded_positions as f64
+        }
     }
 
     pub fn mean_batch_size(&self) -> f64 {
@@ -174,5 +191,8 @@ mod tests {
         assert_eq!(stats.mean_batch_size(), 3.0);
         assert_eq!(stats.mean_batch_time(), Duration::from_millis(3));
         assert_eq!(stats.full_batches, 1);
+        assert_eq!(stats.padded_fraction(), 0.0);
+        stats.record_padding(30, 40);
+        assert!((stats.padded_fraction() - 0.25).abs() < 1e-12);
     }
 }

@@ -838,6 +838,7 @@ def test_stats_start_empty_and_are_frozen(make_processor: Any) -> None:
         "full_batches",
         "deadline_batches",
         "drain_batches",
+        "padded_fraction",
     }
 
 

@@ -28,7 +28,13 @@ _Deliver = Callable[
     None,
 ]
 
-def validate_policy(batch_size: int, timeout_ms: float, small_batch_threshold: int) -> None: ...
+def validate_policy(
+    batch_size: int,
+    timeout_ms: float,
+    small_batch_threshold: int,
+    max_batch_tokens: int | None = None,
+    sort_by_length: bool = False,
+) -> None: ...
 
 @final
 class Ticket:
@@ -40,15 +46,38 @@ class Batch:
     def items(self) -> list[Any]: ...
     def complete(self, output: Any) -> None: ...
     def fail(self, error: BaseException) -> None: ...
+    def segments(self) -> list[tuple[Any, int, int]]: ...
+    def lengths(self) -> list[int]: ...
+    def complete_segments(self, values: list[Any]) -> None: ...
+    def record_padding(self, real: int, padded: int) -> None: ...
 
 @final
 class Processor:
     def __new__(
-        cls, batch_size: int, timeout_ms: float, small_batch_threshold: int, deliver: _Deliver
+        cls,
+        batch_size: int,
+        timeout_ms: float,
+        small_batch_threshold: int,
+        deliver: _Deliver,
+        max_batch_tokens: int | None = None,
+        sort_by_length: bool = False,
     ) -> Processor: ...
-    def call(self, arg: Any, priority: int = 0, timeout: float | None = None) -> Any: ...
+    def call(
+        self,
+        arg: Any,
+        priority: int = 0,
+        timeout: float | None = None,
+        rows: int | None = None,
+        lengths: list[int] | None = None,
+    ) -> Any: ...
     def submit(
-        self, arg: Any, event_loop: AbstractEventLoop, future: Future[Any], priority: int = 0
+        self,
+        arg: Any,
+        event_loop: AbstractEventLoop,
+        future: Future[Any],
+        priority: int = 0,
+        rows: int | None = None,
+        lengths: list[int] | None = None,
     ) -> Ticket | None: ...
     def next_batch(self) -> Batch | None: ...
     def close(self, drain: bool) -> None: ...
@@ -66,9 +95,17 @@ class LoopQueue:
         small_batch_threshold: int,
         deliver: _Deliver,
         share_stats_with: LoopQueue | None = None,
+        max_batch_tokens: int | None = None,
+        sort_by_length: bool = False,
     ) -> LoopQueue: ...
     def submit(
-        self, arg: Any, event_loop: AbstractEventLoop, future: Future[Any], priority: int = 0
+        self,
+        arg: Any,
+        event_loop: AbstractEventLoop,
+        future: Future[Any],
+        priority: int = 0,
+        rows: int | None = None,
+        lengths: list[int] | None = None,
     ) -> tuple[Ticket | None, bool]: ...
     def poll(self) -> tuple[Batch | None, float | None]: ...
     def close(self) -> None: ...

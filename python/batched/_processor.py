@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar, overload
 from batched import _core
 from batched._decorate import PerInstance, is_method
 from batched._delivery import deliver
+from batched._plan import ITEMS, Plan, Resolver, run_batch
 from batched._stats import BatchStats
 
 T = TypeVar("T")
@@ -27,31 +28,10 @@ DEFAULT_SMALL_BATCH_THRESHOLD = 8
 _FINALIZE_JOIN_SECONDS = 5.0
 
 
-def _run_batch(batch: _core.Batch, resolve: Callable[[], Callable[..., Any] | None]) -> bool:
-    """Runs one batch; returns False once the function's owner is gone.
-
-    Kept out of the worker loop so that the batch, the bound function and its output are
-    released before the worker sleeps again.
-    """
-    func = resolve()
-    if func is None:
-        batch.fail(
-            _core.ProcessorClosedError("the object owning this batched method was collected")
-        )
-        return False
-    try:
-        output = func(batch.items())
-    except BaseException as error:  # every caller must hear of it, whatever it is
-        batch.fail(error)
-    else:
-        batch.complete(output)
-    return True
-
-
-def _serve(core: _core.Processor, resolve: Callable[[], Callable[..., Any] | None]) -> None:
+def _serve(core: _core.Processor, resolve: Resolver, plan: Plan) -> None:
     try:
         while (batch := core.next_batch()) is not None:
-            if not _run_batch(batch, resolve):
+            if not run_batch(batch, resolve, plan):
                 break
             del batch
     finally:
@@ -93,8 +73,12 @@ class BatchProcessor(Generic[T, U]):
         batch_size: int = DEFAULT_BATCH_SIZE,
         timeout_ms: float = DEFAULT_TIMEOUT_MS,
         small_batch_threshold: int = DEFAULT_SMALL_BATCH_THRESHOLD,
-        _resolve: Callable[[], Callable[..., Any] | None] | None = None,
+        sort_by_length: bool = False,
+        max_batch_tokens: int | None = None,
+        length_fn: Callable[[T], int] | None = None,
+        _resolve: Resolver | None = None,
         _workers: int = 1,
+        _plan: Plan = ITEMS,
     ) -> None:
         check_callable(func)
         self._core = _core.Processor(
@@ -102,13 +86,22 @@ class BatchProcessor(Generic[T, U]):
             check_number("timeout_ms", timeout_ms),
             check_int("small_batch_threshold", small_batch_threshold),
             deliver,
+            check_optional_int("max_batch_tokens", max_batch_tokens),
+            bool(sort_by_length),
         )
+        # Item lengths are computed only when some option looks at them.
+        self._length_of: Callable[[Any], int] | None = None
+        if sort_by_length or max_batch_tokens is not None or length_fn is not None:
+            self._length_of = length_fn if length_fn is not None else len
         functools.update_wrapper(self, func)
         resolve = _resolve if _resolve is not None else (lambda: func)
         name = getattr(func, "__qualname__", repr(func))
         self._workers = tuple(
             threading.Thread(
-                target=_serve, args=(self._core, resolve), name=f"batched:{name}", daemon=True
+                target=_serve,
+                args=(self._core, resolve, _plan),
+                name=f"batched:{name}",
+                daemon=True,
             )
             for _ in range(_workers)
         )
@@ -119,6 +112,12 @@ class BatchProcessor(Generic[T, U]):
             self, _stop, self._core, self._workers, False, _FINALIZE_JOIN_SECONDS
         )
 
+    def _lengths(self, item: Any) -> list[int] | None:
+        if self._length_of is None:
+            return None
+        items = item if isinstance(item, list) else [item]
+        return [self._length_of(x) for x in items]
+
     @overload
     def __call__(
         self, item: list[T], /, *, timeout: float | None = ..., priority: int = ...
@@ -127,7 +126,9 @@ class BatchProcessor(Generic[T, U]):
     def __call__(self, item: T, /, *, timeout: float | None = ..., priority: int = ...) -> U: ...
     def __call__(self, item: Any, /, *, timeout: float | None = None, priority: int = 0) -> Any:
         """Processes one item (or a list of items) and returns its result (or their list)."""
-        return self._core.call(item, priority, timeout)
+        if self._length_of is None:
+            return self._core.call(item, priority, timeout)
+        return self._core.call(item, priority, timeout, None, self._lengths(item))
 
     @overload
     async def acall(
@@ -137,9 +138,20 @@ class BatchProcessor(Generic[T, U]):
     async def acall(self, item: T, /, *, timeout: float | None = ..., priority: int = ...) -> U: ...
     async def acall(self, item: Any, /, *, timeout: float | None = None, priority: int = 0) -> Any:
         """Like calling the processor, but awaits the result without blocking the event loop."""
+        return await self.acall_rows(item, timeout, priority, None, self._lengths(item))
+
+    async def acall_rows(
+        self,
+        item: Any,
+        timeout: float | None,
+        priority: int,
+        rows: int | None,
+        lengths: list[int] | None,
+    ) -> Any:
+        """``acall`` with the core's options: a row payload and per-item lengths."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        ticket = self._core.submit(item, loop, future, priority)
+        ticket = self._core.submit(item, loop, future, priority, rows, lengths)
         if ticket is None:
             return []
         try:
@@ -186,6 +198,10 @@ def check_int(name: str, value: object) -> int:
     return value
 
 
+def check_optional_int(name: str, value: object) -> int | None:
+    return None if value is None else check_int(name, value)
+
+
 def check_number(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number of milliseconds, got {value!r}")
@@ -202,6 +218,9 @@ def dynamically(
     batch_size: int = ...,
     timeout_ms: float = ...,
     small_batch_threshold: int = ...,
+    sort_by_length: bool = ...,
+    max_batch_tokens: int | None = ...,
+    length_fn: Callable[[T], int] | None = ...,
 ) -> Callable[[BatchFunction[T, U]], BatchProcessor[T, U]]: ...
 def dynamically(
     func: BatchFunction[T, U] | None = None,
@@ -210,23 +229,33 @@ def dynamically(
     batch_size: int = DEFAULT_BATCH_SIZE,
     timeout_ms: float = DEFAULT_TIMEOUT_MS,
     small_batch_threshold: int = DEFAULT_SMALL_BATCH_THRESHOLD,
+    sort_by_length: bool = False,
+    max_batch_tokens: int | None = None,
+    length_fn: Callable[[T], int] | None = None,
 ) -> Any:
     """Decorates a function taking a list of items so that single calls are batched.
 
     Use it bare (``@batched.dynamically``) or with options
     (``@batched.dynamically(batch_size=64, timeout_ms=2.0)``). On a method, each instance gets
-    its own processor.
+    its own processor. ``sort_by_length`` groups items of similar length and
+    ``max_batch_tokens`` caps a batch's padded size (items times longest item); both measure
+    items with ``length_fn`` (``len`` by default).
     """
     options: dict[str, Any] = {
         "batch_size": batch_size,
         "timeout_ms": timeout_ms,
         "small_batch_threshold": small_batch_threshold,
+        "sort_by_length": sort_by_length,
+        "max_batch_tokens": max_batch_tokens,
+        "length_fn": length_fn,
     }
     # Validate now, at decoration time, even for methods whose processors come later.
     _core.validate_policy(
         check_int("batch_size", batch_size),
         check_number("timeout_ms", timeout_ms),
         check_int("small_batch_threshold", small_batch_threshold),
+        check_optional_int("max_batch_tokens", max_batch_tokens),
+        bool(sort_by_length),
     )
 
     def decorate(target: BatchFunction[T, U]) -> Any:

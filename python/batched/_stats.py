@@ -13,7 +13,8 @@ class BatchStats:
     each batch from its dispatch until its results were handed back. ``full_batches`` and
     ``deadline_batches`` count why batches left: because ``batch_size`` items were waiting, or
     because the oldest item had waited ``timeout_ms``. ``drain_batches`` left during a draining
-    shutdown.
+    shutdown. ``padded_fraction`` is the share of padded positions that held padding, over the
+    batches the inference flavours padded.
     """
 
     queue_size: int = 0
@@ -28,3 +29,4 @@ class BatchStats:
     full_batches: int = 0
     deadline_batches: int = 0
     drain_batches: int = 0
+    padded_fraction: float = 0.0

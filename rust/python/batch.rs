@@ -17,6 +17,7 @@ use crate::scheduler::Batch as CoreBatch;
 /// What a batch reports back to: the processor or event-loop queue it came from.
 pub(crate) trait BatchOwner: Send + Sync {
     fn record_batch(&self, items: usize, elapsed: std::time::Duration);
+    fn record_padding(&self, real: u64, padded: u64);
     /// The Python hook that resolves futures on their own loop (see `Settlement::flush`).
     fn deliver(&self) -> &Py<PyAny>;
     /// Wakes blocked callers whose results are in, now or at a better moment.
@@ -55,6 +56,7 @@ impl Batch {
         let mut settlement = Settlement::default();
         let scattered = catch_unwind(AssertUnwindSafe(|| match outcome {
             Outcome::Rows(rows) => scatter(py, entries, rows, &mut settlement),
+            Outcome::Spans(spans) => scatter_spans(py, entries, spans, &mut settlement),
             Outcome::Failed(error) => fail_all(py, entries, &error, &mut settlement),
         }));
         if scattered.is_err() {
@@ -70,17 +72,13 @@ impl Batch {
 
 enum Outcome {
     Rows(Vec<Py<PyAny>>),
+    Spans(Vec<Py<PyAny>>),
     Failed(Py<PyAny>),
 }
 
-/// Hands each caller its rows; consecutive entries of one call are delivered together.
-fn scatter(
-    py: Python<'_>,
-    entries: &[Entry<CallRef>],
-    rows: Vec<Py<PyAny>>,
-    settlement: &mut Settlement,
-) {
-    let mut rows = rows.into_iter();
+/// Runs of consecutive entries from one call, as `(start, end)` positions in the batch.
+fn runs(entries: &[Entry<CallRef>]) -> Vec<(usize, usize)> {
+    let mut runs = Vec::new();
     let mut start = 0;
     while start < entries.len() {
         let call = &entries[start].call;
@@ -91,12 +89,43 @@ fn scatter(
         {
             end += 1;
         }
+        runs.push((start, end));
+        start = end;
+    }
+    runs
+}
+
+/// Hands each caller its rows; consecutive entries of one call are delivered together.
+fn scatter(
+    py: Python<'_>,
+    entries: &[Entry<CallRef>],
+    rows: Vec<Py<PyAny>>,
+    settlement: &mut Settlement,
+) {
+    let mut rows = rows.into_iter();
+    for (start, end) in runs(entries) {
+        let call = &entries[start].call;
         // Collected first: a call that already ended ignores its rows, and they must still be
         // consumed so that the next call gets its own.
         let run: Vec<Py<PyAny>> = rows.by_ref().take(end - start).collect();
         let delivery = call.outcome.deliver(entries[start].index, run);
         settlement.ended(py, call, delivery);
-        start = end;
+    }
+}
+
+/// Hands each segment (see `Batch.segments`) its one value.
+fn scatter_spans(
+    py: Python<'_>,
+    entries: &[Entry<CallRef>],
+    spans: Vec<Py<PyAny>>,
+    settlement: &mut Settlement,
+) {
+    for ((start, end), value) in runs(entries).into_iter().zip(spans) {
+        let call = &entries[start].call;
+        let delivery = call
+            .outcome
+            .deliver_span(entries[start].index, end - start, value);
+        settlement.ended(py, call, delivery);
     }
 }
 
@@ -180,6 +209,57 @@ impl Batch {
         };
         self.finish(py, &entries, outcome);
         Ok(())
+    }
+
+    /// The batch as runs of consecutive items of one call: `(payload, start, stop)` tuples, where
+    /// `payload` is the call's item, list or row payload and `start:stop` its rows here.
+    fn segments<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let guard = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let entries = guard.as_deref().unwrap_or_default();
+        let segments = runs(entries)
+            .into_iter()
+            .map(|(start, end)| {
+                let first = &entries[start];
+                let stop = first.index + (end - start);
+                (first.call.payload(py), first.index, stop)
+            })
+            .collect::<Vec<_>>();
+        PyList::new(py, segments)
+    }
+
+    /// The length of each item, as given when it was submitted (1 when none was).
+    fn lengths(&self) -> Vec<usize> {
+        let guard = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        guard
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|entry| entry.length)
+            .collect()
+    }
+
+    /// Settles the batch with one value per segment, in the order of `segments()`.
+    fn complete_segments(&self, py: Python<'_>, values: Vec<Py<PyAny>>) -> PyResult<()> {
+        let Some(entries) = self.take_entries() else {
+            return Ok(());
+        };
+        let expected = runs(&entries).len();
+        let outcome = if values.len() == expected {
+            Outcome::Spans(values)
+        } else {
+            let error = PyValueError::new_err(format!(
+                "got {} segment results for a batch of {expected} segments",
+                values.len()
+            ));
+            Outcome::Failed(error.into_value(py).into_any())
+        };
+        self.finish(py, &entries, outcome);
+        Ok(())
+    }
+
+    /// Adds a padded batch to the statistics: `real` positions of data among `padded`.
+    fn record_padding(&self, real: u64, padded: u64) {
+        self.owner.record_padding(real, padded);
     }
 
     /// Settles the batch by giving every caller `error`.

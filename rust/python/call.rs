@@ -4,7 +4,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::PyTimeoutError;
+use pyo3::exceptions::{PyTimeoutError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
@@ -15,6 +15,9 @@ use crate::pending::Cancellable;
 pub(crate) enum Inputs {
     One(Py<PyAny>),
     Many(Py<PyList>),
+    /// An opaque payload holding several rows (a dict of batched features, say): batches see it
+    /// as segments, and each batch hands back one value per segment.
+    Rows(Py<PyAny>),
 }
 
 /// How the caller learns that its call ended.
@@ -55,14 +58,26 @@ impl PyCall {
         match &self.inputs {
             Inputs::One(item) => Ok(item.bind(py).clone()),
             Inputs::Many(items) => items.bind(py).get_item(index),
+            Inputs::Rows(_) => Err(PyTypeError::new_err(
+                "a batch of row payloads has no single items; use Batch.segments()",
+            )),
         }
     }
 
-    /// The value a caller receives: the lone result, or the list for a list call.
+    /// The object a batch slices for this call: the item, the list, or the row payload.
+    pub fn payload<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        match &self.inputs {
+            Inputs::One(item) | Inputs::Rows(item) => item.bind(py).clone(),
+            Inputs::Many(items) => items.bind(py).clone().into_any(),
+        }
+    }
+
+    /// The value a caller receives: the lone result, the list for a list call, or the list of
+    /// per-segment values for a row payload.
     pub fn result_value(&self, py: Python<'_>, mut results: Vec<Py<PyAny>>) -> PyResult<Py<PyAny>> {
         match self.inputs {
             Inputs::One(_) => Ok(results.pop().expect("a single call has one result")),
-            Inputs::Many(_) => Ok(PyList::new(py, results)?.into_any().unbind()),
+            Inputs::Many(_) | Inputs::Rows(_) => Ok(PyList::new(py, results)?.into_any().unbind()),
         }
     }
 

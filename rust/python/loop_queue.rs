@@ -12,12 +12,12 @@ use pyo3::types::PyDict;
 use super::batch::{Batch, BatchOwner};
 use super::call::{CallRef, PyCall, Waiter};
 use super::errors::closed_error;
-use super::processor::{inputs_of, policy_from, stats_dict, Ticket};
+use super::processor::{call_spec, policy_from, rejected_error, stats_dict, CallSpec, Ticket};
 use super::settle::Settlement;
 use crate::call::Failure;
 use crate::pending::Submission;
 use crate::policy::BatchPolicy;
-use crate::scheduler::{Assembly, Poll};
+use crate::scheduler::{check_lengths, Assembly, Poll};
 use crate::stats::Stats;
 
 /// Statistics shared by the queues of one processor across event loops.
@@ -44,6 +44,10 @@ impl BatchOwner for Inner {
         lock(&self.totals.stats).record_batch(items, elapsed);
     }
 
+    fn record_padding(&self, real: u64, padded: u64) {
+        lock(&self.totals.stats).record_padding(real, padded);
+    }
+
     fn deliver(&self) -> &Py<PyAny> {
         &self.deliver
     }
@@ -65,15 +69,23 @@ impl LoopQueue {
     /// `share_stats_with` makes this queue add to another queue's statistics, so that one
     /// processor reports once across all its event loops.
     #[new]
-    #[pyo3(signature = (batch_size, timeout_ms, small_batch_threshold, deliver, share_stats_with = None))]
+    #[pyo3(signature = (batch_size, timeout_ms, small_batch_threshold, deliver, share_stats_with = None, max_batch_tokens = None, sort_by_length = false))]
     fn new(
         batch_size: i64,
         timeout_ms: f64,
         small_batch_threshold: i64,
         deliver: Py<PyAny>,
         share_stats_with: Option<&LoopQueue>,
+        max_batch_tokens: Option<i64>,
+        sort_by_length: bool,
     ) -> PyResult<Self> {
-        let policy = policy_from(batch_size, timeout_ms, small_batch_threshold)?;
+        let policy = policy_from(
+            batch_size,
+            timeout_ms,
+            small_batch_threshold,
+            max_batch_tokens,
+            sort_by_length,
+        )?;
         let totals = share_stats_with.map_or_else(Arc::default, |other| other.inner.totals.clone());
         Ok(Self {
             inner: Arc::new(Inner {
@@ -89,33 +101,49 @@ impl LoopQueue {
     /// Queues `arg` (one item or a list) for a caller awaiting `future`. Returns the ticket (or
     /// `None` for an empty list) and whether the loop should ask for a batch now: true when this
     /// call started the deadline or filled a batch.
-    #[pyo3(signature = (arg, event_loop, future, priority = 0))]
+    #[pyo3(signature = (arg, event_loop, future, priority = 0, rows = None, lengths = None))]
     fn submit(
         &self,
         arg: &Bound<'_, PyAny>,
         event_loop: Py<PyAny>,
         future: Py<PyAny>,
         priority: i32,
+        rows: Option<usize>,
+        lengths: Option<Vec<usize>>,
     ) -> PyResult<(Option<Ticket>, bool)> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(closed_error());
         }
-        let (inputs, len) = inputs_of(arg)?;
+        let CallSpec {
+            inputs,
+            len,
+            lengths,
+        } = call_spec(arg, rows, lengths)?;
         if len == 0 {
             return Ok((None, false));
         }
         let call = PyCall::new(inputs, len, Waiter::Future { event_loop, future });
+        let policy = &self.inner.policy;
+        let submission = check_lengths(
+            Submission {
+                call: Arc::clone(&call),
+                count: len,
+                priority,
+                arrival: Instant::now(),
+                lengths,
+            },
+            policy,
+        )
+        .map_err(rejected_error)?;
         let mut assembly = lock(&self.inner.assembly);
         let before = assembly.len();
-        assembly.push(Submission {
-            call: Arc::clone(&call),
-            count: len,
-            priority,
-            arrival: Instant::now(),
-        });
+        assembly.push(submission);
         self.inner.totals.queued.fetch_add(len, Ordering::Relaxed);
-        let batch_size = self.inner.policy.batch_size;
-        let act = before == 0 || (before < batch_size && before + len >= batch_size);
+        // As in the threaded scheduler: act when the deadline starts or a batch fills.
+        let batch_size = policy.batch_size;
+        let act = before == 0
+            || (before < batch_size && before + len >= batch_size)
+            || policy.packing.max_batch_tokens.is_some();
         Ok((Some(Ticket { call }), act))
     }
 

@@ -31,6 +31,10 @@ impl BatchOwner for Shared {
         self.scheduler.record_batch(items, elapsed);
     }
 
+    fn record_padding(&self, real: u64, padded: u64) {
+        self.scheduler.record_padding(real, padded);
+    }
+
     fn deliver(&self) -> &Py<PyAny> {
         &self.deliver
     }
@@ -59,18 +63,30 @@ impl Shared {
 
 /// Validates the batching options at decoration time, raising `ValueError` with what is wrong.
 #[pyfunction]
+#[pyo3(signature = (batch_size, timeout_ms, small_batch_threshold, max_batch_tokens = None, sort_by_length = false))]
 pub(crate) fn validate_policy(
     batch_size: i64,
     timeout_ms: f64,
     small_batch_threshold: i64,
+    max_batch_tokens: Option<i64>,
+    sort_by_length: bool,
 ) -> PyResult<()> {
-    policy_from(batch_size, timeout_ms, small_batch_threshold).map(drop)
+    policy_from(
+        batch_size,
+        timeout_ms,
+        small_batch_threshold,
+        max_batch_tokens,
+        sort_by_length,
+    )
+    .map(drop)
 }
 
 pub(crate) fn policy_from(
     batch_size: i64,
     timeout_ms: f64,
     small_batch_threshold: i64,
+    max_batch_tokens: Option<i64>,
+    sort_by_length: bool,
 ) -> PyResult<BatchPolicy> {
     let small = usize::try_from(small_batch_threshold).map_err(|_| {
         PyValueError::new_err(format!(
@@ -78,6 +94,7 @@ pub(crate) fn policy_from(
         ))
     })?;
     BatchPolicy::new(batch_size, timeout_ms, small)
+        .and_then(|policy| policy.with_packing(max_batch_tokens, sort_by_length))
         .map_err(|error| PyValueError::new_err(error.to_string()))
 }
 
@@ -101,45 +118,102 @@ impl Ticket {
     }
 }
 
-/// A list means many items; anything else is one item. The list is copied so that a caller
-/// mutating it later cannot change what the batch sees.
-pub(crate) fn inputs_of(arg: &Bound<'_, PyAny>) -> PyResult<(Inputs, usize)> {
-    match arg.cast::<PyList>() {
-        Ok(list) => {
+/// What one call submits: its inputs, how many items they hold and, optionally, their lengths.
+pub(crate) struct CallSpec {
+    pub inputs: Inputs,
+    pub len: usize,
+    pub lengths: Option<Vec<usize>>,
+}
+
+/// A list means many items; anything else is one item; with `rows`, `arg` is an opaque payload
+/// of that many rows. A list is copied so that a caller mutating it later cannot change what
+/// the batch sees.
+pub(crate) fn call_spec(
+    arg: &Bound<'_, PyAny>,
+    rows: Option<usize>,
+    lengths: Option<Vec<usize>>,
+) -> PyResult<CallSpec> {
+    let (inputs, len) = match (rows, arg.cast::<PyList>()) {
+        (Some(rows), _) => (Inputs::Rows(arg.clone().unbind()), rows),
+        (None, Ok(list)) => {
             let copy = list.get_slice(0, list.len());
             let len = copy.len();
-            Ok((Inputs::Many(copy.unbind()), len))
+            (Inputs::Many(copy.unbind()), len)
         }
-        Err(_) => Ok((Inputs::One(arg.clone().unbind()), 1)),
+        (None, Err(_)) => (Inputs::One(arg.clone().unbind()), 1),
+    };
+    if let Some(lengths) = &lengths {
+        if lengths.len() != len {
+            return Err(PyValueError::new_err(format!(
+                "got {} lengths for a call of {len} items; give one length per item",
+                lengths.len()
+            )));
+        }
+    }
+    Ok(CallSpec {
+        inputs,
+        len,
+        lengths,
+    })
+}
+
+/// The exception for a refused submission.
+pub(crate) fn rejected_error<C>(rejected: Rejected<C>) -> PyErr {
+    match rejected {
+        Rejected::Closed(_) => closed_error(),
+        Rejected::TooLong {
+            index,
+            length,
+            budget,
+            ..
+        } => PyValueError::new_err(format!(
+            "item {index} of this call has length {length}, more than max_batch_tokens={budget}, \
+             so no batch can hold it; raise max_batch_tokens or shorten the item"
+        )),
     }
 }
 
 impl Processor {
-    fn submit_call(&self, call: &CallRef, len: usize, priority: i32) -> PyResult<()> {
+    fn submit_call(
+        &self,
+        call: &CallRef,
+        len: usize,
+        lengths: Option<Vec<usize>>,
+        priority: i32,
+    ) -> PyResult<()> {
         let submission = Submission {
             call: Arc::clone(call),
             count: len,
             priority,
             arrival: Instant::now(),
+            lengths,
         };
         self.shared
             .scheduler
             .submit(submission)
-            .map_err(|Rejected::Closed(_)| closed_error())
+            .map_err(rejected_error)
     }
 }
 
 #[pymethods]
 impl Processor {
     #[new]
-    #[pyo3(signature = (batch_size, timeout_ms, small_batch_threshold, deliver))]
+    #[pyo3(signature = (batch_size, timeout_ms, small_batch_threshold, deliver, max_batch_tokens = None, sort_by_length = false))]
     fn new(
         batch_size: i64,
         timeout_ms: f64,
         small_batch_threshold: i64,
         deliver: Py<PyAny>,
+        max_batch_tokens: Option<i64>,
+        sort_by_length: bool,
     ) -> PyResult<Self> {
-        let policy = policy_from(batch_size, timeout_ms, small_batch_threshold)?;
+        let policy = policy_from(
+            batch_size,
+            timeout_ms,
+            small_batch_threshold,
+            max_batch_tokens,
+            sort_by_length,
+        )?;
         Ok(Self {
             shared: Arc::new(Shared {
                 scheduler: Scheduler::new(policy),
@@ -149,17 +223,24 @@ impl Processor {
         })
     }
 
-    /// Submits `arg` (one item, or a list of items) and blocks, with the GIL released, until
-    /// its results are in. Raises `TimeoutError` after `timeout` seconds.
-    #[pyo3(signature = (arg, priority = 0, timeout = None))]
+    /// Submits `arg` (one item, a list of items, or with `rows` a payload of that many rows)
+    /// and blocks, with the GIL released, until its results are in. Raises `TimeoutError` after
+    /// `timeout` seconds. `lengths` gives each item's length for length-aware packing.
+    #[pyo3(signature = (arg, priority = 0, timeout = None, rows = None, lengths = None))]
     fn call(
         &self,
         py: Python<'_>,
         arg: &Bound<'_, PyAny>,
         priority: i32,
         timeout: Option<f64>,
+        rows: Option<usize>,
+        lengths: Option<Vec<usize>>,
     ) -> PyResult<Py<PyAny>> {
-        let (inputs, len) = inputs_of(arg)?;
+        let CallSpec {
+            inputs,
+            len,
+            lengths,
+        } = call_spec(arg, rows, lengths)?;
         if len == 0 {
             return Ok(PyList::empty(py).into_any().unbind());
         }
@@ -168,26 +249,32 @@ impl Processor {
             return Err(timeout_error(seconds));
         }
         let call = PyCall::new(inputs, len, Waiter::Thread);
-        self.submit_call(&call, len, priority)?;
+        self.submit_call(&call, len, lengths, priority)?;
         call.wait(py, timeout)
     }
 
     /// Submits `arg` for a caller awaiting `future` on `event_loop`. Returns `None` for an empty
     /// list (nothing to wait for), else a ticket to cancel the call with.
-    #[pyo3(signature = (arg, event_loop, future, priority = 0))]
+    #[pyo3(signature = (arg, event_loop, future, priority = 0, rows = None, lengths = None))]
     fn submit(
         &self,
         arg: &Bound<'_, PyAny>,
         event_loop: Py<PyAny>,
         future: Py<PyAny>,
         priority: i32,
+        rows: Option<usize>,
+        lengths: Option<Vec<usize>>,
     ) -> PyResult<Option<Ticket>> {
-        let (inputs, len) = inputs_of(arg)?;
+        let CallSpec {
+            inputs,
+            len,
+            lengths,
+        } = call_spec(arg, rows, lengths)?;
         if len == 0 {
             return Ok(None);
         }
         let call = PyCall::new(inputs, len, Waiter::Future { event_loop, future });
-        self.submit_call(&call, len, priority)?;
+        self.submit_call(&call, len, lengths, priority)?;
         Ok(Some(Ticket { call }))
     }
 
@@ -255,5 +342,6 @@ pub(crate) fn stats_dict<'py>(
     dict.set_item("full_batches", stats.full_batches)?;
     dict.set_item("deadline_batches", stats.deadline_batches)?;
     dict.set_item("drain_batches", stats.drain_batches)?;
+    dict.set_item("padded_fraction", stats.padded_fraction())?;
     Ok(dict)
 }

@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar, overload
 from batched import _core
 from batched._decorate import PerInstance, is_method
 from batched._delivery import deliver
+from batched._plan import ITEMS, Plan, Resolver, run_batch_async
 from batched._processor import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_SMALL_BATCH_THRESHOLD,
@@ -20,13 +21,12 @@ from batched._processor import (
     check_callable,
     check_int,
     check_number,
+    check_optional_int,
 )
 from batched._stats import BatchStats
 
 T = TypeVar("T")
 U = TypeVar("U")
-
-Resolver = Callable[[], Callable[..., Any] | None]
 
 
 class _LoopBatcher:
@@ -34,12 +34,18 @@ class _LoopBatcher:
     sets a single timer for the next deadline."""
 
     def __init__(
-        self, queue: _core.LoopQueue, loop: asyncio.AbstractEventLoop, resolve: Resolver, limit: int
+        self,
+        queue: _core.LoopQueue,
+        loop: asyncio.AbstractEventLoop,
+        resolve: Resolver,
+        limit: int,
+        plan: Plan,
     ) -> None:
         self.queue = queue
         self._loop = loop
         self._resolve = resolve
         self._limit = limit
+        self._plan = plan
         self._running = 0
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -78,20 +84,7 @@ class _LoopBatcher:
 
     async def _run(self, batch: _core.Batch) -> None:
         try:
-            func = self._resolve()
-            if func is None:
-                batch.fail(
-                    _core.ProcessorClosedError("the object owning this method was collected")
-                )
-                return
-            try:
-                output = await func(batch.items())
-            except BaseException as error:
-                batch.fail(error)
-                if isinstance(error, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
-                    raise
-            else:
-                batch.complete(output)
+            await run_batch_async(batch, self._resolve, self._plan)
         finally:
             self._running -= 1
             self._pump()
@@ -106,10 +99,11 @@ class _LoopBatcher:
 class _AsyncCore:
     """Batching for an ``async def`` function: one queue per event loop, shared statistics."""
 
-    def __init__(self, resolve: Resolver, options: dict[str, Any], limit: int) -> None:
+    def __init__(self, resolve: Resolver, options: dict[str, Any], limit: int, plan: Plan) -> None:
         self._resolve = resolve
         self._options = options
         self._limit = limit
+        self._plan = plan
         self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopBatcher] = (
             weakref.WeakKeyDictionary()
         )
@@ -127,6 +121,8 @@ class _AsyncCore:
             self._options["small_batch_threshold"],
             deliver,
             share,
+            self._options["max_batch_tokens"],
+            self._options["sort_by_length"],
         )
 
     def batcher(self, loop: asyncio.AbstractEventLoop) -> _LoopBatcher:
@@ -138,7 +134,8 @@ class _AsyncCore:
         batcher = self._batchers.get(loop)
         if batcher is None:
             queue = self._new_queue(self._stats_anchor)
-            batcher = self._batchers[loop] = _LoopBatcher(queue, loop, self._resolve, self._limit)
+            batcher = _LoopBatcher(queue, loop, self._resolve, self._limit, self._plan)
+            self._batchers[loop] = batcher
         self._last_loop, self._last_batcher = loop, batcher
         return batcher
 
@@ -168,25 +165,40 @@ class AsyncBatchProcessor(Generic[T, U]):
         timeout_ms: float = DEFAULT_TIMEOUT_MS,
         small_batch_threshold: int = DEFAULT_SMALL_BATCH_THRESHOLD,
         max_concurrent_batches: int = 1,
+        sort_by_length: bool = False,
+        max_batch_tokens: int | None = None,
+        length_fn: Callable[[T], int] | None = None,
         _resolve: Resolver | None = None,
+        _plan: Plan = ITEMS,
     ) -> None:
         check_callable(func)
-        options = {
+        options: dict[str, Any] = {
             "batch_size": check_int("batch_size", batch_size),
             "timeout_ms": check_number("timeout_ms", timeout_ms),
             "small_batch_threshold": check_int("small_batch_threshold", small_batch_threshold),
+            "max_batch_tokens": check_optional_int("max_batch_tokens", max_batch_tokens),
+            "sort_by_length": bool(sort_by_length),
         }
         limit = check_int("max_concurrent_batches", max_concurrent_batches)
         if limit < 1:
             raise ValueError(f"max_concurrent_batches must be at least 1, got {limit}")
+        self._length_of: Callable[[Any], int] | None = None
+        if sort_by_length or max_batch_tokens is not None or length_fn is not None:
+            self._length_of = length_fn if length_fn is not None else len
         functools.update_wrapper(self, func)
         resolve: Resolver = _resolve if _resolve is not None else (lambda: func)
         self._threaded: BatchProcessor[T, U] | None = None
         self._async: _AsyncCore | None = None
         if inspect.iscoroutinefunction(func):
-            self._async = _AsyncCore(resolve, options, limit)
+            self._async = _AsyncCore(resolve, options, limit, _plan)
         else:
-            self._threaded = BatchProcessor(func, _resolve=resolve, _workers=limit, **options)  # type: ignore[arg-type]
+            self._threaded = BatchProcessor(
+                func,  # type: ignore[arg-type]
+                _resolve=resolve,
+                _workers=limit,
+                _plan=_plan,
+                **options,
+            )
 
     @overload
     async def __call__(
@@ -200,14 +212,26 @@ class AsyncBatchProcessor(Generic[T, U]):
         self, item: Any, /, *, timeout: float | None = None, priority: int = 0
     ) -> Any:
         """Awaits the result for one item (or the list of results for a list of items)."""
+        lengths = None
+        if self._length_of is not None:
+            lengths = [self._length_of(x) for x in (item if isinstance(item, list) else [item])]
+        return await self._submit(item, timeout, priority, None, lengths)
+
+    async def _submit(
+        self,
+        item: Any,
+        timeout: float | None,
+        priority: int,
+        rows: int | None,
+        lengths: list[int] | None,
+    ) -> Any:
         if self._async is None:
             assert self._threaded is not None
-            return await self._threaded.acall(item, timeout=timeout, priority=priority)
-        # Inlined rather than delegated: this runs once per item.
+            return await self._threaded.acall_rows(item, timeout, priority, rows, lengths)
         loop = asyncio.get_running_loop()
         batcher = self._async.batcher(loop)
         future = loop.create_future()
-        ticket, act = batcher.queue.submit(item, loop, future, priority)
+        ticket, act = batcher.queue.submit(item, loop, future, priority, rows, lengths)
         if ticket is None:
             return []
         if act:
@@ -254,6 +278,9 @@ def dynamically(
     timeout_ms: float = ...,
     small_batch_threshold: int = ...,
     max_concurrent_batches: int = ...,
+    sort_by_length: bool = ...,
+    max_batch_tokens: int | None = ...,
+    length_fn: Callable[[T], int] | None = ...,
 ) -> Callable[[Callable[[list[T]], Any]], AsyncBatchProcessor[T, Any]]: ...
 def dynamically(
     func: Callable[[list[T]], Any] | None = None,
@@ -263,6 +290,9 @@ def dynamically(
     timeout_ms: float = DEFAULT_TIMEOUT_MS,
     small_batch_threshold: int = DEFAULT_SMALL_BATCH_THRESHOLD,
     max_concurrent_batches: int = 1,
+    sort_by_length: bool = False,
+    max_batch_tokens: int | None = None,
+    length_fn: Callable[[T], int] | None = None,
 ) -> Any:
     """Decorates a batch function (``def`` or ``async def``) so that ``await f(item)`` batches.
 
@@ -273,9 +303,16 @@ def dynamically(
         "timeout_ms": check_number("timeout_ms", timeout_ms),
         "small_batch_threshold": check_int("small_batch_threshold", small_batch_threshold),
         "max_concurrent_batches": check_int("max_concurrent_batches", max_concurrent_batches),
+        "sort_by_length": bool(sort_by_length),
+        "max_batch_tokens": check_optional_int("max_batch_tokens", max_batch_tokens),
+        "length_fn": length_fn,
     }
     _core.validate_policy(
-        options["batch_size"], options["timeout_ms"], options["small_batch_threshold"]
+        options["batch_size"],
+        options["timeout_ms"],
+        options["small_batch_threshold"],
+        options["max_batch_tokens"],
+        options["sort_by_length"],
     )
     if options["max_concurrent_batches"] < 1:
         raise ValueError(f"max_concurrent_batches must be at least 1, got {max_concurrent_batches}")
