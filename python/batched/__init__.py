@@ -4,7 +4,7 @@ The queue, the batch rules and every wait live in a Rust core that runs with the
 Neither numpy nor torch is imported here; the inference flavours import them when first used.
 """
 
-from batched import aio
+from batched import aio, inference
 from batched._core import BatchedError, ProcessorClosedError
 from batched._core import __version__ as __version__
 from batched._processor import BatchProcessor, dynamically
@@ -17,4 +17,5 @@ __all__ = [
     "ProcessorClosedError",
     "aio",
     "dynamically",
+    "inference",
 ]

@@ -6,6 +6,7 @@ oldest item's deadline, and an idle processor has no timer at all. A plain ``def
 runs off the loop, in worker threads, so that it never blocks the loop.
 """
 
+from batched.aio import inference
 from batched.aio._processor import AsyncBatchProcessor, dynamically
 
-__all__ = ["AsyncBatchProcessor", "dynamically"]
+__all__ = ["AsyncBatchProcessor", "dynamically", "inference"]

@@ -1,0 +1,358 @@
+"""Features for the inference flavours: checking a call's features, collating a batch of them
+with padding, and slicing the batched output back into each call's rows.
+
+numpy and torch are imported only when a call uses them.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from batched import _core
+
+PaddingSide = Literal["left", "right"]
+
+
+def _torch() -> Any:
+    return sys.modules.get("torch")
+
+
+def _numpy() -> Any:
+    return sys.modules.get("numpy")
+
+
+def _is_tensor(value: object) -> bool:
+    torch = _torch()
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def _is_ndarray(value: object) -> bool:
+    numpy = _numpy()
+    return numpy is not None and isinstance(value, numpy.ndarray)
+
+
+def _library(value: object) -> str | None:
+    if _is_ndarray(value):
+        return "numpy"
+    if _is_tensor(value):
+        return "torch"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSpec:
+    """What every call must agree on for one feature, fixed by the first call."""
+
+    library: str
+    dtype: Any
+    # Shape of each row after its first (padded) axis; None for rows without such an axis.
+    trailing: tuple[int, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallFeatures:
+    """One call's features, checked: each value is an array or tensor of shape (rows, ...) or
+    a list of `rows` per-row arrays or tensors."""
+
+    features: dict[str, Any]
+    rows: int
+
+
+class FeatureSchema:
+    """The feature names, libraries, dtypes and row shapes of the first call, which every later
+    call must match so that batches can be stacked."""
+
+    def __init__(self) -> None:
+        self.specs: dict[str, FeatureSpec] | None = None
+
+    def check(self, features: Mapping[str, Any]) -> tuple[CallFeatures, list[int]]:
+        """Checks one call's features; returns them with each row's length (the longest first
+        axis among its padded features, 1 when no feature has one)."""
+        if not isinstance(features, Mapping) or not features:
+            raise TypeError(
+                "inference functions take a non-empty dict of features, e.g. "
+                "f({'input_ids': ids}) or f(input_ids=ids)"
+            )
+        specs: dict[str, FeatureSpec] = {}
+        rows: dict[str, int] = {}
+        row_lengths: list[int] | None = None
+        devices: set[str] = set()
+        for name, value in features.items():
+            spec, count, lengths, device = _describe(name, value)
+            specs[name] = spec
+            rows[name] = count
+            if device is not None:
+                devices.add(device)
+            if lengths is not None:
+                row_lengths = (
+                    lengths
+                    if row_lengths is None
+                    else [max(a, b) for a, b in zip(row_lengths, lengths, strict=False)]
+                )
+        if len(set(rows.values())) > 1:
+            counts = ", ".join(f"{name}: {count}" for name, count in rows.items())
+            raise ValueError(
+                f"all features of one call must have the same number of rows; got {counts}"
+            )
+        libraries = {spec.library for spec in specs.values()}
+        if len(libraries) > 1:
+            raise TypeError(
+                "a call mixes numpy arrays and torch tensors; use one library for all features"
+            )
+        if len(devices) > 1:
+            raise ValueError(
+                f"a call's tensors are on different devices ({', '.join(sorted(devices))}); "
+                "move them to one device"
+            )
+        self._match(specs)
+        count = next(iter(rows.values()))
+        return CallFeatures(dict(features), count), row_lengths or [1] * count
+
+    def _match(self, specs: dict[str, FeatureSpec]) -> None:
+        if self.specs is None:
+            self.specs = specs
+            return
+        expected = set(self.specs)
+        missing, extra = expected - set(specs), set(specs) - expected
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing {sorted(missing)}")
+            if extra:
+                parts.append(f"unexpected {sorted(extra)}")
+            raise ValueError(
+                f"this call's features differ from the first call's ({sorted(expected)}): "
+                + ", ".join(parts)
+            )
+        for name, spec in specs.items():
+            first = self.specs[name]
+            if spec.library != first.library:
+                raise TypeError(
+                    f"feature {name!r} is a {spec.library} value but was {first.library} in the "
+                    "first call; use one library throughout"
+                )
+            if spec.dtype != first.dtype:
+                raise TypeError(
+                    f"feature {name!r} has dtype {spec.dtype} but had {first.dtype} in the first "
+                    "call; convert it so that batches keep one dtype"
+                )
+            if spec.trailing != first.trailing:
+                raise ValueError(
+                    f"feature {name!r} has rows of shape (length, *{spec.trailing}) but had "
+                    f"(length, *{first.trailing}) in the first call"
+                )
+
+
+def _describe(name: str, value: Any) -> tuple[FeatureSpec, int, list[int] | None, str | None]:
+    """Spec, row count, row lengths (None without a padded axis) and device of one feature."""
+    if isinstance(value, list | tuple):
+        if not value:
+            raise ValueError(f"feature {name!r} is an empty list; give at least one row")
+        libraries = {_library(row) for row in value}
+        if None in libraries:
+            bad = next(row for row in value if _library(row) is None)
+            raise TypeError(
+                f"feature {name!r} holds a {type(bad).__name__}; rows must be numpy arrays or "
+                "torch tensors"
+            )
+        if len(libraries) > 1:
+            raise TypeError(f"feature {name!r} mixes numpy arrays and torch tensors")
+        first = value[0]
+        if first.ndim == 0:
+            raise ValueError(f"feature {name!r} has 0-d rows; each row needs a length axis")
+        trailing = tuple(first.shape[1:])
+        for row in value:
+            if tuple(row.shape[1:]) != trailing or row.dtype != first.dtype:
+                raise ValueError(
+                    f"feature {name!r} has rows of different trailing shapes or dtypes: "
+                    f"{tuple(first.shape)} {first.dtype} and {tuple(row.shape)} {row.dtype}"
+                )
+        devices = {str(row.device) for row in value} if _is_tensor(first) else set()
+        if len(devices) > 1:
+            raise ValueError(f"feature {name!r} has rows on different devices: {sorted(devices)}")
+        spec = FeatureSpec(_library(first) or "", first.dtype, trailing)
+        return spec, len(value), [int(row.shape[0]) for row in value], next(iter(devices), None)
+    library = _library(value)
+    if library is None:
+        raise TypeError(
+            f"feature {name!r} must be a numpy array, a torch tensor or a list of them; got "
+            f"{type(value).__name__}"
+        )
+    if value.ndim == 0:
+        raise ValueError(f"feature {name!r} is 0-d; its first axis must count the rows")
+    device = str(value.device) if library == "torch" else None
+    if value.ndim == 1:
+        return FeatureSpec(library, value.dtype, None), int(value.shape[0]), None, device
+    lengths = [int(value.shape[1])] * int(value.shape[0])
+    return (
+        FeatureSpec(library, value.dtype, tuple(value.shape[2:])),
+        int(value.shape[0]),
+        lengths,
+        device,
+    )
+
+
+class FeaturesPlan:
+    """Collates the segments of a batch into one dict of features and splits the output."""
+
+    def __init__(
+        self,
+        schema: FeatureSchema,
+        pad_tokens: Mapping[str, Any],
+        padding_side: PaddingSide,
+        spread_kwargs: bool,
+        device: Any,
+    ) -> None:
+        self._schema = schema
+        self._pad_tokens = dict(pad_tokens)
+        self._left = padding_side == "left"
+        self._spread = spread_kwargs
+        self._device = device
+
+    def arguments(self, batch: _core.Batch) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
+        segments = batch.segments()
+        sizes = [stop - start for _, start, stop in segments]
+        specs = self._schema.specs or {}
+        features = {name: self._collate(name, spec, segments) for name, spec in specs.items()}
+        lengths = batch.lengths()
+        if any(spec.trailing is not None for spec in specs.values()):
+            batch.record_padding(sum(lengths), len(lengths) * max(lengths))
+        if self._spread:
+            return (), features, sizes
+        return (features,), {}, sizes
+
+    def settle(self, batch: _core.Batch, output: Any, state: Any) -> None:
+        sizes: list[int] = state
+        batch.complete_segments(split_output(output, sizes))
+
+    def _collate(self, name: str, spec: FeatureSpec, segments: list[tuple[Any, int, int]]) -> Any:
+        pieces = [payload.features[name][start:stop] for payload, start, stop in segments]
+        torch = spec.library == "torch"
+        if spec.trailing is None:
+            return self._to_device(_concatenate(pieces, torch))
+        dense = all(not isinstance(piece, list | tuple) for piece in pieces)
+        longest = max(_row_length(piece) for piece in pieces)
+        if dense and all(piece.shape[1] == longest for piece in pieces):
+            return self._to_device(_concatenate(pieces, torch))
+        rows = sum(len(piece) for piece in pieces)
+        shape = (rows, longest, *spec.trailing)
+        pad = self._pad_tokens.get(name, 0)
+        out = _full(shape, pad, spec.dtype, pieces, torch, pinned=self._device is not None)
+        offset = 0
+        for piece in pieces:
+            if isinstance(piece, list | tuple):
+                for row in piece:
+                    self._place(out, offset, 1, row, longest, row_axis=0)
+                    offset += 1
+            else:
+                self._place(out, offset, len(piece), piece, longest, row_axis=1)
+                offset += len(piece)
+        return self._to_device(out)
+
+    def _place(
+        self, out: Any, offset: int, count: int, value: Any, longest: int, row_axis: int
+    ) -> None:
+        length = value.shape[row_axis]
+        span = slice(longest - length, longest) if self._left else slice(0, length)
+        if row_axis == 0:
+            out[offset, span] = value
+        else:
+            out[offset : offset + count, span] = value
+
+    def _to_device(self, value: Any) -> Any:
+        if self._device is None or not _is_tensor(value):
+            return value
+        return value.to(self._device, non_blocking=True)
+
+
+def _row_length(piece: Any) -> int:
+    if isinstance(piece, list | tuple):
+        return max(int(row.shape[0]) for row in piece)
+    return int(piece.shape[1])
+
+
+def _concatenate(pieces: list[Any], torch: bool) -> Any:
+    if len(pieces) == 1 and not isinstance(pieces[0], list | tuple):
+        return pieces[0]
+    flat: list[Any] = []
+    for piece in pieces:
+        if isinstance(piece, list | tuple):
+            flat.extend(row[None] for row in piece)
+        else:
+            flat.append(piece)
+    if torch:
+        return _torch().cat(flat)
+    return _numpy().concatenate(flat)
+
+
+def _full(
+    shape: tuple[int, ...], pad: Any, dtype: Any, pieces: list[Any], torch: bool, pinned: bool
+) -> Any:
+    if not torch:
+        return _numpy().full(shape, pad, dtype=dtype)
+    first = pieces[0][0] if isinstance(pieces[0], list | tuple) else pieces[0]
+    on_cpu = first.device.type == "cpu"
+    # Pinned memory makes the one host-to-device copy of the batch asynchronous.
+    pin = pinned and on_cpu and _torch().cuda.is_available()
+    return _torch().full(shape, pad, dtype=dtype, device=first.device, pin_memory=pin)
+
+
+def _leaves_rows(output: Any) -> int:
+    if isinstance(output, Mapping):
+        counts = {_leaves_rows(value) for value in output.values()}
+    elif isinstance(output, list | tuple) and not _is_array(output):
+        counts = {_leaves_rows(value) for value in output}
+    else:
+        if not _is_array(output) or output.ndim == 0:
+            raise ValueError(
+                f"an inference function must return an array or tensor with one row per item "
+                f"(or a list, tuple or dict of them); got {type(output).__name__}"
+            )
+        return int(output.shape[0])
+    if len(counts) != 1:
+        raise ValueError(f"the outputs returned have different numbers of rows: {sorted(counts)}")
+    return counts.pop()
+
+
+def _is_array(value: object) -> bool:
+    return _is_ndarray(value) or _is_tensor(value)
+
+
+def _slice(output: Any, start: int, stop: int) -> Any:
+    if isinstance(output, Mapping):
+        return {key: _slice(value, start, stop) for key, value in output.items()}
+    if isinstance(output, list | tuple) and not _is_array(output):
+        return type(output)(_slice(value, start, stop) for value in output)
+    return output[start:stop]
+
+
+def split_output(output: Any, sizes: Sequence[int]) -> list[Any]:
+    """Slices (views, no copies) of the batched output, one per segment of `sizes` rows."""
+    total = sum(sizes)
+    rows = _leaves_rows(output)
+    if rows != total:
+        raise ValueError(
+            f"the inference function returned {rows} rows for a batch of {total} items; "
+            "return one row per item"
+        )
+    parts = []
+    start = 0
+    for size in sizes:
+        parts.append(_slice(output, start, start + size))
+        start += size
+    return parts
+
+
+def merge_parts(parts: list[Any]) -> Any:
+    """Joins a call's output slices (more than one when the call spanned several batches)."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    if isinstance(first, Mapping):
+        return {key: merge_parts([part[key] for part in parts]) for key in first}
+    if isinstance(first, list | tuple) and not _is_array(first):
+        return type(first)(merge_parts(list(group)) for group in zip(*parts, strict=True))
+    return _concatenate(parts, _is_tensor(first))

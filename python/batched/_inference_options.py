@@ -1,0 +1,55 @@
+"""Options shared by the thread and asyncio inference flavours."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from batched._features import FeatureSchema, FeaturesPlan
+
+
+def pad_values(pad_tokens: Mapping[str, Any] | None, pad_token: Any) -> dict[str, Any]:
+    """Per-feature pad values from ``pad_tokens`` or the README's spelling ``pad_token``."""
+    if pad_tokens is not None and pad_token is not None:
+        raise TypeError("give pad_tokens or pad_token, not both")
+    given = pad_tokens if pad_tokens is not None else pad_token
+    if given is None:
+        return {}
+    if not isinstance(given, Mapping):
+        raise TypeError(
+            "pad_tokens must map feature names to pad values, e.g. {'input_ids': 0}; "
+            f"got {given!r}"
+        )
+    return dict(given)
+
+
+def make_plan(
+    pad_tokens: Mapping[str, Any] | None,
+    pad_token: Any,
+    padding_side: str,
+    spread_kwargs: bool,
+    device: Any,
+) -> tuple[FeatureSchema, FeaturesPlan]:
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    schema = FeatureSchema()
+    plan = FeaturesPlan(
+        schema,
+        pad_values(pad_tokens, pad_token),
+        "left" if padding_side == "left" else "right",
+        bool(spread_kwargs),
+        device,
+    )
+    return schema, plan
+
+
+def call_features(
+    schema: FeatureSchema, positional: Mapping[str, Any] | None, keywords: dict[str, Any]
+) -> tuple[Any, list[int]]:
+    """The checked features of one call given as ``f(features)`` or ``f(**features)``."""
+    if positional is not None and keywords:
+        raise TypeError("give the features as one dict or as keyword arguments, not both")
+    features, lengths = schema.check(positional if positional is not None else keywords)
+    if features.rows == 0:
+        raise ValueError("a call needs at least one row of features")
+    return features, lengths
