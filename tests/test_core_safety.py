@@ -1,0 +1,103 @@
+"""The safety nets that keep callers from waiting forever when the machinery itself fails."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import batched
+import pytest
+from batched import _core
+from batched._delivery import deliver
+from batched._plan import ITEMS
+from batched._processor import _serve
+
+
+def _call_in_thread(core: _core.Processor, item: Any) -> tuple[threading.Thread, list[Any]]:
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(core.call(item))
+        except BaseException as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_a_batch_dropped_unsettled_fails_its_callers() -> None:
+    core = _core.Processor(4, 0.0, 8, deliver)
+    thread, outcome = _call_in_thread(core, "x")
+    batch = core.next_batch()
+    assert batch is not None
+    assert batch.items() == ["x"]
+    del batch  # a worker that died mid-batch
+    thread.join(10)
+    assert not thread.is_alive()
+    [error] = outcome
+    assert isinstance(error, batched.BatchedError)
+    assert "discarded" in str(error)
+    core.close(False)
+
+
+def test_a_batch_settles_once() -> None:
+    core = _core.Processor(4, 0.0, 8, deliver)
+    thread, outcome = _call_in_thread(core, 3)
+    batch = core.next_batch()
+    assert batch is not None
+    batch.complete([30])
+    batch.fail(RuntimeError("too late"))  # ignored: the batch is already settled
+    batch.complete([99])
+    # Blocked callers are woken when the worker next releases the GIL, in its next_batch().
+    core.close(False)
+    assert core.next_batch() is None
+    thread.join(10)
+    assert outcome == [30]
+
+
+class _CoreFailure(BaseException):
+    """Stands for a panic surfacing from the core: pyo3 raises PanicException, a BaseException."""
+
+
+class _BreakingCore:
+    """A processor core whose second ``next_batch`` fails."""
+
+    def __init__(self, real: _core.Processor) -> None:
+        self.real = real
+        self.served = 0
+
+    def next_batch(self) -> _core.Batch | None:
+        if self.served:
+            raise _CoreFailure("simulated failure in the core")
+        self.served += 1
+        return self.real.next_batch()
+
+    def close(self, drain: bool) -> None:
+        self.real.close(drain)
+
+    def fail_remaining(self) -> None:
+        self.real.fail_remaining()
+
+
+def test_a_worker_that_breaks_releases_every_queued_caller() -> None:
+    real = _core.Processor(1, 0.0, 8, deliver)
+    callers = [_call_in_thread(real, n) for n in range(4)]
+    while real.stats()["queue_size"] < 4:
+        threading.Event().wait(0.001)
+    with pytest.raises(_CoreFailure):
+        _serve(_BreakingCore(real), lambda: lambda items: [x * 10 for x in items], ITEMS)  # type: ignore[arg-type]
+    outcomes = []
+    for thread, outcome in callers:
+        thread.join(10)
+        assert not thread.is_alive()
+        outcomes.extend(outcome)
+    served = [o for o in outcomes if isinstance(o, int)]
+    closed = [o for o in outcomes if isinstance(o, batched.ProcessorClosedError)]
+    assert len(served) == 1
+    assert served[0] % 10 == 0
+    assert len(closed) == 3
+    assert real.closed
+    with pytest.raises(batched.ProcessorClosedError):
+        real.call(1)
