@@ -1,0 +1,706 @@
+"""Padding and throughput of the inference flavour: this package against ``batched==0.1.5``.
+
+16 caller threads each call ``model({"input_ids": ids[None, :], "attention_mask": mask[None, :]})``
+with one int64 row of a random length, uniform in 8..512, through
+``batched.inference.dynamically(batch_size=32, timeout_ms=5.0, pad_tokens={"input_ids": 0})``.
+The rows come from one seeded sequence, the same for every variant and both libraries.
+
+The decorated model does work proportional to the padded batch it is given: it sleeps
+``B x L x c`` (``c`` chosen so that a full 32 x 512 batch takes 5 ms; the sleep releases the GIL,
+as an accelerator would) and then computes ``(ids * mask).sum(axis=1, keepdims=True)``. Each
+caller checks that its result is the sum of its own ids. Inside the model the benchmark
+records ``B x L`` against ``mask.sum()``, so the padded fraction is measured the same way for
+every implementation; this package's own ``stats.padded_fraction`` is reported next to it.
+
+Variants, for numpy arrays and for CPU torch tensors, each in a fresh interpreter:
+
+* ``0.1.5``: the reference release, in its own venv (see ``_common.ensure_ref_venv``);
+* ``ours, default``: no length-aware batching;
+* ``ours, sort_by_length``: ``sort_by_length=True``;
+* ``ours, sort_by_length + max_batch_tokens``: also ``max_batch_tokens=32 * 512``.
+
+    python benches/padding.py              # short run (default, ~2 minutes)
+    python benches/padding.py --full       # longer windows, steadier numbers
+    python benches/padding.py --strict     # exit 1 when a target is missed
+    python benches/padding.py --lib numpy --only default --only ref
+    python benches/padding.py --only sort_budget --max-batch-tokens 4096
+
+Results: a markdown report on stdout and in benches/results/padding.md, JSON in
+benches/results/padding.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import json
+import math
+import random
+import sys
+import threading
+import time
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C
+
+SCRIPT = Path(__file__).resolve()
+
+THREADS = 16
+BATCH_SIZE = 32
+TIMEOUT_MS = 5.0
+MIN_LEN = 8
+MAX_LEN = 512
+SEED = 20_240_515
+# The simulated model: a full batch (BATCH_SIZE x MAX_LEN padded positions) takes this long.
+FULL_BATCH_MODEL_S = 5e-3
+MAX_BATCH_TOKENS = BATCH_SIZE * MAX_LEN
+
+# What the issue measured for 0.1.5, and the targets it sets.
+ISSUE_REF_ITEMS_PER_S = 3064.0
+ISSUE_REF_PADDED = 0.46
+TARGET_SPEEDUP = 3.0
+TARGET_PADDED = 0.15
+
+LIBS = ("numpy", "torch")
+
+
+class BenchError(AssertionError):
+    """A wrong result or a stuck caller: a bug to report, not a number."""
+
+
+# --------------------------------------------------------------------------------------------
+# Worker side (``batched`` is whichever implementation this interpreter imported)
+# --------------------------------------------------------------------------------------------
+
+
+def thread_lengths(seed: int, threads: int, per_thread: int) -> list[list[int]]:
+    """The seeded row lengths, ``per_thread`` for each caller thread; each cycles over its own."""
+    rng = random.Random(seed)
+    flat = [rng.randint(MIN_LEN, MAX_LEN) for _ in range(threads * per_thread)]
+    return [flat[k * per_thread : (k + 1) * per_thread] for k in range(threads)]
+
+
+Row = tuple[Any, Any, int]  # (ids of shape (1, L), mask of shape (1, L), expected sum)
+
+
+def make_rows(lib: str, seed: int, threads: int, per_thread: int) -> list[list[Row]]:
+    """Every thread's rows, built before anything is timed: int64 ids in 1..29 999 (seeded, so
+    identical for every variant), an all-ones mask, and the sum each call must return."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out: list[list[Row]] = []
+    for lengths in thread_lengths(seed, threads, per_thread):
+        rows: list[Row] = []
+        for length in lengths:
+            ids = rng.integers(1, 30_000, size=(1, length), dtype=np.int64)
+            mask = np.ones((1, length), dtype=np.int64)
+            expected = int(ids.sum())
+            if lib == "torch":
+                import torch
+
+                rows.append((torch.from_numpy(ids), torch.from_numpy(mask), expected))
+            else:
+                rows.append((ids, mask, expected))
+        out.append(rows)
+    return out
+
+
+class PadCounter:
+    """What the model saw, updated inside it: batches, rows, padded and real positions, and
+    the seconds it spent in its simulated work."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.batches = 0
+        self.rows = 0
+        self.padded = 0
+        self.real = 0
+        self.model_s = 0.0
+        self.errors: list[str] = []
+
+    def add(self, rows: int, padded: int, real: int, model_s: float) -> None:
+        with self.lock:
+            self.batches += 1
+            self.rows += rows
+            self.padded += padded
+            self.real += real
+            self.model_s += model_s
+
+    def snapshot(self) -> tuple[int, int, int, int, float]:
+        with self.lock:
+            return self.batches, self.rows, self.padded, self.real, self.model_s
+
+
+def make_model(
+    batched: ModuleType, lib: str, options: dict[str, Any], counter: PadCounter, s_per_pos: float
+) -> Any:
+    """The decorated simulated model."""
+    if lib == "torch":
+
+        def reduce(ids: Any, mask: Any) -> Any:
+            return (ids * mask).sum(dim=1, keepdim=True)
+
+    else:
+
+        def reduce(ids: Any, mask: Any) -> Any:
+            return (ids * mask).sum(axis=1, keepdims=True)
+
+    decorate = batched.inference.dynamically(
+        batch_size=BATCH_SIZE,
+        timeout_ms=TIMEOUT_MS,
+        # 0.1.5's keyword (ours accepts it too, as well as ``pad_token``).
+        pad_tokens={"input_ids": 0},
+        **options,
+    )
+
+    def model(features: dict[str, Any]) -> Any:
+        ids, mask = features["input_ids"], features["attention_mask"]
+        if tuple(ids.shape) != tuple(mask.shape) or len(ids.shape) != 2:
+            counter.errors.append(
+                f"model got input_ids {tuple(ids.shape)} and attention_mask {tuple(mask.shape)}"
+            )
+        rows, length = int(ids.shape[0]), int(ids.shape[1])
+        real = int(mask.sum())
+        work = rows * length * s_per_pos
+        time.sleep(work)
+        out = reduce(ids, mask)
+        counter.add(rows, rows * length, real, work)
+        return out
+
+    return decorate(model)
+
+
+def impl_stats(processor: Any) -> dict[str, Any]:
+    """The processor's own statistics (whatever fields this implementation has), for the JSON."""
+    try:
+        stats = processor.stats
+        fields = (
+            vars(stats)
+            if hasattr(stats, "__dict__")
+            else {name: getattr(stats, name) for name in getattr(stats, "__slots__", ())}
+        )
+    except Exception as exc:  # best effort: not every version has the same stats
+        return {"unavailable": f"{type(exc).__name__}: {exc}"}
+    return {k: v for k, v in fields.items() if isinstance(v, int | float | str | bool | type(None))}
+
+
+def result_value(got: Any) -> int:
+    """The one number a call returns; raises BenchError unless it has shape (1, 1)."""
+    shape = tuple(getattr(got, "shape", ()))
+    if shape != (1, 1):
+        raise BenchError(f"returned {type(got).__name__} of shape {shape}, expected (1, 1)")
+    return int(got.reshape(-1)[0])
+
+
+def run_variant(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
+    """16 callers for warm-up plus the measured window; counts what completes in the window."""
+    lib, n_threads = p["lib"], p["threads"]
+    if lib == "torch":
+        import torch
+
+        torch.set_num_threads(1)  # the same for both implementations; tiny ops, 2 cores
+    all_rows = make_rows(lib, p["seed"], n_threads, p["rows_per_thread"])
+    counter = PadCounter()
+    model = make_model(
+        batched, lib, p["options"], counter, FULL_BATCH_MODEL_S / (BATCH_SIZE * MAX_LEN)
+    )
+    ids, mask, expected = all_rows[0][0]
+    got = result_value(model({"input_ids": ids, "attention_mask": mask}))
+    if got != expected:
+        raise BenchError(f"first call returned {got}, expected {expected}")
+
+    running = [True]
+    start = threading.Barrier(n_threads + 1)
+    ends: list[array[float]] = [array("d") for _ in range(n_threads)]
+    lats: list[array[float]] = [array("d") for _ in range(n_threads)]
+    errors: list[str] = []
+
+    def caller(k: int) -> None:
+        rows, my_ends, my_lats = all_rows[k], ends[k], lats[k]
+        clock = time.perf_counter
+        i = 0
+        start.wait()
+        try:
+            while running[0]:
+                ids, mask, expected = rows[i % len(rows)]
+                t = clock()
+                out = model({"input_ids": ids, "attention_mask": mask})
+                e = clock()
+                got = result_value(out)
+                if got != expected:
+                    errors.append(
+                        f"thread {k} call {i} (length {ids.shape[1]}): got {got}, "
+                        f"expected {expected}"
+                    )
+                    return
+                my_ends.append(e)
+                my_lats.append(e - t)
+                i += 1
+        except BaseException as exc:  # report it, do not hang the others' join
+            errors.append(f"thread {k} call {i}: {type(exc).__name__}: {exc}")
+
+    workers = [threading.Thread(target=caller, args=(k,), daemon=True) for k in range(n_threads)]
+    for w in workers:
+        w.start()
+    start.wait()
+    time.sleep(p["warmup_s"])
+    t0, cpu0, snap0 = time.perf_counter(), time.process_time(), counter.snapshot()
+    time.sleep(p["duration_s"])
+    t1, cpu1, snap1 = time.perf_counter(), time.process_time(), counter.snapshot()
+    running[0] = False
+    deadline = time.monotonic() + p["join_s"]
+    for w in workers:
+        w.join(max(0.0, deadline - time.monotonic()))
+    stuck = sum(w.is_alive() for w in workers)
+    problems = errors[:5] + counter.errors[:5]
+    if stuck:
+        problems.append(
+            f"{stuck} of {n_threads} caller threads still blocked in model(...) "
+            f"{p['join_s']} s after the run ended"
+        )
+    if problems:
+        raise BenchError("; ".join(problems))
+    stats = impl_stats(model)
+    shutdown = getattr(model, "shutdown", None)
+    if shutdown is not None:
+        shutdown()
+
+    window = [
+        lat
+        for e_arr, l_arr in zip(ends, lats, strict=True)
+        for e, lat in zip(e_arr, l_arr, strict=True)
+        if t0 <= e <= t1
+    ]
+    items, wall = len(window), t1 - t0
+    lat = C.latency_summary(window)
+    batches, rows, padded, real, model_s = (b - a for a, b in zip(snap0, snap1, strict=True))
+    own = stats.get("padded_fraction")
+    return {
+        "items_per_s": items / wall,
+        "p50_ms": lat["p50_us"] / 1e3,
+        "p99_ms": lat["p99_us"] / 1e3,
+        "padded_fraction": (padded - real) / padded if padded else math.nan,
+        "stats_padded_fraction": own if C.is_number(own) else math.nan,
+        "mean_batch": rows / batches if batches else math.nan,
+        "mean_padded_len": padded / rows if rows else math.nan,
+        "model_busy": model_s / wall,
+        "cpu_us_per_item": (cpu1 - cpu0) / items * 1e6 if items else math.nan,
+        "items": items,
+        "batches": batches,
+        "window_s": wall,
+        "latency": lat,
+        "impl_stats": stats,
+    }
+
+
+def worker_main(impl: str, payload_json: str) -> int:
+    payload = json.loads(payload_json)
+    # A hang must end with stacks on stderr, not with the parent's blunt timeout.
+    faulthandler.dump_traceback_later(payload["watchdog_s"], exit=True)
+    info = C.verify_impl(impl, payload.get("expect_dir"))
+    import batched
+    import batched.inference  # 0.1.5 imports it from its __init__; ours may not
+
+    t = time.perf_counter()
+    metrics = run_variant(batched, payload["params"])
+    faulthandler.cancel_dump_traceback_later()
+    C.emit_result(
+        {"impl": impl, "info": info, "metrics": metrics, "scenario_wall_s": time.perf_counter() - t}
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# The plan (parent side)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Variant:
+    id: str
+    impl: str
+    label: str
+    options: dict[str, Any]
+    length_aware: bool = False
+
+
+def make_variants(max_batch_tokens: int = MAX_BATCH_TOKENS) -> list[Variant]:
+    return [
+        Variant("ref", "ref", C.REF_VERSION, {}),
+        Variant("default", "ours", "ours, default", {}),
+        Variant("sort", "ours", "ours, sort_by_length", {"sort_by_length": True}, True),
+        Variant(
+            "sort_budget",
+            "ours",
+            f"ours, sort_by_length + max_batch_tokens={max_batch_tokens}",
+            {"sort_by_length": True, "max_batch_tokens": max_batch_tokens},
+            True,
+        ),
+    ]
+
+
+VARIANT_IDS = [v.id for v in make_variants()]
+
+
+@dataclass
+class Case:
+    lib: str
+    variant: Variant
+    params: dict[str, Any]
+    expected_s: float
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return f"{self.lib}_{self.variant.id}"
+
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "quick": {"warmup_s": 1.0, "duration_s": 8.0, "rows_per_thread": 256},
+    "full": {"warmup_s": 2.0, "duration_s": 25.0, "rows_per_thread": 1024},
+}
+
+
+def build_cases(profile: dict[str, Any], libs: list[str], variants: list[Variant]) -> list[Case]:
+    cases = []
+    for lib in libs:
+        for variant in variants:
+            params = {
+                "lib": lib,
+                "threads": THREADS,
+                "seed": SEED,
+                "options": variant.options,
+                "warmup_s": profile["warmup_s"],
+                "duration_s": profile["duration_s"],
+                "rows_per_thread": profile["rows_per_thread"],
+                "join_s": 10.0,
+            }
+            cases.append(
+                Case(lib, variant, params, profile["warmup_s"] + profile["duration_s"] + 5)
+            )
+    return cases
+
+
+def metric(case: Case | None, key: str) -> Any:
+    if case is None or not case.result or "error" in case.result:
+        return None
+    return case.result["metrics"].get(key)
+
+
+# --------------------------------------------------------------------------------------------
+# Targets
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    name: str
+    ok: bool | None  # None: could not be evaluated
+    detail: str
+
+
+def evaluate_targets(cases: list[Case]) -> list[Target]:
+    by_key = {(c.lib, c.variant.id): c for c in cases}
+    targets: list[Target] = []
+    for lib in LIBS:
+        ref = by_key.get((lib, "ref"))
+        for case in cases:
+            variant = case.variant
+            if case.lib != lib or variant.impl == "ref":
+                continue
+            name = f"{lib}, {variant.label}: items/s ≥ {TARGET_SPEEDUP:g}x {C.REF_VERSION}"
+            ours, theirs = metric(case, "items_per_s"), metric(ref, "items_per_s")
+            g = C.gain(ours, theirs, True)
+            if ref is None:
+                targets.append(Target(name, None, "reference not run"))
+            elif g is None:
+                targets.append(Target(name, None, f"no numbers (ours={ours}, ref={theirs})"))
+            else:
+                targets.append(
+                    Target(
+                        name,
+                        g >= TARGET_SPEEDUP,
+                        f"{C.fmt_num(ours)} vs {C.fmt_num(theirs)} items/s = {C.fmt_ratio(g)}",
+                    )
+                )
+            if variant.length_aware:
+                name = f"{lib}, {variant.label}: padded fraction ≤ {TARGET_PADDED:g}"
+                pf, own = metric(case, "padded_fraction"), metric(case, "stats_padded_fraction")
+                if not C.is_number(pf):
+                    targets.append(Target(name, None, "no number"))
+                else:
+                    targets.append(
+                        Target(
+                            name,
+                            pf <= TARGET_PADDED,
+                            f"measured {pf:.3f} (stats.padded_fraction {C.fmt_num(own, 3)}; "
+                            f"{C.REF_VERSION}: {C.fmt_num(metric(ref, 'padded_fraction'), 3)})",
+                        )
+                    )
+    return targets
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+
+def render_table(cases: list[Case]) -> str:
+    headers = [
+        "library",
+        "variant",
+        "items/s",
+        f"vs {C.REF_VERSION}",
+        "p50 ms",
+        "p99 ms",
+        "padded fraction",
+        "stats.padded_fraction",
+        "mean batch",
+        "model busy",
+    ]
+    align = ["l", "l", *("r" for _ in headers[2:])]
+    refs = {c.lib: c for c in cases if c.variant.impl == "ref"}
+    rows = []
+    for case in cases:
+        row = [case.lib, case.variant.label]
+        if "error" in case.result:
+            rows.append([*row, "ERROR", *("" for _ in headers[3:])])
+            continue
+        ratio = (
+            ""
+            if case.variant.impl == "ref"
+            else C.fmt_ratio(
+                C.gain(metric(case, "items_per_s"), metric(refs.get(case.lib), "items_per_s"), True)
+            )
+        )
+        busy = metric(case, "model_busy")
+        rows.append(
+            [
+                *row,
+                C.fmt_num(metric(case, "items_per_s"), 0),
+                ratio,
+                C.fmt_num(metric(case, "p50_ms"), 2),
+                C.fmt_num(metric(case, "p99_ms"), 2),
+                C.fmt_num(metric(case, "padded_fraction"), 3),
+                "—"
+                if case.variant.impl == "ref"
+                else C.fmt_num(metric(case, "stats_padded_fraction"), 3),
+                C.fmt_num(metric(case, "mean_batch"), 1),
+                f"{busy:.0%}" if C.is_number(busy) else "—",
+            ]
+        )
+    return C.markdown_table(headers, rows, align)
+
+
+def render_report(
+    cases: list[Case],
+    targets: list[Target],
+    machine: dict[str, Any],
+    run_desc: str,
+) -> str:
+    errors = [c for c in cases if "error" in c.result]
+    commit = (
+        f", commit {machine['git_commit'][:10]}{' (dirty)' if machine.get('git_dirty') else ''}"
+        if machine.get("git_commit")
+        else ""
+    )
+    out = [
+        f"## batched padding: ours vs {C.REF_VERSION} ({run_desc})",
+        "",
+        f"Machine: {machine.get('cpus')} CPUs, Python {machine.get('python')}, "
+        f"{machine.get('platform')}{commit}; every variant in a fresh interpreter.",
+        "",
+        f"{THREADS} caller threads, each sending one int64 row at a time (`input_ids` and "
+        f"`attention_mask` of shape (1, L), L uniform in {MIN_LEN}..{MAX_LEN}, one seeded "
+        f"sequence for all variants); `batch_size={BATCH_SIZE}`, `timeout_ms={TIMEOUT_MS:g}`. "
+        f"The model sleeps B x L x {FULL_BATCH_MODEL_S * 1e3:g} ms / ({BATCH_SIZE} x {MAX_LEN}) "
+        "and returns `(ids * mask).sum(axis=1, keepdims=True)`; every result is checked.",
+        "",
+        "Padded fraction: measured inside the model, 1 - mask.sum() / (B x L) over the batches "
+        "of the measured window, the same for every implementation. stats.padded_fraction: "
+        "ours' own figure, over the whole run (warm-up included). Model busy: share of the "
+        "window spent in the model's simulated work.",
+        "",
+        f"The issue measured {C.REF_VERSION} at {ISSUE_REF_ITEMS_PER_S:,.0f} items/s with a "
+        f"padded fraction of {ISSUE_REF_PADDED:g}.",
+        "",
+        render_table(cases),
+    ]
+    if errors:
+        out += ["", "### Errors", ""]
+        for case in errors:
+            out.append(f"- {case.lib}, {case.variant.label}: {case.result['error']}")
+            for key in ("stderr", "stdout"):
+                if case.result.get(key):
+                    out.append(f"  {key}:\n```\n{case.result[key].rstrip()}\n```")
+    out += ["", "### Targets", ""]
+    for target in targets:
+        mark = "PASS" if target.ok else "FAIL" if target.ok is False else "N/A "
+        out.append(f"- {mark}  {target.name}: {target.detail}")
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Parent
+# --------------------------------------------------------------------------------------------
+
+
+def parent_main(args: argparse.Namespace) -> int:
+    profile_name = "full" if args.full else "quick"
+    profile = PROFILES[profile_name]
+    libs = list(LIBS) if args.lib == "both" else [args.lib]
+    variants = [
+        v for v in make_variants(args.max_batch_tokens) if not args.only or v.id in args.only
+    ]
+    if not variants:
+        C.log(f"no variant matches --only {args.only}")
+        return 2
+    cases = build_cases(profile, libs, variants)
+
+    expect: dict[str, str] = {}
+    for impl in sorted({v.impl for v in variants}):
+        C.worker_python(impl)  # creates the reference venv when needed
+        expect[impl] = C.expected_location(impl)
+        C.log(f"[setup] {impl}: {C.worker_python(impl)} (batched under {expect[impl]})")
+
+    started = time.perf_counter()
+    infos: dict[str, Any] = {}
+    runs: dict[str, list[dict[str, Any]]] = {c.id: [] for c in cases}
+    for rep in range(args.repeat):
+        for case in cases:
+            impl = case.variant.impl
+            watchdog = case.expected_s * 3 + 60
+            payload = {"params": case.params, "expect_dir": expect[impl], "watchdog_s": watchdog}
+            t = time.perf_counter()
+            result = C.run_worker(SCRIPT, impl, payload, timeout_s=watchdog + 60)
+            runs[case.id].append(result)
+            tag = f"[{case.lib}, {case.variant.label}{f' #{rep + 1}' if args.repeat > 1 else ''}]"
+            if "error" in result:
+                C.log(f"{tag}: ERROR {result['error']}\n{result.get('stderr', '')}")
+            else:
+                infos.setdefault(impl, result.get("info"))
+                m = result["metrics"]
+                C.log(
+                    f"{tag}: {C.fmt_num(m['items_per_s'], 0)} items/s, "
+                    f"p50 {C.fmt_num(m['p50_ms'], 2)} ms, p99 {C.fmt_num(m['p99_ms'], 2)} ms, "
+                    f"padded {C.fmt_num(m['padded_fraction'], 3)}, "
+                    f"batch {C.fmt_num(m['mean_batch'], 1)}  ({time.perf_counter() - t:.1f} s)"
+                )
+    for case in cases:
+        case.result = C.combine_runs(runs[case.id])
+
+    targets = evaluate_targets(cases)
+    machine = C.machine_info()
+    report = render_report(
+        cases,
+        targets,
+        machine,
+        f"{profile_name} run"
+        + (f", median of {args.repeat} runs" if args.repeat > 1 else "")
+        + f", {time.perf_counter() - started:.0f} s",
+    )
+    print(report, end="")
+    md = C.write_text(args.md, report)
+    out = C.write_json(
+        args.json,
+        {
+            "benchmark": "padding",
+            "profile": profile_name,
+            "profile_settings": profile,
+            "repeat": args.repeat,
+            "setup": {
+                "threads": THREADS,
+                "batch_size": BATCH_SIZE,
+                "timeout_ms": TIMEOUT_MS,
+                "min_len": MIN_LEN,
+                "max_len": MAX_LEN,
+                "seed": SEED,
+                "full_batch_model_s": FULL_BATCH_MODEL_S,
+                "issue_ref_items_per_s": ISSUE_REF_ITEMS_PER_S,
+                "issue_ref_padded_fraction": ISSUE_REF_PADDED,
+            },
+            "machine": machine,
+            "implementations": {
+                i: {"python": str(C.worker_python(i)), **(infos.get(i) or {})} for i in expect
+            },
+            "cases": [
+                {
+                    "id": c.id,
+                    "lib": c.lib,
+                    "variant": c.variant.id,
+                    "label": c.variant.label,
+                    "impl": c.variant.impl,
+                    "options": c.variant.options,
+                    "params": c.params,
+                    "result": c.result,
+                }
+                for c in cases
+            ],
+            "targets": [{"name": t.name, "ok": t.ok, "detail": t.detail} for t in targets],
+        },
+    )
+    print(f"\nMarkdown: {md}\nJSON: {out}")
+
+    failed = any("error" in c.result for c in cases) or any(t.ok is not True for t in targets)
+    return 1 if (args.strict and failed) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--worker"]:
+        if len(argv) != 3:
+            print("usage: padding.py --worker <impl> <case-json>", file=sys.stderr)
+            return 2
+        return worker_main(argv[1], argv[2])
+
+    doc = __doc__ or ""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--quick", action="store_true", help="short windows (the default)")
+    length.add_argument("--full", action="store_true", help="longer windows, steadier numbers")
+    parser.add_argument("--lib", choices=["both", *LIBS], default="both")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=VARIANT_IDS,
+        help="run only these variants (repeatable)",
+    )
+    parser.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=MAX_BATCH_TOKENS,
+        metavar="N",
+        help=f"max_batch_tokens of the sort_budget variant (default {MAX_BATCH_TOKENS})",
+    )
+    parser.add_argument(
+        "--json", default="padding.json", help="output file (a bare name goes to benches/results/)"
+    )
+    parser.add_argument(
+        "--md",
+        default="padding.md",
+        help="markdown report file (a bare name goes to benches/results/)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run every variant N times (interleaved) and report medians",
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 when a target is missed or a variant fails"
+    )
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return parent_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
