@@ -107,8 +107,10 @@ class FeatureSchema:
                 f"a call's tensors are on different devices ({', '.join(sorted(devices))}); "
                 "move them to one device"
             )
-        self._match(specs)
         count = next(iter(rows.values()))
+        if count == 0:
+            raise ValueError("a call needs at least one row of features")
+        self._match(specs)
         return CallFeatures(dict(features), count), row_lengths or [1] * count
 
     def _match(self, specs: dict[str, FeatureSpec]) -> None:
@@ -208,7 +210,7 @@ class FeaturesPlan:
     ) -> None:
         self._schema = schema
         self._pad_tokens = dict(pad_tokens)
-        self._left = padding_side == "left"
+        self.left = padding_side == "left"
         self._spread = spread_kwargs
         self._device = device
 
@@ -256,7 +258,7 @@ class FeaturesPlan:
         self, out: Any, offset: int, count: int, value: Any, longest: int, row_axis: int
     ) -> None:
         length = value.shape[row_axis]
-        span = slice(longest - length, longest) if self._left else slice(0, length)
+        span = slice(longest - length, longest) if self.left else slice(0, length)
         if row_axis == 0:
             out[offset, span] = value
         else:
@@ -325,8 +327,15 @@ def _slice(output: Any, start: int, stop: int) -> Any:
     if isinstance(output, Mapping):
         return {key: _slice(value, start, stop) for key, value in output.items()}
     if isinstance(output, list | tuple) and not _is_array(output):
-        return type(output)(_slice(value, start, stop) for value in output)
+        return _rebuild(output, [_slice(value, start, stop) for value in output])
     return output[start:stop]
+
+
+def _rebuild(container: list[Any] | tuple[Any, ...], values: list[Any]) -> Any:
+    """A container of the same type as `container` holding `values` (namedtuples included)."""
+    if hasattr(container, "_fields"):
+        return type(container)(*values)
+    return type(container)(values)
 
 
 def split_output(output: Any, sizes: Sequence[int]) -> list[Any]:
@@ -346,13 +355,35 @@ def split_output(output: Any, sizes: Sequence[int]) -> list[Any]:
     return parts
 
 
-def merge_parts(parts: list[Any]) -> Any:
-    """Joins a call's output slices (more than one when the call spanned several batches)."""
+def merge_parts(parts: list[Any], left: bool) -> Any:
+    """Joins a call's output slices (more than one when the call spanned several batches).
+
+    Per-position outputs of different batches have different padded widths: the narrower are
+    padded with zeros, on the padding side, to the widest.
+    """
     if len(parts) == 1:
         return parts[0]
     first = parts[0]
     if isinstance(first, Mapping):
-        return {key: merge_parts([part[key] for part in parts]) for key in first}
+        return {key: merge_parts([part[key] for part in parts], left) for key in first}
     if isinstance(first, list | tuple) and not _is_array(first):
-        return type(first)(merge_parts(list(group)) for group in zip(*parts, strict=True))
-    return _concatenate(parts, _is_tensor(first))
+        return _rebuild(
+            first, [merge_parts(list(group), left) for group in zip(*parts, strict=True)]
+        )
+    torch = _is_tensor(first)
+    if first.ndim >= 2:
+        width = max(int(part.shape[1]) for part in parts)
+        parts = [_widen(part, width, left, torch) for part in parts]
+    return _concatenate(parts, torch)
+
+
+def _widen(part: Any, width: int, left: bool, torch: bool) -> Any:
+    missing = width - int(part.shape[1])
+    if missing == 0:
+        return part
+    shape = (part.shape[0], missing, *part.shape[2:])
+    if torch:
+        zeros = _torch().zeros(shape, dtype=part.dtype, device=part.device)
+        return _torch().cat([zeros, part] if left else [part, zeros], dim=1)
+    zeros = _numpy().zeros(shape, dtype=part.dtype)
+    return _numpy().concatenate([zeros, part] if left else [part, zeros], axis=1)

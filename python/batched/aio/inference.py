@@ -47,7 +47,9 @@ class AsyncInferenceProcessor:
         _resolve: Resolver | None = None,
     ) -> None:
         check_callable(func)
-        self._schema, plan = make_plan(pad_tokens, pad_token, padding_side, spread_kwargs, device)
+        self._schema, self._plan = make_plan(
+            pad_tokens, pad_token, padding_side, spread_kwargs, device
+        )
         self._processor: AsyncBatchProcessor[Any, Any] = AsyncBatchProcessor(
             func,
             batch_size=batch_size,
@@ -57,7 +59,7 @@ class AsyncInferenceProcessor:
             sort_by_length=sort_by_length,
             max_batch_tokens=max_batch_tokens,
             _resolve=_resolve,
-            _plan=plan,
+            _plan=self._plan,
         )
 
     async def __call__(
@@ -72,7 +74,7 @@ class AsyncInferenceProcessor:
         """Awaits the output rows for this call's features."""
         call, lengths = call_features(self._schema, features, keywords)
         parts = await self._processor._submit(call, timeout, priority, call.rows, lengths)
-        return merge_parts(parts)
+        return merge_parts(parts, self._plan.left)
 
     @property
     def stats(self) -> BatchStats:

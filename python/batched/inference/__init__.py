@@ -51,7 +51,9 @@ class InferenceProcessor:
         _resolve: Resolver | None = None,
     ) -> None:
         check_callable(func)
-        self._schema, plan = make_plan(pad_tokens, pad_token, padding_side, spread_kwargs, device)
+        self._schema, self._plan = make_plan(
+            pad_tokens, pad_token, padding_side, spread_kwargs, device
+        )
         self._processor: BatchProcessor[Any, Any] = BatchProcessor(
             func,
             batch_size=batch_size,
@@ -60,7 +62,7 @@ class InferenceProcessor:
             sort_by_length=sort_by_length,
             max_batch_tokens=max_batch_tokens,
             _resolve=_resolve,
-            _plan=plan,
+            _plan=self._plan,
         )
 
     def __call__(
@@ -75,7 +77,7 @@ class InferenceProcessor:
         """Runs the call's rows through the batched function and returns its output rows."""
         call, lengths = call_features(self._schema, features, keywords)
         parts = self._processor._core.call(call, priority, timeout, call.rows, lengths)
-        return merge_parts(parts)
+        return merge_parts(parts, self._plan.left)
 
     async def acall(
         self,
@@ -89,7 +91,7 @@ class InferenceProcessor:
         """Like calling the processor, but awaits the result without blocking the event loop."""
         call, lengths = call_features(self._schema, features, keywords)
         parts = await self._processor.acall_rows(call, timeout, priority, call.rows, lengths)
-        return merge_parts(parts)
+        return merge_parts(parts, self._plan.left)
 
     @property
     def stats(self) -> BatchStats:
