@@ -34,7 +34,8 @@ def main() -> None:
     stats = square.stats
     print(
         f"{stats.total_processed} items in {stats.total_batches} batches "
-        f"(mean batch {stats.avg_batch_size:.1f}, p99 queue wait {stats.queue_wait_p99 * 1e3:.2f} ms)"
+        f"(mean batch {stats.avg_batch_size:.1f}, "
+        f"p99 queue wait {stats.queue_wait_p99 * 1e3:.2f} ms)"
     )
 
 
