@@ -41,3 +41,16 @@ def deliver(
     # A closed loop raises RuntimeError: its tasks are gone and nobody awaits these futures.
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(_settle, futures, values, failed_futures, errors)
+
+
+async def outcome(future: asyncio.Future[Any], ticket: Any, timeout: float | None) -> Any:
+    """Awaits a submitted call's future; a caller that gives up (cancelled, or past `timeout`
+    seconds, raising ``TimeoutError``) withdraws the call through its ``ticket``."""
+    try:
+        if timeout is None:
+            return await future
+        async with asyncio.timeout(timeout):
+            return await future
+    except BaseException:
+        ticket.cancel()
+        raise

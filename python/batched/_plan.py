@@ -74,3 +74,10 @@ async def run_batch_async(batch: _core.Batch, resolve: Resolver, plan: Plan) -> 
         batch.fail(error)
         if not isinstance(error, Exception):  # cancellation, KeyboardInterrupt, SystemExit
             raise
+
+
+def item_lengths(length_of: Callable[[Any], int] | None, item: Any) -> list[int] | None:
+    """Each item's length for length-aware packing, or None when no option needs lengths."""
+    if length_of is None:
+        return None
+    return [length_of(x) for x in (item if isinstance(item, list) else [item])]

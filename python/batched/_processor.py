@@ -11,8 +11,8 @@ from typing import Any, Generic, TypeVar, overload
 
 from batched import _core
 from batched._decorate import PerInstance, is_method
-from batched._delivery import deliver
-from batched._plan import ITEMS, Plan, Resolver, run_batch
+from batched._delivery import deliver, outcome
+from batched._plan import ITEMS, Plan, Resolver, item_lengths, run_batch
 from batched._stats import BatchStats
 
 T = TypeVar("T")
@@ -112,12 +112,6 @@ class BatchProcessor(Generic[T, U]):
             self, _stop, self._core, self._workers, False, _FINALIZE_JOIN_SECONDS
         )
 
-    def _lengths(self, item: Any) -> list[int] | None:
-        if self._length_of is None:
-            return None
-        items = item if isinstance(item, list) else [item]
-        return [self._length_of(x) for x in items]
-
     @overload
     def __call__(
         self, item: list[T], /, *, timeout: float | None = ..., priority: int = ...
@@ -128,7 +122,7 @@ class BatchProcessor(Generic[T, U]):
         """Processes one item (or a list of items) and returns its result (or their list)."""
         if self._length_of is None:
             return self._core.call(item, priority, timeout)
-        return self._core.call(item, priority, timeout, None, self._lengths(item))
+        return self._core.call(item, priority, timeout, None, item_lengths(self._length_of, item))
 
     @overload
     async def acall(
@@ -138,7 +132,8 @@ class BatchProcessor(Generic[T, U]):
     async def acall(self, item: T, /, *, timeout: float | None = ..., priority: int = ...) -> U: ...
     async def acall(self, item: Any, /, *, timeout: float | None = None, priority: int = 0) -> Any:
         """Like calling the processor, but awaits the result without blocking the event loop."""
-        return await self.acall_rows(item, timeout, priority, None, self._lengths(item))
+        lengths = item_lengths(self._length_of, item)
+        return await self.acall_rows(item, timeout, priority, None, lengths)
 
     async def acall_rows(
         self,
@@ -154,14 +149,7 @@ class BatchProcessor(Generic[T, U]):
         ticket = self._core.submit(item, loop, future, priority, rows, lengths)
         if ticket is None:
             return []
-        try:
-            if timeout is None:
-                return await future
-            async with asyncio.timeout(timeout):
-                return await future
-        except BaseException:
-            ticket.cancel()
-            raise
+        return await outcome(future, ticket, timeout)
 
     @property
     def stats(self) -> BatchStats:

@@ -11,8 +11,8 @@ from typing import Any, Generic, TypeVar, overload
 
 from batched import _core
 from batched._decorate import PerInstance, is_method
-from batched._delivery import deliver
-from batched._plan import ITEMS, Plan, Resolver, run_batch_async
+from batched._delivery import deliver, outcome
+from batched._plan import ITEMS, Plan, Resolver, item_lengths, run_batch_async
 from batched._processor import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_SMALL_BATCH_THRESHOLD,
@@ -212,9 +212,7 @@ class AsyncBatchProcessor(Generic[T, U]):
         self, item: Any, /, *, timeout: float | None = None, priority: int = 0
     ) -> Any:
         """Awaits the result for one item (or the list of results for a list of items)."""
-        lengths = None
-        if self._length_of is not None:
-            lengths = [self._length_of(x) for x in (item if isinstance(item, list) else [item])]
+        lengths = item_lengths(self._length_of, item)
         return await self._submit(item, timeout, priority, None, lengths)
 
     async def _submit(
@@ -236,14 +234,7 @@ class AsyncBatchProcessor(Generic[T, U]):
             return []
         if act:
             batcher.nudge()
-        try:
-            if timeout is None:
-                return await future
-            async with asyncio.timeout(timeout):
-                return await future
-        except BaseException:
-            ticket.cancel()
-            raise
+        return await outcome(future, ticket, timeout)
 
     @property
     def stats(self) -> BatchStats:
