@@ -239,9 +239,20 @@ class FeaturesPlan:
         longest = max(_row_length(piece) for piece in pieces)
         if dense and all(piece.shape[1] == longest for piece in pieces):
             return self._to_device(_concatenate(pieces, torch))
-        rows = sum(len(piece) for piece in pieces)
-        shape = (rows, longest, *spec.trailing)
         pad = self._pad_tokens.get(name, 0)
+        if torch and self._device is None:
+            # One C call instead of a fill and an indexed copy per segment.
+            rows = [
+                row
+                for piece in pieces
+                for row in (piece if isinstance(piece, list | tuple) else piece.unbind(0))
+            ]
+            side = "left" if self.left else "right"
+            return _torch().nn.utils.rnn.pad_sequence(
+                rows, batch_first=True, padding_value=pad, padding_side=side
+            )
+        count = sum(len(piece) for piece in pieces)
+        shape = (count, longest, *spec.trailing)
         out = _full(shape, pad, spec.dtype, pieces, torch, pinned=self._device is not None)
         offset = 0
         for piece in pieces:
