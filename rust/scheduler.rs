@@ -197,10 +197,6 @@ impl<C: Clone + Cancellable> Scheduler<C> {
         }
     }
 
-    pub fn policy(&self) -> &BatchPolicy {
-        &self.policy
-    }
-
     /// Items accepted and not yet dispatched.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)

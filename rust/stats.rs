@@ -50,14 +50,10 @@ impl LatencyHistogram {
     }
 
     pub fn record(&mut self, value: Duration) {
-        self.record_many(value, 1);
-    }
-
-    pub fn record_many(&mut self, value: Duration, count: u64) {
         let nanos = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
         let bucket = Self::bucket_of(nanos).min(self.counts.len() - 1);
-        self.counts[bucket] += count;
-        self.total += count;
+        self.counts[bucket] += 1;
+        self.total += 1;
     }
 
     pub fn count(&self) -> u64 {

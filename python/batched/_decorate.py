@@ -11,6 +11,11 @@ from typing import Any, Generic, TypeVar
 P = TypeVar("P")
 
 
+def check_callable(func: object) -> None:
+    if not callable(func):
+        raise TypeError(f"batched needs a callable taking a list of items, got {func!r}")
+
+
 def is_method(func: Callable[..., Any]) -> bool:
     """True for a function defined directly in a class body (``Class.name`` qualname)."""
     parts = getattr(func, "__qualname__", "").split(".")
@@ -62,3 +67,18 @@ class PerInstance(Generic[P]):
                 self._slot, self._make(weak_bound(self._func, instance))
             )
         return processor
+
+
+def apply_or_defer(
+    make: Callable[..., Any], func: Callable[..., Any] | None, options: dict[str, Any]
+) -> Any:
+    """What a ``dynamically`` decorator returns: the processor ``make(func, **options)`` (one
+    per instance for a method) when used bare, else a decorator that builds it."""
+
+    def decorate(target: Callable[..., Any]) -> Any:
+        check_callable(target)
+        if is_method(target):
+            return PerInstance(target, lambda resolve: make(target, _resolve=resolve, **options))
+        return make(target, **options)
+
+    return decorate if func is None else decorate(func)

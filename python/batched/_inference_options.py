@@ -50,3 +50,14 @@ def call_features(
     if positional is not None and keywords:
         raise TypeError("give the features as one dict or as keyword arguments, not both")
     return schema.check(positional if positional is not None else keywords)
+
+
+def check_plan_options(options: Mapping[str, Any]) -> None:
+    """Fails at decoration time on bad padding options, by building a throwaway plan."""
+    make_plan(
+        options.get("pad_tokens"),
+        options.get("pad_token"),
+        options.get("padding_side", "right"),
+        options.get("spread_kwargs", False),
+        options.get("device"),
+    )

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar, overload
 
 from batched import _core
-from batched._decorate import PerInstance, is_method
+from batched._decorate import apply_or_defer, check_callable
 from batched._delivery import deliver, outcome
 from batched._plan import ITEMS, Plan, Resolver, item_lengths, run_batch
 from batched._stats import BatchStats
@@ -51,11 +51,6 @@ def _stop(
         if worker is not threading.current_thread():
             worker.join(join)
     core.fail_remaining()
-
-
-def check_callable(func: object) -> None:
-    if not callable(func):
-        raise TypeError(f"batched needs a callable taking a list of items, got {func!r}")
 
 
 class BatchProcessor(Generic[T, U]):
@@ -246,12 +241,4 @@ def dynamically(
         bool(sort_by_length),
     )
 
-    def decorate(target: BatchFunction[T, U]) -> Any:
-        check_callable(target)
-        if is_method(target):
-            return PerInstance(
-                target, lambda resolve: BatchProcessor(target, _resolve=resolve, **options)
-            )
-        return BatchProcessor(target, **options)
-
-    return decorate if func is None else decorate(func)
+    return apply_or_defer(BatchProcessor, func, options)

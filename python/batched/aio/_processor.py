@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar, overload
 
 from batched import _core
-from batched._decorate import PerInstance, is_method
+from batched._decorate import apply_or_defer, check_callable
 from batched._delivery import deliver, outcome
 from batched._plan import ITEMS, Plan, Resolver, item_lengths, run_batch_async
 from batched._processor import (
@@ -18,7 +18,6 @@ from batched._processor import (
     DEFAULT_SMALL_BATCH_THRESHOLD,
     DEFAULT_TIMEOUT_MS,
     BatchProcessor,
-    check_callable,
     check_int,
     check_number,
     check_optional_int,
@@ -308,12 +307,4 @@ def dynamically(
     if options["max_concurrent_batches"] < 1:
         raise ValueError(f"max_concurrent_batches must be at least 1, got {max_concurrent_batches}")
 
-    def decorate(target: Callable[[list[T]], Any]) -> Any:
-        check_callable(target)
-        if is_method(target):
-            return PerInstance(
-                target, lambda resolve: AsyncBatchProcessor(target, _resolve=resolve, **options)
-            )
-        return AsyncBatchProcessor(target, **options)
-
-    return decorate if func is None else decorate(func)
+    return apply_or_defer(AsyncBatchProcessor, func, options)

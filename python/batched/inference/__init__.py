@@ -11,16 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, overload
 
-from batched._decorate import PerInstance, is_method
+from batched._decorate import apply_or_defer, check_callable
 from batched._features import merge_parts
-from batched._inference_options import call_features, make_plan
+from batched._inference_options import call_features, check_plan_options, make_plan
 from batched._plan import Resolver
 from batched._processor import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_SMALL_BATCH_THRESHOLD,
     DEFAULT_TIMEOUT_MS,
     BatchProcessor,
-    check_callable,
 )
 from batched._stats import BatchStats
 
@@ -136,21 +135,6 @@ def dynamically(func: Callable[..., Any] | None = None, /, **options: Any) -> An
     ``sort_by_length`` and ``max_batch_tokens`` batch rows of similar length within a budget of
     padded positions.
     """
-    # Build one throwaway plan now so that bad options fail at decoration time.
-    make_plan(
-        options.get("pad_tokens"),
-        options.get("pad_token"),
-        options.get("padding_side", "right"),
-        options.get("spread_kwargs", False),
-        options.get("device"),
-    )
+    check_plan_options(options)
 
-    def decorate(target: Callable[..., Any]) -> Any:
-        check_callable(target)
-        if is_method(target):
-            return PerInstance(
-                target, lambda resolve: InferenceProcessor(target, _resolve=resolve, **options)
-            )
-        return InferenceProcessor(target, **options)
-
-    return decorate if func is None else decorate(func)
+    return apply_or_defer(InferenceProcessor, func, options)
