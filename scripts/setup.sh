@@ -15,6 +15,6 @@ export PATH="$BATCHED_VENV/bin:$PATH"
 export PYO3_PYTHON="$BATCHED_VENV/bin/python"
 
 python -m pip install --quiet --disable-pip-version-check "maturin>=1.9.4,<2"
-# Builds the Rust extension in release mode and installs the package (editable) with the test
-# and torch extras; pip skips whatever is already installed.
-maturin develop --release --quiet --extras test,torch
+# Builds the Rust extension in release mode and installs the package (editable) with the extras
+# the tests, examples and benchmarks use; pip skips whatever is already installed.
+maturin develop --release --quiet --extras test,torch,bench
