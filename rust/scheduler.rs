@@ -7,17 +7,18 @@
 //! empty queue (it starts the deadline) or the item that fills a batch. Waking the worker on
 //! every item would cost a context switch per item for nothing.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use crossbeam_utils::sync::{Parker, Unparker};
 
+use crate::admission::{Admission, Refusal};
 use crate::pending::{Cancellable, Entry, Pending, Submission};
 use crate::policy::BatchPolicy;
 use crate::rules::{decide, Decision, DispatchReason, QueueShape};
-use crate::stats::Stats;
+use crate::stats::{Stats, Unserved};
 
 /// A batch on its way to the user function.
 #[derive(Debug)]
@@ -117,6 +118,11 @@ impl<C: Clone + Cancellable> Assembly<C> {
 #[derive(Debug)]
 pub enum Rejected<C> {
     Closed(Submission<C>),
+    /// The queue is bounded and has no room for the submission.
+    Refused {
+        submission: Submission<C>,
+        refusal: Refusal,
+    },
     /// An item is longer than the token budget, so no batch could ever hold it.
     TooLong {
         submission: Submission<C>,
@@ -146,8 +152,9 @@ pub fn check_lengths<C>(
     }
 }
 
+/// `W` is how a caller that cannot block waits for room in a bounded queue (see [`Admission`]).
 #[derive(Debug)]
-pub struct Scheduler<C> {
+pub struct Scheduler<C, W = ()> {
     // `None` once closed. Dropping the only sender disconnects the channel, so the worker learns
     // of the close and no submission can slip in after the final drain.
     sender: RwLock<Option<Sender<Submission<C>>>>,
@@ -156,7 +163,9 @@ pub struct Scheduler<C> {
     assembly: Mutex<(Assembly<C>, Parker)>,
     wake_worker: Unparker,
     policy: BatchPolicy,
-    queued: AtomicUsize,
+    admission: Admission<W>,
+    // Waiters for room that a release handed back, until the owner wakes them.
+    woken: Mutex<Vec<W>>,
     draining: AtomicBool,
     stats: Mutex<Stats>,
 }
@@ -181,8 +190,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl<C: Clone + Cancellable> Scheduler<C> {
-    pub fn new(policy: BatchPolicy) -> Self {
+impl<C: Clone + Cancellable, W> Scheduler<C, W> {
+    /// `max_queued` bounds the items accepted and not yet dispatched; `None` leaves it open.
+    pub fn new(policy: BatchPolicy, max_queued: Option<usize>) -> Self {
         let (sender, receiver) = crossbeam_channel::unbounded();
         let parker = Parker::new();
         Self {
@@ -191,7 +201,8 @@ impl<C: Clone + Cancellable> Scheduler<C> {
             wake_worker: parker.unparker().clone(),
             assembly: Mutex::new((Assembly::new(&policy), parker)),
             policy,
-            queued: AtomicUsize::new(0),
+            admission: Admission::new(max_queued),
+            woken: Mutex::new(Vec::new()),
             draining: AtomicBool::new(false),
             stats: Mutex::new(Stats::default()),
         }
@@ -199,7 +210,25 @@ impl<C: Clone + Cancellable> Scheduler<C> {
 
     /// Items accepted and not yet dispatched.
     pub fn queued(&self) -> usize {
-        self.queued.load(Ordering::Relaxed)
+        self.admission.queued()
+    }
+
+    /// The queue's bound, for blocking admission ([`Admission::admit_blocking`]) and for
+    /// registering waiters; a submission it admitted goes in with [`Scheduler::submit_admitted`].
+    pub fn admission(&self) -> &Admission<W> {
+        &self.admission
+    }
+
+    /// Waiters for room that releases handed back since the last call.
+    pub fn take_woken(&self) -> Vec<W> {
+        std::mem::take(&mut *lock(&self.woken))
+    }
+
+    fn release(&self, count: usize) {
+        let woken = self.admission.release(count);
+        if !woken.is_empty() {
+            lock(&self.woken).extend(woken);
+        }
     }
 
     pub fn is_closed(&self) -> bool {
@@ -209,14 +238,37 @@ impl<C: Clone + Cancellable> Scheduler<C> {
             .is_none()
     }
 
+    /// Refuses a submission holding an item that no batch could ever hold.
+    pub fn check(&self, submission: Submission<C>) -> Result<Submission<C>, Rejected<C>> {
+        check_lengths(submission, &self.policy)
+    }
+
+    /// Queues a submission if the queue has room for it, else refuses it.
     pub fn submit(&self, submission: Submission<C>) -> Result<(), Rejected<C>> {
         let submission = check_lengths(submission, &self.policy)?;
+        match self.admission.try_admit(submission.count) {
+            Ok(before) => self.submit_admitted(submission, before),
+            Err(refusal) => Err(Rejected::Refused {
+                submission,
+                refusal,
+            }),
+        }
+    }
+
+    /// Queues a submission whose items [`Scheduler::admission`] already admitted, when `before`
+    /// items were queued.
+    pub fn submit_admitted(
+        &self,
+        submission: Submission<C>,
+        before: usize,
+    ) -> Result<(), Rejected<C>> {
+        let count = submission.count;
         let sender = self.sender.read().unwrap_or_else(PoisonError::into_inner);
         let Some(sender) = sender.as_ref() else {
+            drop(sender);
+            self.release(count);
             return Err(Rejected::Closed(submission));
         };
-        let count = submission.count;
-        let before = self.queued.fetch_add(count, Ordering::AcqRel);
         // The receiver lives as long as `self`, so the channel cannot be disconnected here.
         sender
             .send(submission)
@@ -240,6 +292,8 @@ impl<C: Clone + Cancellable> Scheduler<C> {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        let woken = self.admission.close();
+        lock(&self.woken).extend(woken);
         self.wake_worker.unpark();
     }
 
@@ -270,7 +324,7 @@ impl<C: Clone + Cancellable> Scheduler<C> {
                 let mut stats = lock(&self.stats);
                 assembly.poll(now, &self.policy, draining, &mut stats)
             };
-            self.queued.fetch_sub(removed, Ordering::AcqRel);
+            self.release(removed);
             match poll {
                 Poll::Ready(batch) => return Some(batch),
                 Poll::Idle if disconnected => return None,
@@ -288,7 +342,7 @@ impl<C: Clone + Cancellable> Scheduler<C> {
             assembly.push(submission);
         }
         let remaining = assembly.drain();
-        self.queued.fetch_sub(remaining.len(), Ordering::Relaxed);
+        self.release(remaining.len());
         remaining
     }
 
@@ -298,6 +352,10 @@ impl<C: Clone + Cancellable> Scheduler<C> {
 
     pub fn record_padding(&self, real: u64, padded: u64) {
         lock(&self.stats).record_padding(real, padded);
+    }
+
+    pub fn record_unserved(&self, why: Unserved, items: usize) {
+        lock(&self.stats).record_unserved(why, items);
     }
 
     pub fn stats(&self) -> Stats {
@@ -325,9 +383,12 @@ mod tests {
         }
     }
 
-    fn scheduler(batch_size: i64, timeout_ms: f64) -> Arc<Scheduler<Arc<Ticket>>> {
+    type TestScheduler = Scheduler<Arc<Ticket>>;
+
+    fn scheduler(batch_size: i64, timeout_ms: f64) -> Arc<TestScheduler> {
         Arc::new(Scheduler::new(
             BatchPolicy::new(batch_size, timeout_ms, 8).unwrap(),
+            None,
         ))
     }
 
@@ -421,7 +482,7 @@ mod tests {
             .unwrap()
             .with_packing(Some(100), false)
             .unwrap();
-        let scheduler: Scheduler<Arc<Ticket>> = Scheduler::new(policy);
+        let scheduler: Scheduler<Arc<Ticket>> = Scheduler::new(policy, None);
         let mut too_long = submission(1, 3);
         too_long.lengths = Some(vec![10, 101, 5]);
         match scheduler.submit(too_long) {

@@ -11,6 +11,7 @@ use crate::rules::DispatchReason;
 pub struct LatencyHistogram {
     counts: Vec<u64>,
     total: u64,
+    sum: Duration,
 }
 
 const SUB_BUCKET_BITS: u32 = 3;
@@ -23,6 +24,7 @@ impl Default for LatencyHistogram {
         Self {
             counts: vec![0; ((MAX_EXPONENT + 1) as usize) * SUB_BUCKETS as usize],
             total: 0,
+            sum: Duration::ZERO,
         }
     }
 }
@@ -54,10 +56,33 @@ impl LatencyHistogram {
         let bucket = Self::bucket_of(nanos).min(self.counts.len() - 1);
         self.counts[bucket] += 1;
         self.total += 1;
+        self.sum = self.sum.saturating_add(value);
     }
 
     pub fn count(&self) -> u64 {
         self.total
+    }
+
+    pub fn sum(&self) -> Duration {
+        self.sum
+    }
+
+    /// How many recorded values were at most each of `bounds` (ascending), as a metrics system's
+    /// cumulative buckets want them. A value counts under a bound when its whole bucket lies
+    /// below it, so a count is exact at bucket edges and at most 12.5% off in between.
+    pub fn cumulative_counts(&self, bounds: &[Duration]) -> Vec<u64> {
+        let mut counts = Vec::with_capacity(bounds.len());
+        let mut bucket = 0;
+        let mut seen = 0;
+        for bound in bounds {
+            let nanos = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
+            while bucket < self.counts.len() && Self::upper_bound_of(bucket) <= nanos {
+                seen += self.counts[bucket];
+                bucket += 1;
+            }
+            counts.push(seen);
+        }
+        counts
     }
 
     /// The `q`-quantile (0.0..=1.0), or zero when nothing was recorded.
@@ -77,6 +102,19 @@ impl LatencyHistogram {
     }
 }
 
+/// Why items ended without a result from the user function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unserved {
+    /// The user function raised for their batch (or returned a malformed output).
+    Failed,
+    /// Their caller's `timeout` passed first.
+    TimedOut,
+    /// Their caller was cancelled or interrupted.
+    Cancelled,
+    /// The queue refused them: full, or an item over the token budget.
+    Rejected,
+}
+
 /// Everything a processor reports about its past work.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
@@ -91,6 +129,12 @@ pub struct Stats {
     /// Positions of padded batches, and how many of them held real data.
     pub padded_positions: u64,
     pub real_positions: u64,
+    /// `batch_sizes[n]` counts the batches of `n` items.
+    pub batch_sizes: Vec<u64>,
+    pub items_failed: u64,
+    pub items_timed_out: u64,
+    pub items_cancelled: u64,
+    pub items_rejected: u64,
 }
 
 impl Stats {
@@ -107,6 +151,20 @@ impl Stats {
         self.total_batches += 1;
         self.total_batch_time += elapsed;
         self.batch_time.record(elapsed);
+        if self.batch_sizes.len() <= items {
+            self.batch_sizes.resize(items + 1, 0);
+        }
+        self.batch_sizes[items] += 1;
+    }
+
+    pub fn record_unserved(&mut self, why: Unserved, items: usize) {
+        let counter = match why {
+            Unserved::Failed => &mut self.items_failed,
+            Unserved::TimedOut => &mut self.items_timed_out,
+            Unserved::Cancelled => &mut self.items_cancelled,
+            Unserved::Rejected => &mut self.items_rejected,
+        };
+        *counter += items as u64;
     }
 
     pub fn record_padding(&mut self, real: u64, padded: u64) {
@@ -175,6 +233,14 @@ mod tests {
         let p99 = histogram.quantile(0.99).as_secs_f64() * 1e6;
         assert!((50.0..=50.0 * 1.125).contains(&p50), "p50 {p50}");
         assert!((99.0..=99.0 * 1.125).contains(&p99), "p99 {p99}");
+        assert_eq!(histogram.sum(), Duration::from_micros(5050));
+        let bounds = [0, 10, 50, 1000].map(Duration::from_micros);
+        let cumulative = histogram.cumulative_counts(&bounds);
+        // 10 µs and 50 µs are not bucket edges: the values in their buckets count above them.
+        assert_eq!(cumulative[0], 0);
+        assert!((9..=10).contains(&cumulative[1]), "{cumulative:?}");
+        assert!((44..=50).contains(&cumulative[2]), "{cumulative:?}");
+        assert_eq!(cumulative[3], 100);
     }
 
     #[test]
@@ -190,5 +256,10 @@ mod tests {
         assert_eq!(stats.padded_fraction(), 0.0);
         stats.record_padding(30, 40);
         assert!((stats.padded_fraction() - 0.25).abs() < 1e-12);
+        assert_eq!(stats.batch_sizes, vec![0, 0, 1, 0, 1]);
+        stats.record_unserved(Unserved::TimedOut, 3);
+        stats.record_unserved(Unserved::Rejected, 2);
+        assert_eq!((stats.items_timed_out, stats.items_rejected), (3, 2));
+        assert_eq!((stats.items_failed, stats.items_cancelled), (0, 0));
     }
 }

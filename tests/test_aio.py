@@ -1076,7 +1076,7 @@ def test_call_after_shutdown_raises_processor_closed(kind: str) -> None:
     f.shutdown()  # a second shutdown is harmless
 
 
-def test_async_def_shutdown_fails_queued_items_and_finishes_running_batch() -> None:
+def test_async_def_shutdown_without_drain_fails_queued_items_and_finishes_running_batch() -> None:
     gate = Gate()
     seen: list[str] = []
 
@@ -1091,7 +1091,7 @@ def test_async_def_shutdown_fails_queued_items_and_finishes_running_batch() -> N
         await wait_until(gate.entered.is_set)
         queued = asyncio.ensure_future(f("b"))
         await wait_until(lambda: f.stats.queue_size == 1)
-        f.shutdown()
+        f.shutdown(drain=False)
         with pytest.raises(batched.ProcessorClosedError):
             await queued
         gate.release()

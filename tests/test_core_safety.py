@@ -87,7 +87,7 @@ def test_a_worker_that_breaks_releases_every_queued_caller() -> None:
     while real.stats()["queue_size"] < 4:
         threading.Event().wait(0.001)
     with pytest.raises(_CoreFailure):
-        _serve(_BreakingCore(real), lambda: lambda items: [x * 10 for x in items], ITEMS)  # type: ignore[arg-type]
+        _serve(_BreakingCore(real), lambda: lambda items: [x * 10 for x in items], ITEMS, False)  # type: ignore[arg-type]
     outcomes = []
     for thread, outcome in callers:
         thread.join(10)

@@ -839,6 +839,10 @@ def test_stats_start_empty_and_are_frozen(make_processor: Any) -> None:
         "deadline_batches",
         "drain_batches",
         "padded_fraction",
+        "items_failed",
+        "items_timed_out",
+        "items_cancelled",
+        "items_rejected",
     }
 
 

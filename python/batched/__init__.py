@@ -5,7 +5,7 @@ Neither numpy nor torch is imported here; the inference flavours import them whe
 """
 
 from batched import aio, inference
-from batched._core import BatchedError, ProcessorClosedError
+from batched._core import BatchedError, ProcessorClosedError, QueueFullError
 from batched._core import __version__ as __version__
 from batched._processor import BatchProcessor, dynamically
 from batched._stats import BatchStats
@@ -15,6 +15,7 @@ __all__ = [
     "BatchStats",
     "BatchedError",
     "ProcessorClosedError",
+    "QueueFullError",
     "aio",
     "dynamically",
     "inference",

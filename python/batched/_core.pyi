@@ -10,6 +10,7 @@ __all__ = [
     "LoopQueue",
     "Processor",
     "ProcessorClosedError",
+    "QueueFullError",
     "Ticket",
     "__version__",
     "validate_policy",
@@ -23,6 +24,9 @@ class BatchedError(Exception):
 class ProcessorClosedError(BatchedError):
     """The processor was shut down before this call could run."""
 
+class QueueFullError(BatchedError):
+    """The processor's queue had no room for this call (see max_queue_size)."""
+
 _Deliver = Callable[
     [AbstractEventLoop, list[Future[Any]], list[Any], list[Future[Any]], list[BaseException]],
     None,
@@ -34,11 +38,15 @@ def validate_policy(
     small_batch_threshold: int,
     max_batch_tokens: int | None = None,
     sort_by_length: bool = False,
+    max_queue_size: int | None = None,
+    on_full: str = "raise",
 ) -> None: ...
+
+_Histograms = dict[str, tuple[list[int], float, int]]
 
 @final
 class Ticket:
-    def cancel(self) -> None: ...
+    def cancel(self, timed_out: bool = False) -> None: ...
 
 @final
 class Batch:
@@ -50,6 +58,7 @@ class Batch:
     def lengths(self) -> list[int]: ...
     def complete_segments(self, values: list[Any]) -> None: ...
     def record_padding(self, real: int, padded: int) -> None: ...
+    def split(self, at: int) -> tuple[Batch, Batch]: ...
 
 @final
 class Processor:
@@ -61,6 +70,8 @@ class Processor:
         deliver: _Deliver,
         max_batch_tokens: int | None = None,
         sort_by_length: bool = False,
+        max_queue_size: int | None = None,
+        on_full: str = "raise",
     ) -> Processor: ...
     def call(
         self,
@@ -79,12 +90,17 @@ class Processor:
         rows: int | None = None,
         lengths: list[int] | None = None,
     ) -> Ticket | None: ...
+    def wait_for_room(
+        self, count: int, event_loop: AbstractEventLoop, future: Future[None]
+    ) -> bool: ...
+    def record_timed_out(self, items: int) -> None: ...
     def next_batch(self) -> Batch | None: ...
     def close(self, drain: bool) -> None: ...
     def fail_remaining(self) -> None: ...
     @property
     def closed(self) -> bool: ...
     def stats(self) -> dict[str, Any]: ...
+    def histograms(self, time_bounds: list[float], size_bounds: list[int]) -> _Histograms: ...
 
 @final
 class LoopQueue:
@@ -97,6 +113,8 @@ class LoopQueue:
         share_stats_with: LoopQueue | None = None,
         max_batch_tokens: int | None = None,
         sort_by_length: bool = False,
+        max_queue_size: int | None = None,
+        on_full: str = "raise",
     ) -> LoopQueue: ...
     def submit(
         self,
@@ -107,8 +125,13 @@ class LoopQueue:
         rows: int | None = None,
         lengths: list[int] | None = None,
     ) -> tuple[Ticket | None, bool]: ...
-    def poll(self) -> tuple[Batch | None, float | None]: ...
+    def wait_for_room(
+        self, count: int, event_loop: AbstractEventLoop, future: Future[None]
+    ) -> bool: ...
+    def record_timed_out(self, items: int) -> None: ...
+    def poll(self, draining: bool = False) -> tuple[Batch | None, float | None]: ...
     def close(self) -> None: ...
     def fail_remaining(self) -> None: ...
     def __len__(self) -> int: ...
     def stats(self) -> dict[str, Any]: ...
+    def histograms(self, time_bounds: list[float], size_bounds: list[int]) -> _Histograms: ...

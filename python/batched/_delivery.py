@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from asyncio import events as _events
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from batched import _core
 
 
 def _settle(
@@ -43,7 +46,7 @@ def deliver(
         loop.call_soon_threadsafe(_settle, futures, values, failed_futures, errors)
 
 
-async def outcome(future: asyncio.Future[Any], ticket: Any, timeout: float | None) -> Any:
+async def outcome(future: asyncio.Future[Any], ticket: _core.Ticket, timeout: float | None) -> Any:
     """Awaits a submitted call's future; a caller that gives up (cancelled, or past `timeout`
     seconds, raising ``TimeoutError``) withdraws the call through its ``ticket``."""
     try:
@@ -51,6 +54,58 @@ async def outcome(future: asyncio.Future[Any], ticket: Any, timeout: float | Non
             return await future
         async with asyncio.timeout(timeout):
             return await future
+    except TimeoutError:
+        ticket.cancel(timed_out=True)
+        raise TimeoutError(f"the call did not complete within its timeout of {timeout} s") from None
     except BaseException:
         ticket.cancel()
         raise
+
+
+class RoomQueue(Protocol):
+    """What a bounded queue offers a task that found it full (see ``on_full="block"``)."""
+
+    def wait_for_room(
+        self, count: int, event_loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]
+    ) -> bool: ...
+
+    def record_timed_out(self, items: int) -> None: ...
+
+
+async def submit_when_room(
+    queue: RoomQueue,
+    count: int,
+    submit: Callable[[asyncio.Future[Any]], _core.Ticket | None],
+    timeout: float | None,
+) -> Any:
+    """Submits a call of ``count`` items with ``submit(future)`` as soon as the queue has room,
+    waiting without blocking the loop; the wait counts toward ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    while True:
+        room: asyncio.Future[None] = loop.create_future()
+        if queue.wait_for_room(count, loop, room):
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await room
+            except TimeoutError:
+                queue.record_timed_out(count)
+                raise TimeoutError(
+                    f"the queue had no room for this call within its timeout of {timeout} s"
+                ) from None
+        future = loop.create_future()
+        try:
+            ticket = submit(future)
+        except _core.QueueFullError:
+            continue  # another call took the room first
+        if ticket is None:
+            return []
+        left = None if deadline is None else max(deadline - loop.time(), 0.0)
+        return await outcome(future, ticket, left)
+
+
+def item_count(item: Any, rows: int | None) -> int:
+    """How many items a call holds, as the core counts them."""
+    if rows is not None:
+        return rows
+    return len(item) if isinstance(item, list) else 1

@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from batched._features import FeatureSchema, FeaturesPlan
+from batched._options import QueueOptions
+
+
+class InferenceOptions(QueueOptions, total=False):
+    """Options of :func:`batched.inference.dynamically`: the queue's, plus padding."""
+
+    pad_tokens: Mapping[str, Any] | None
+    pad_token: Mapping[str, Any] | None
+    padding_side: Literal["left", "right"]
+    spread_kwargs: bool
+    device: Any
+
+
+class AsyncInferenceOptions(InferenceOptions, total=False):
+    max_concurrent_batches: int
 
 
 def pad_values(pad_tokens: Mapping[str, Any] | None, pad_token: Any) -> dict[str, Any]:
@@ -52,9 +67,10 @@ def call_features(
     return schema.check(positional if positional is not None else keywords)
 
 
-def check_plan_options(options: Mapping[str, Any]) -> None:
-    """Fails at decoration time on bad padding options, by building a throwaway plan."""
-    make_plan(
+def plan_from(options: Mapping[str, Any]) -> tuple[FeatureSchema, FeaturesPlan]:
+    """A fresh schema and plan from the padding options (each processor learns its own
+    feature schema from its first call)."""
+    return make_plan(
         options.get("pad_tokens"),
         options.get("pad_token"),
         options.get("padding_side", "right"),

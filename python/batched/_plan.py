@@ -41,7 +41,7 @@ def owner_gone(batch: _core.Batch) -> None:
     batch.fail(_core.ProcessorClosedError("the object owning this batched method was collected"))
 
 
-def run_batch(batch: _core.Batch, resolve: Resolver, plan: Plan) -> bool:
+def run_batch(batch: _core.Batch, resolve: Resolver, plan: Plan, isolate: bool) -> bool:
     """Runs one batch on this thread; returns False once the function's owner is gone.
 
     A function of its own so that the batch, the bound function and the output are released
@@ -51,29 +51,53 @@ def run_batch(batch: _core.Batch, resolve: Resolver, plan: Plan) -> bool:
     if func is None:
         owner_gone(batch)
         return False
+    _run(batch, func, plan, isolate)
+    return True
+
+
+def _run(batch: _core.Batch, func: Callable[..., Any], plan: Plan, isolate: bool) -> None:
     try:
         args, kwargs, state = plan.arguments(batch)
         output = func(*args, **kwargs)
         plan.settle(batch, output, state)
+    except Exception as error:
+        if not (isolate and len(batch) > 1):
+            batch.fail(error)
+            return
+        # on_error="isolate": run each half again until the failing items are alone.
+        del error
+        for half in batch.split(len(batch) // 2):
+            _run(half, func, plan, isolate)
     except BaseException as error:  # every caller must hear of it, whatever it is
         batch.fail(error)
-    return True
 
 
-async def run_batch_async(batch: _core.Batch, resolve: Resolver, plan: Plan) -> None:
+async def run_batch_async(batch: _core.Batch, resolve: Resolver, plan: Plan, isolate: bool) -> None:
     """Runs one batch of an ``async def`` function on the current event loop."""
     func = resolve()
     if func is None:
         owner_gone(batch)
         return
+    await _run_async(batch, func, plan, isolate)
+
+
+async def _run_async(
+    batch: _core.Batch, func: Callable[..., Any], plan: Plan, isolate: bool
+) -> None:
     try:
         args, kwargs, state = plan.arguments(batch)
         output = await func(*args, **kwargs)
         plan.settle(batch, output, state)
-    except BaseException as error:
+    except Exception as error:
+        if not (isolate and len(batch) > 1):
+            batch.fail(error)
+            return
+        del error
+        for half in batch.split(len(batch) // 2):
+            await _run_async(half, func, plan, isolate)
+    except BaseException as error:  # cancellation, KeyboardInterrupt, SystemExit
         batch.fail(error)
-        if not isinstance(error, Exception):  # cancellation, KeyboardInterrupt, SystemExit
-            raise
+        raise
 
 
 def item_lengths(length_of: Callable[[Any], int] | None, item: Any) -> list[int] | None:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, Unpack, overload
 
 from batched import _core
 from batched._decorate import apply_or_defer, check_callable
-from batched._delivery import deliver, outcome
+from batched._delivery import deliver, item_count, outcome, submit_when_room
+from batched._options import BatchOptions, Settings
 from batched._plan import ITEMS, Plan, Resolver, item_lengths, run_batch
 from batched._stats import BatchStats
 
@@ -20,18 +22,26 @@ U = TypeVar("U")
 
 BatchFunction = Callable[[list[T]], Sequence[U]]
 
-DEFAULT_BATCH_SIZE = 32
-DEFAULT_TIMEOUT_MS = 5.0
-DEFAULT_SMALL_BATCH_THRESHOLD = 8
-
 # How long an interpreter exit (or a collected processor) waits for a running batch to finish.
 _FINALIZE_JOIN_SECONDS = 5.0
 
+# Every processor alive, so that a forked child can restart them.
+_live_processors: weakref.WeakSet[BatchProcessor[Any, Any]] = weakref.WeakSet()
 
-def _serve(core: _core.Processor, resolve: Resolver, plan: Plan) -> None:
+
+def _restart_all_after_fork() -> None:
+    for processor in list(_live_processors):
+        processor._restart_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_restart_all_after_fork)
+
+
+def _serve(core: _core.Processor, resolve: Resolver, plan: Plan, isolate: bool) -> None:
     try:
         while (batch := core.next_batch()) is not None:
-            if not run_batch(batch, resolve, plan):
+            if not run_batch(batch, resolve, plan, isolate):
                 break
             del batch
     finally:
@@ -58,47 +68,44 @@ class BatchProcessor(Generic[T, U]):
 
     ``func`` takes a list of items and returns one result per item, in order (a list, a tuple or
     any sequence or array whose rows are the results). Calls block the calling thread with the
-    GIL released; :meth:`acall` awaits instead.
+    GIL released; :meth:`acall` awaits instead. The options are described in the README.
     """
 
     def __init__(
         self,
         func: BatchFunction[T, U],
         *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        timeout_ms: float = DEFAULT_TIMEOUT_MS,
-        small_batch_threshold: int = DEFAULT_SMALL_BATCH_THRESHOLD,
-        sort_by_length: bool = False,
-        max_batch_tokens: int | None = None,
-        length_fn: Callable[[T], int] | None = None,
         _resolve: Resolver | None = None,
         _workers: int = 1,
         _plan: Plan = ITEMS,
+        _settings: Settings | None = None,
+        **options: Unpack[BatchOptions],
     ) -> None:
         check_callable(func)
-        self._core = _core.Processor(
-            check_int("batch_size", batch_size),
-            check_number("timeout_ms", timeout_ms),
-            check_int("small_batch_threshold", small_batch_threshold),
-            deliver,
-            check_optional_int("max_batch_tokens", max_batch_tokens),
-            bool(sort_by_length),
-        )
+        settings = _settings if _settings is not None else Settings.of(options, BatchOptions)
+        self._settings = settings
+        self._block_when_full = settings.on_full == "block"
         # Item lengths are computed only when some option looks at them.
-        self._length_of: Callable[[Any], int] | None = None
-        if sort_by_length or max_batch_tokens is not None or length_fn is not None:
-            self._length_of = length_fn if length_fn is not None else len
+        self._length_of = settings.length_of()
         functools.update_wrapper(self, func)
-        resolve = _resolve if _resolve is not None else (lambda: func)
-        name = getattr(func, "__qualname__", repr(func))
+        self._resolve = _resolve if _resolve is not None else (lambda: func)
+        self._worker_count = _workers
+        self._plan = _plan
+        self._start()
+        _live_processors.add(self)
+
+    def _start(self) -> None:
+        self._core = _core.Processor(deliver=deliver, **self._settings.core_options())
+        name = getattr(self, "__qualname__", "batch function")
+        isolate = self._settings.on_error == "isolate"
         self._workers = tuple(
             threading.Thread(
                 target=_serve,
-                args=(self._core, resolve, _plan),
+                args=(self._core, self._resolve, self._plan, isolate),
                 name=f"batched:{name}",
                 daemon=True,
             )
-            for _ in range(_workers)
+            for _ in range(self._worker_count)
         )
         for worker in self._workers:
             worker.start()
@@ -106,6 +113,14 @@ class BatchProcessor(Generic[T, U]):
         self._finalizer = weakref.finalize(
             self, _stop, self._core, self._workers, False, _FINALIZE_JOIN_SECONDS
         )
+
+    def _restart_after_fork(self) -> None:
+        """In a forked child: the parent's worker threads do not exist here and its queue's
+        locks may be held forever, so a running processor starts afresh (empty, new workers)."""
+        if not self._finalizer.alive:
+            return  # shut down before the fork: stays shut down
+        self._finalizer.detach()
+        self._start()
 
     @overload
     def __call__(
@@ -141,7 +156,18 @@ class BatchProcessor(Generic[T, U]):
         """``acall`` with the core's options: a row payload and per-item lengths."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        ticket = self._core.submit(item, loop, future, priority, rows, lengths)
+        core = self._core
+        try:
+            ticket = core.submit(item, loop, future, priority, rows, lengths)
+        except _core.QueueFullError:
+            if not self._block_when_full:
+                raise
+            return await submit_when_room(
+                core,
+                item_count(item, rows),
+                lambda future: core.submit(item, loop, future, priority, rows, lengths),
+                timeout,
+            )
         if ticket is None:
             return []
         return await outcome(future, ticket, timeout)
@@ -150,6 +176,12 @@ class BatchProcessor(Generic[T, U]):
     def stats(self) -> BatchStats:
         """A snapshot of this processor's statistics."""
         return BatchStats(**self._core.stats())
+
+    def histograms(self, time_bounds: list[float], size_bounds: list[int]) -> dict[str, Any]:
+        """The histograms behind :attr:`stats`, cumulated at the given ascending bounds (seconds
+        for ``queue_wait_seconds`` and ``batch_time_seconds``, items for ``batch_size``): each a
+        ``(cumulative_counts, sum, count)`` tuple, as metrics exporters want them."""
+        return self._core.histograms(time_bounds, size_bounds)
 
     @property
     def closed(self) -> bool:
@@ -175,70 +207,25 @@ class BatchProcessor(Generic[T, U]):
         return f"<BatchProcessor {getattr(self, '__qualname__', '?')} ({state})>"
 
 
-def check_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    return value
-
-
-def check_optional_int(name: str, value: object) -> int | None:
-    return None if value is None else check_int(name, value)
-
-
-def check_number(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of milliseconds, got {value!r}")
-    return float(value)
-
-
 @overload
 def dynamically(func: BatchFunction[T, U], /) -> BatchProcessor[T, U]: ...
 @overload
 def dynamically(
-    func: None = None,
-    /,
-    *,
-    batch_size: int = ...,
-    timeout_ms: float = ...,
-    small_batch_threshold: int = ...,
-    sort_by_length: bool = ...,
-    max_batch_tokens: int | None = ...,
-    length_fn: Callable[[T], int] | None = ...,
+    func: None = None, /, **options: Unpack[BatchOptions]
 ) -> Callable[[BatchFunction[T, U]], BatchProcessor[T, U]]: ...
-def dynamically(
-    func: BatchFunction[T, U] | None = None,
-    /,
-    *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    timeout_ms: float = DEFAULT_TIMEOUT_MS,
-    small_batch_threshold: int = DEFAULT_SMALL_BATCH_THRESHOLD,
-    sort_by_length: bool = False,
-    max_batch_tokens: int | None = None,
-    length_fn: Callable[[T], int] | None = None,
-) -> Any:
+def dynamically(func: BatchFunction[T, U] | None = None, /, **options: Any) -> Any:
     """Decorates a function taking a list of items so that single calls are batched.
 
     Use it bare (``@batched.dynamically``) or with options
     (``@batched.dynamically(batch_size=64, timeout_ms=2.0)``). On a method, each instance gets
     its own processor. ``sort_by_length`` groups items of similar length and
     ``max_batch_tokens`` caps a batch's padded size (items times longest item); both measure
-    items with ``length_fn`` (``len`` by default).
+    items with ``length_fn`` (``len`` by default). ``max_queue_size`` bounds the queue:
+    a call that does not fit raises :class:`QueueFullError`, or with ``on_full="block"`` waits
+    for room. ``on_error="isolate"`` retries a failing batch in halves so that only the callers
+    of the items it fails on get the exception.
     """
-    options: dict[str, Any] = {
-        "batch_size": batch_size,
-        "timeout_ms": timeout_ms,
-        "small_batch_threshold": small_batch_threshold,
-        "sort_by_length": sort_by_length,
-        "max_batch_tokens": max_batch_tokens,
-        "length_fn": length_fn,
-    }
-    # Validate now, at decoration time, even for methods whose processors come later.
-    _core.validate_policy(
-        check_int("batch_size", batch_size),
-        check_number("timeout_ms", timeout_ms),
-        check_int("small_batch_threshold", small_batch_threshold),
-        check_optional_int("max_batch_tokens", max_batch_tokens),
-        bool(sort_by_length),
-    )
+    # Checked now, at decoration time, even for methods whose processors come later.
+    settings = Settings.of(options, BatchOptions)
 
-    return apply_or_defer(BatchProcessor, func, options)
+    return apply_or_defer(BatchProcessor, func, {"_settings": settings})

@@ -14,7 +14,11 @@ class BatchStats:
     ``deadline_batches`` count why batches left: because ``batch_size`` items were waiting, or
     because the oldest item had waited ``timeout_ms``. ``drain_batches`` left during a draining
     shutdown. ``padded_fraction`` is the share of padded positions that held padding, over the
-    batches the inference flavours padded.
+    batches the inference flavours padded. The ``items_*`` counters count items that got no
+    result from the function: ``items_failed`` because their batch raised, ``items_timed_out``
+    because their caller's ``timeout`` passed, ``items_cancelled`` because their caller was
+    cancelled or interrupted, ``items_rejected`` because the queue refused them (full, or over
+    ``max_batch_tokens``).
     """
 
     queue_size: int = 0
@@ -30,3 +34,7 @@ class BatchStats:
     deadline_batches: int = 0
     drain_batches: int = 0
     padded_fraction: float = 0.0
+    items_failed: int = 0
+    items_timed_out: int = 0
+    items_cancelled: int = 0
+    items_rejected: int = 0

@@ -13,11 +13,13 @@ use super::settle::Settlement;
 use crate::call::Failure;
 use crate::pending::Entry;
 use crate::scheduler::Batch as CoreBatch;
+use crate::stats::Unserved;
 
 /// What a batch reports back to: the processor or event-loop queue it came from.
 pub(crate) trait BatchOwner: Send + Sync {
     fn record_batch(&self, items: usize, elapsed: std::time::Duration);
     fn record_padding(&self, real: u64, padded: u64);
+    fn record_unserved(&self, why: Unserved, items: usize);
     /// The Python hook that resolves futures on their own loop (see `Settlement::flush`).
     fn deliver(&self) -> &Py<PyAny>;
     /// Wakes blocked callers whose results are in, now or at a better moment.
@@ -53,6 +55,9 @@ impl Batch {
     fn finish(&self, py: Python<'_>, entries: &[Entry<CallRef>], outcome: Outcome) {
         self.owner
             .record_batch(entries.len(), self.dispatched.elapsed());
+        if matches!(outcome, Outcome::Failed(_)) {
+            self.owner.record_unserved(Unserved::Failed, entries.len());
+        }
         let mut settlement = Settlement::default();
         let scattered = catch_unwind(AssertUnwindSafe(|| match outcome {
             Outcome::Rows(rows) => scatter(py, entries, rows, &mut settlement),
@@ -257,6 +262,28 @@ impl Batch {
         Ok(())
     }
 
+    /// Splits the batch in two at position `at` (0 < `at` < len): the first `at` items and the
+    /// rest, each to be settled on its own. Used to find the items a failing batch fails on.
+    fn split(&self, at: usize) -> PyResult<(Batch, Batch)> {
+        if at == 0 || at >= self.len {
+            return Err(PyValueError::new_err(format!(
+                "cannot split a batch of {} items at {at}; split strictly inside it",
+                self.len
+            )));
+        }
+        let Some(mut first) = self.take_entries() else {
+            return Err(PyValueError::new_err("the batch has already been settled"));
+        };
+        let second = first.split_off(at);
+        let part = |entries: Vec<Entry<CallRef>>| Batch {
+            len: entries.len(),
+            entries: Mutex::new(Some(entries)),
+            dispatched: self.dispatched,
+            owner: Arc::clone(&self.owner),
+        };
+        Ok((part(first), part(second)))
+    }
+
     /// Adds a padded batch to the statistics: `real` positions of data among `padded`.
     fn record_padding(&self, real: u64, padded: u64) {
         self.owner.record_padding(real, padded);
@@ -276,6 +303,7 @@ impl Drop for Batch {
         let Some(entries) = self.take_entries() else {
             return;
         };
+        self.owner.record_unserved(Unserved::Failed, entries.len());
         Python::attach(|py| {
             let mut settlement = Settlement::default();
             let failure = || Failure::Internal("a batch was discarded before it completed".into());

@@ -9,8 +9,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use super::errors::failure_to_err;
-use crate::call::{Call, Failure};
+use crate::call::{Call, Delivery, Failure};
 use crate::pending::Cancellable;
+use crate::stats::Unserved;
 
 pub(crate) enum Inputs {
     One(Py<PyAny>),
@@ -33,6 +34,8 @@ pub(crate) enum Waiter {
 
 pub(crate) struct PyCall {
     pub inputs: Inputs,
+    /// How many items the call holds.
+    pub len: usize,
     pub outcome: Call<Py<PyAny>, Py<PyAny>>,
     pub waiter: Waiter,
 }
@@ -49,6 +52,7 @@ impl PyCall {
     pub fn new(inputs: Inputs, len: usize, waiter: Waiter) -> CallRef {
         Arc::new(Self {
             inputs,
+            len,
             outcome: Call::new(len),
             waiter,
         })
@@ -93,36 +97,93 @@ impl PyCall {
         }
     }
 
-    /// Blocks with the GIL released until the call ends. On the main thread it wakes every
-    /// `SIGNAL_CHECK` to let Ctrl-C through; elsewhere it sleeps until woken.
-    pub fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
-        // A timeout too large to represent means no limit.
-        let deadline = timeout
-            .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
-            .and_then(|limit| Instant::now().checked_add(limit));
-        let on_main_thread = MAIN_THREAD.get() == Some(&std::thread::current().id());
+    /// Blocks with the GIL released until the call ends or `deadline` passes (raising
+    /// `TimeoutError` for a `timeout` of that many seconds). A caller that gives up withdraws
+    /// the call and tells `unserved` why.
+    pub fn wait(
+        &self,
+        py: Python<'_>,
+        deadline: Option<Instant>,
+        timeout: Option<f64>,
+        unserved: &dyn Fn(Unserved, usize),
+    ) -> PyResult<Py<PyAny>> {
+        let mut wait = Interruptible::new(deadline);
         loop {
-            let slice_end = match (on_main_thread, deadline) {
-                (false, deadline) => deadline,
-                (true, None) => Some(Instant::now() + SIGNAL_CHECK),
-                (true, Some(deadline)) => Some(deadline.min(Instant::now() + SIGNAL_CHECK)),
-            };
-            if py.detach(|| self.outcome.wait(slice_end)) {
+            if py.detach(|| self.outcome.wait(wait.slice_end())) {
                 return self.take_outcome(py);
             }
-            if let Err(interrupt) = py.check_signals() {
-                self.outcome.fail(Failure::Abandoned);
-                return Err(interrupt);
-            }
-            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-                return match self.outcome.fail(Failure::Abandoned) {
-                    // It ended just now, between the wait and the check: hand out its outcome.
-                    crate::call::Delivery::Ignored => self.take_outcome(py),
-                    _ => Err(timeout_error(timeout.unwrap_or_default())),
-                };
+            match wait.check(py) {
+                Ok(()) => continue,
+                Err(Stop::Interrupted(interrupt)) => {
+                    if self.outcome.fail(Failure::Abandoned) == Delivery::Completed {
+                        unserved(Unserved::Cancelled, self.len);
+                    }
+                    return Err(interrupt);
+                }
+                Err(Stop::DeadlinePassed) => {
+                    return match self.outcome.fail(Failure::Abandoned) {
+                        // It ended just now, between the wait and the check: hand out its outcome.
+                        Delivery::Ignored => self.take_outcome(py),
+                        _ => {
+                            unserved(Unserved::TimedOut, self.len);
+                            Err(timeout_error(timeout.unwrap_or_default()))
+                        }
+                    };
+                }
             }
         }
     }
+}
+
+/// When a wait should stop early.
+pub(crate) enum Stop {
+    /// A signal handler raised (Ctrl-C on the main thread).
+    Interrupted(PyErr),
+    DeadlinePassed,
+}
+
+/// A wait with the GIL released, cut into slices: on the main thread it wakes every
+/// `SIGNAL_CHECK` to let Ctrl-C through; elsewhere it sleeps until woken or its deadline.
+pub(crate) struct Interruptible {
+    deadline: Option<Instant>,
+    on_main_thread: bool,
+}
+
+impl Interruptible {
+    pub fn new(deadline: Option<Instant>) -> Self {
+        Self {
+            deadline,
+            on_main_thread: MAIN_THREAD.get() == Some(&std::thread::current().id()),
+        }
+    }
+
+    /// When the next slice of the wait ends.
+    pub fn slice_end(&self) -> Option<Instant> {
+        match (self.on_main_thread, self.deadline) {
+            (false, deadline) => deadline,
+            (true, None) => Some(Instant::now() + SIGNAL_CHECK),
+            (true, Some(deadline)) => Some(deadline.min(Instant::now() + SIGNAL_CHECK)),
+        }
+    }
+
+    /// After a slice ended without the awaited event: whether to go on waiting.
+    pub fn check(&mut self, py: Python<'_>) -> Result<(), Stop> {
+        py.check_signals().map_err(Stop::Interrupted)?;
+        if self
+            .deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+        {
+            return Err(Stop::DeadlinePassed);
+        }
+        Ok(())
+    }
+}
+
+/// The instant `timeout` seconds from now; `None` for no timeout or one too large to represent.
+pub(crate) fn deadline_after(timeout: Option<f64>) -> Option<Instant> {
+    timeout
+        .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+        .and_then(|limit| Instant::now().checked_add(limit))
 }
 
 pub(crate) fn timeout_error(seconds: f64) -> PyErr {

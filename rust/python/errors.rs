@@ -4,6 +4,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 
+use crate::admission::Refusal;
 use crate::call::Failure;
 
 create_exception!(
@@ -17,6 +18,13 @@ create_exception!(
     ProcessorClosedError,
     BatchedError,
     "The processor was shut down before this call could run."
+);
+
+create_exception!(
+    batched,
+    QueueFullError,
+    BatchedError,
+    "The processor's queue had no room for this call (see max_queue_size)."
 );
 
 pub(crate) const CLOSED_MESSAGE: &str =
@@ -35,5 +43,24 @@ pub(crate) fn failure_to_err(py: Python<'_>, failure: Failure<Py<PyAny>>) -> PyE
         Failure::Internal(message) => BatchedError::new_err(format!(
             "internal error in batched ({message}); please report it"
         )),
+    }
+}
+
+/// The exception for a call the bounded queue did not admit.
+pub(crate) fn refusal_error(refusal: Refusal) -> PyErr {
+    match refusal {
+        Refusal::Full {
+            queued,
+            count,
+            limit,
+        } => QueueFullError::new_err(format!(
+            "the queue holds {queued} of max_queue_size={limit} items and has no room for \
+             {count} more; retry later, shed load, raise max_queue_size or use on_full=\"block\""
+        )),
+        Refusal::TooLarge { count, limit } => QueueFullError::new_err(format!(
+            "a call of {count} items can never fit a queue of max_queue_size={limit}; \
+             split the call or raise max_queue_size"
+        )),
+        Refusal::Closed => closed_error(),
     }
 }

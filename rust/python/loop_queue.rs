@@ -12,13 +12,18 @@ use pyo3::types::PyDict;
 use super::batch::{Batch, BatchOwner};
 use super::call::{CallRef, PyCall, Waiter};
 use super::errors::closed_error;
-use super::processor::{call_spec, policy_from, rejected_error, stats_dict, CallSpec, Ticket};
-use super::settle::Settlement;
+use super::errors::refusal_error;
+use super::processor::{
+    call_spec, histograms_dict, policy_from, queue_bound, register_room_waiter, rejected_error,
+    stats_dict, CallSpec, Ticket,
+};
+use super::settle::{wake_room_waiters, RoomWaiter, Settlement};
+use crate::admission::Admission;
 use crate::call::Failure;
 use crate::pending::Submission;
 use crate::policy::BatchPolicy;
 use crate::scheduler::{check_lengths, Assembly, Poll};
-use crate::stats::Stats;
+use crate::stats::{Stats, Unserved};
 
 /// Statistics shared by the queues of one processor across event loops.
 #[derive(Default)]
@@ -30,6 +35,9 @@ struct Totals {
 struct Inner {
     assembly: Mutex<Assembly<CallRef>>,
     policy: BatchPolicy,
+    /// This loop's bound: each event loop's queue has its own `max_queue_size`.
+    admission: Admission<RoomWaiter>,
+    block_when_full: bool,
     totals: Arc<Totals>,
     deliver: Py<PyAny>,
     closed: AtomicBool,
@@ -39,6 +47,17 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+impl Inner {
+    /// Gives back the room of `count` items and wakes the tasks waiting for it.
+    fn release(&self, py: Python<'_>, count: usize) {
+        self.totals.queued.fetch_sub(count, Ordering::Relaxed);
+        let woken = self.admission.release(count);
+        if !woken.is_empty() {
+            wake_room_waiters(py, &self.deliver, woken);
+        }
+    }
+}
+
 impl BatchOwner for Inner {
     fn record_batch(&self, items: usize, elapsed: Duration) {
         lock(&self.totals.stats).record_batch(items, elapsed);
@@ -46,6 +65,10 @@ impl BatchOwner for Inner {
 
     fn record_padding(&self, real: u64, padded: u64) {
         lock(&self.totals.stats).record_padding(real, padded);
+    }
+
+    fn record_unserved(&self, why: Unserved, items: usize) {
+        lock(&self.totals.stats).record_unserved(why, items);
     }
 
     fn deliver(&self) -> &Py<PyAny> {
@@ -69,7 +92,8 @@ impl LoopQueue {
     /// `share_stats_with` makes this queue add to another queue's statistics, so that one
     /// processor reports once across all its event loops.
     #[new]
-    #[pyo3(signature = (batch_size, timeout_ms, small_batch_threshold, deliver, share_stats_with = None, max_batch_tokens = None, sort_by_length = false))]
+    #[pyo3(signature = (batch_size, timeout_ms, small_batch_threshold, deliver, share_stats_with = None, max_batch_tokens = None, sort_by_length = false, max_queue_size = None, on_full = "raise"))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         batch_size: i64,
         timeout_ms: f64,
@@ -78,6 +102,8 @@ impl LoopQueue {
         share_stats_with: Option<&LoopQueue>,
         max_batch_tokens: Option<i64>,
         sort_by_length: bool,
+        max_queue_size: Option<i64>,
+        on_full: &str,
     ) -> PyResult<Self> {
         let policy = policy_from(
             batch_size,
@@ -86,11 +112,14 @@ impl LoopQueue {
             max_batch_tokens,
             sort_by_length,
         )?;
+        let (limit, block_when_full) = queue_bound(max_queue_size, on_full)?;
         let totals = share_stats_with.map_or_else(Arc::default, |other| other.inner.totals.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 assembly: Mutex::new(Assembly::new(&policy)),
                 policy,
+                admission: Admission::new(limit),
+                block_when_full,
                 totals,
                 deliver,
                 closed: AtomicBool::new(false),
@@ -123,7 +152,8 @@ impl LoopQueue {
             return Ok((None, false));
         }
         let call = PyCall::new(inputs, len, Waiter::Future { event_loop, future });
-        let policy = &self.inner.policy;
+        let inner = &self.inner;
+        let policy = &inner.policy;
         let submission = check_lengths(
             Submission {
                 call: Arc::clone(&call),
@@ -134,8 +164,18 @@ impl LoopQueue {
             },
             policy,
         )
-        .map_err(rejected_error)?;
-        let mut assembly = lock(&self.inner.assembly);
+        .map_err(|rejected| {
+            inner.record_unserved(Unserved::Rejected, len);
+            rejected_error(rejected)
+        })?;
+        if let Err(refusal) = inner.admission.try_admit(len) {
+            // Under on_full="block" the task waits for room (`wait_for_room`) and tries again.
+            if !inner.block_when_full {
+                inner.record_unserved(Unserved::Rejected, len);
+            }
+            return Err(refusal_error(refusal));
+        }
+        let mut assembly = lock(&inner.assembly);
         let before = assembly.len();
         assembly.push(submission);
         self.inner.totals.queued.fetch_add(len, Ordering::Relaxed);
@@ -144,21 +184,41 @@ impl LoopQueue {
         let act = before == 0
             || (before < batch_size && before + len >= batch_size)
             || policy.packing.max_batch_tokens.is_some();
-        Ok((Some(Ticket { call }), act))
+        let owner: Arc<dyn BatchOwner> = self.inner.clone();
+        Ok((Some(Ticket { call, owner }), act))
+    }
+
+    /// As `Processor.wait_for_room`, for this loop's queue.
+    fn wait_for_room(
+        &self,
+        count: usize,
+        event_loop: Py<PyAny>,
+        future: Py<PyAny>,
+    ) -> PyResult<bool> {
+        register_room_waiter(
+            &self.inner.admission,
+            count,
+            event_loop,
+            future,
+            &*self.inner,
+        )
+    }
+
+    /// Counts `items` of a call that gave up waiting for room after `timeout`.
+    fn record_timed_out(&self, items: usize) {
+        self.inner.record_unserved(Unserved::TimedOut, items);
     }
 
     /// A batch that may leave now, else `None` and the seconds until one may (or `None` when
-    /// nothing is queued).
-    fn poll(&self) -> (Option<Batch>, Option<f64>) {
+    /// nothing is queued). `draining` sends whatever is queued without waiting.
+    #[pyo3(signature = (draining = false))]
+    fn poll(&self, py: Python<'_>, draining: bool) -> (Option<Batch>, Option<f64>) {
         let (poll, removed) = {
             let mut assembly = lock(&self.inner.assembly);
             let mut stats = lock(&self.inner.totals.stats);
-            assembly.poll(Instant::now(), &self.inner.policy, false, &mut stats)
+            assembly.poll(Instant::now(), &self.inner.policy, draining, &mut stats)
         };
-        self.inner
-            .totals
-            .queued
-            .fetch_sub(removed, Ordering::Relaxed);
+        self.inner.release(py, removed);
         match poll {
             Poll::Ready(batch) => {
                 let owner: Arc<dyn BatchOwner> = self.inner.clone();
@@ -177,17 +237,16 @@ impl LoopQueue {
     }
 
     /// Refuses further calls; queued ones stay until `fail_remaining` or `poll` takes them.
-    fn close(&self) {
+    fn close(&self, py: Python<'_>) {
         self.inner.closed.store(true, Ordering::Release);
+        let woken = self.inner.admission.close();
+        wake_room_waiters(py, &self.inner.deliver, woken);
     }
 
     /// Fails every queued call with `ProcessorClosedError`.
     fn fail_remaining(&self, py: Python<'_>) {
         let remaining = lock(&self.inner.assembly).drain();
-        self.inner
-            .totals
-            .queued
-            .fetch_sub(remaining.len(), Ordering::Relaxed);
+        self.inner.release(py, remaining.len());
         let mut settlement = Settlement::default();
         for entry in &remaining {
             settlement.ended(py, &entry.call, entry.call.outcome.fail(Failure::Closed));
@@ -204,5 +263,16 @@ impl LoopQueue {
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let stats = lock(&self.inner.totals.stats).clone();
         stats_dict(py, &stats, self.inner.totals.queued.load(Ordering::Relaxed))
+    }
+
+    /// As `Processor.histograms`, across every queue sharing this one's statistics.
+    fn histograms<'py>(
+        &self,
+        py: Python<'py>,
+        time_bounds: Vec<f64>,
+        size_bounds: Vec<u64>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let stats = lock(&self.inner.totals.stats).clone();
+        histograms_dict(py, &stats, time_bounds, size_bounds)
     }
 }

@@ -20,6 +20,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "ProcessorClosedError",
         py.get_type::<errors::ProcessorClosedError>(),
     )?;
+    m.add("QueueFullError", py.get_type::<errors::QueueFullError>())?;
     m.add_class::<processor::Processor>()?;
     m.add_function(wrap_pyfunction!(processor::validate_policy, m)?)?;
     m.add_class::<batch::Batch>()?;

@@ -9,17 +9,22 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use super::batch::{Batch, BatchOwner};
-use super::call::{timeout_error, CallRef, Inputs, PyCall, Waiter};
-use super::errors::closed_error;
-use super::settle::Settlement;
-use crate::call::Failure;
+use super::call::{
+    deadline_after, timeout_error, CallRef, Inputs, Interruptible, PyCall, Stop, Waiter,
+};
+use super::errors::{closed_error, refusal_error};
+use super::settle::{wake_room_waiters, RoomWaiter, Settlement};
+use crate::admission::{Admission, Refusal};
+use crate::call::{Delivery, Failure};
 use crate::pending::Submission;
 use crate::policy::BatchPolicy;
 use crate::scheduler::{Rejected, Scheduler};
-use crate::stats::Stats;
+use crate::stats::{Stats, Unserved};
 
 struct Shared {
-    scheduler: Scheduler<CallRef>,
+    scheduler: Scheduler<CallRef, RoomWaiter>,
+    /// `on_full="block"`: a call finding the queue full waits for room instead of failing.
+    block_when_full: bool,
     deliver: Py<PyAny>,
     /// Blocked callers whose results are in, woken once the worker has released the GIL: woken
     /// earlier, each would find the GIL taken and sleep a second time.
@@ -35,6 +40,10 @@ impl BatchOwner for Shared {
         self.scheduler.record_padding(real, padded);
     }
 
+    fn record_unserved(&self, why: Unserved, items: usize) {
+        self.scheduler.record_unserved(why, items);
+    }
+
     fn deliver(&self) -> &Py<PyAny> {
         &self.deliver
     }
@@ -48,6 +57,67 @@ impl BatchOwner for Shared {
 }
 
 impl Shared {
+    /// Resolves the futures of tasks waiting for room that releases have woken.
+    fn wake_room(&self, py: Python<'_>) {
+        let woken = self.scheduler.take_woken();
+        if !woken.is_empty() {
+            wake_room_waiters(py, &self.deliver, woken);
+        }
+    }
+
+    /// The exception for a refused submission, counted unless it was only the queue being
+    /// closed or a full queue that the caller will wait on.
+    fn refuse(&self, rejected: Rejected<CallRef>) -> PyErr {
+        let counted = match &rejected {
+            Rejected::Closed(_) => None,
+            Rejected::Refused { .. } if self.block_when_full => None,
+            Rejected::Refused { submission, .. } | Rejected::TooLong { submission, .. } => {
+                Some(submission.count)
+            }
+        };
+        if let Some(items) = counted {
+            self.record_unserved(Unserved::Rejected, items);
+        }
+        rejected_error(rejected)
+    }
+
+    /// Admits `count` items into the bounded queue, blocking with the GIL released until there
+    /// is room, `deadline` passes (`TimeoutError`) or Ctrl-C. Returns the items queued before.
+    fn admit_blocking(
+        &self,
+        py: Python<'_>,
+        count: usize,
+        deadline: Option<Instant>,
+        timeout: Option<f64>,
+    ) -> PyResult<usize> {
+        let admission = self.scheduler.admission();
+        let mut wait = Interruptible::new(deadline);
+        loop {
+            let slice_end = wait.slice_end();
+            match py.detach(|| admission.admit_blocking(count, slice_end)) {
+                Ok(Some(before)) => return Ok(before),
+                Ok(None) => {}
+                Err(refusal) => {
+                    if refusal != Refusal::Closed {
+                        self.record_unserved(Unserved::Rejected, count);
+                    }
+                    return Err(refusal_error(refusal));
+                }
+            }
+            match wait.check(py) {
+                Ok(()) => {}
+                Err(Stop::Interrupted(interrupt)) => {
+                    self.record_unserved(Unserved::Cancelled, count);
+                    return Err(interrupt);
+                }
+                Err(Stop::DeadlinePassed) => {
+                    self.record_unserved(Unserved::TimedOut, count);
+                    return Err(timeout_error(timeout.unwrap_or_default()));
+                }
+            }
+        }
+    }
+
     fn wake_waiting(&self) {
         let calls = std::mem::take(
             &mut *self
@@ -63,13 +133,15 @@ impl Shared {
 
 /// Validates the batching options at decoration time, raising `ValueError` with what is wrong.
 #[pyfunction]
-#[pyo3(signature = (batch_size, timeout_ms, small_batch_threshold, max_batch_tokens = None, sort_by_length = false))]
+#[pyo3(signature = (batch_size, timeout_ms, small_batch_threshold, max_batch_tokens = None, sort_by_length = false, max_queue_size = None, on_full = "raise"))]
 pub(crate) fn validate_policy(
     batch_size: i64,
     timeout_ms: f64,
     small_batch_threshold: i64,
     max_batch_tokens: Option<i64>,
     sort_by_length: bool,
+    max_queue_size: Option<i64>,
+    on_full: &str,
 ) -> PyResult<()> {
     policy_from(
         batch_size,
@@ -77,8 +149,55 @@ pub(crate) fn validate_policy(
         small_batch_threshold,
         max_batch_tokens,
         sort_by_length,
-    )
-    .map(drop)
+    )?;
+    queue_bound(max_queue_size, on_full).map(drop)
+}
+
+/// The queue's bound and whether a full queue blocks callers, from the Python options.
+pub(crate) fn queue_bound(
+    max_queue_size: Option<i64>,
+    on_full: &str,
+) -> PyResult<(Option<usize>, bool)> {
+    let limit = match max_queue_size {
+        None => None,
+        Some(size) => Some(
+            usize::try_from(size)
+                .ok()
+                .filter(|&size| size >= 1)
+                .ok_or_else(|| {
+                    PyValueError::new_err(format!(
+                        "max_queue_size must be an integer of at least 1 (or None for no bound), got {size}"
+                    ))
+                })?,
+        ),
+    };
+    let block = match on_full {
+        "raise" => false,
+        "block" => true,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "on_full must be \"raise\" or \"block\", got {other:?}"
+            )))
+        }
+    };
+    Ok((limit, block))
+}
+
+/// Registers an event-loop task to be woken when `admission` may have room for `count` items.
+/// Returns false when it need not wait (room now, or closed): the task retries at once.
+pub(crate) fn register_room_waiter(
+    admission: &Admission<RoomWaiter>,
+    count: usize,
+    event_loop: Py<PyAny>,
+    future: Py<PyAny>,
+    owner: &dyn BatchOwner,
+) -> PyResult<bool> {
+    if let Some(limit) = admission.limit().filter(|&limit| count > limit) {
+        owner.record_unserved(Unserved::Rejected, count);
+        return Err(refusal_error(Refusal::TooLarge { count, limit }));
+    }
+    let waiter = RoomWaiter { event_loop, future };
+    Ok(admission.register(count, waiter).is_none())
 }
 
 pub(crate) fn policy_from(
@@ -107,14 +226,23 @@ pub struct Processor {
 #[pyclass(frozen, module = "batched._core")]
 pub struct Ticket {
     pub(crate) call: CallRef,
+    pub(crate) owner: Arc<dyn BatchOwner>,
 }
 
 #[pymethods]
 impl Ticket {
     /// Withdraws the call: items not yet dispatched never reach the user function, and results
-    /// of items already running are dropped.
-    fn cancel(&self) {
-        self.call.outcome.fail(Failure::Abandoned);
+    /// of items already running are dropped. `timed_out` says why, for the statistics.
+    #[pyo3(signature = (timed_out = false))]
+    fn cancel(&self, timed_out: bool) {
+        if self.call.outcome.fail(Failure::Abandoned) == Delivery::Completed {
+            let why = if timed_out {
+                Unserved::TimedOut
+            } else {
+                Unserved::Cancelled
+            };
+            self.owner.record_unserved(why, self.call.len);
+        }
     }
 }
 
@@ -161,6 +289,7 @@ pub(crate) fn call_spec(
 pub(crate) fn rejected_error<C>(rejected: Rejected<C>) -> PyErr {
     match rejected {
         Rejected::Closed(_) => closed_error(),
+        Rejected::Refused { refusal, .. } => refusal_error(refusal),
         Rejected::TooLong {
             index,
             length,
@@ -173,32 +302,21 @@ pub(crate) fn rejected_error<C>(rejected: Rejected<C>) -> PyErr {
     }
 }
 
-impl Processor {
-    fn submit_call(
-        &self,
-        call: &CallRef,
-        len: usize,
-        lengths: Option<Vec<usize>>,
-        priority: i32,
-    ) -> PyResult<()> {
-        let submission = Submission {
-            call: Arc::clone(call),
-            count: len,
-            priority,
-            arrival: Instant::now(),
-            lengths,
-        };
-        self.shared
-            .scheduler
-            .submit(submission)
-            .map_err(rejected_error)
+fn submission(call: &CallRef, lengths: Option<Vec<usize>>, priority: i32) -> Submission<CallRef> {
+    Submission {
+        call: Arc::clone(call),
+        count: call.len,
+        priority,
+        arrival: Instant::now(),
+        lengths,
     }
 }
 
 #[pymethods]
 impl Processor {
     #[new]
-    #[pyo3(signature = (batch_size, timeout_ms, small_batch_threshold, deliver, max_batch_tokens = None, sort_by_length = false))]
+    #[pyo3(signature = (batch_size, timeout_ms, small_batch_threshold, deliver, max_batch_tokens = None, sort_by_length = false, max_queue_size = None, on_full = "raise"))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         batch_size: i64,
         timeout_ms: f64,
@@ -206,6 +324,8 @@ impl Processor {
         deliver: Py<PyAny>,
         max_batch_tokens: Option<i64>,
         sort_by_length: bool,
+        max_queue_size: Option<i64>,
+        on_full: &str,
     ) -> PyResult<Self> {
         let policy = policy_from(
             batch_size,
@@ -214,9 +334,11 @@ impl Processor {
             max_batch_tokens,
             sort_by_length,
         )?;
+        let (limit, block_when_full) = queue_bound(max_queue_size, on_full)?;
         Ok(Self {
             shared: Arc::new(Shared {
-                scheduler: Scheduler::new(policy),
+                scheduler: Scheduler::new(policy, limit),
+                block_when_full,
                 deliver,
                 wake_later: Mutex::new(Vec::new()),
             }),
@@ -248,9 +370,22 @@ impl Processor {
             // No time to wait at all (or NaN): fail before queueing anything, as asyncio does.
             return Err(timeout_error(seconds));
         }
+        let deadline = deadline_after(timeout);
         let call = PyCall::new(inputs, len, Waiter::Thread);
-        self.submit_call(&call, len, lengths, priority)?;
-        call.wait(py, timeout)
+        let shared = &*self.shared;
+        let scheduler = &shared.scheduler;
+        let submission = submission(&call, lengths, priority);
+        let submitted = if shared.block_when_full {
+            let submission = scheduler.check(submission).map_err(|r| shared.refuse(r))?;
+            let before = shared.admit_blocking(py, len, deadline, timeout)?;
+            scheduler.submit_admitted(submission, before)
+        } else {
+            scheduler.submit(submission)
+        };
+        submitted.map_err(|rejected| shared.refuse(rejected))?;
+        call.wait(py, deadline, timeout, &|why, items| {
+            shared.record_unserved(why, items);
+        })
     }
 
     /// Submits `arg` for a caller awaiting `future` on `event_loop`. Returns `None` for an empty
@@ -274,8 +409,38 @@ impl Processor {
             return Ok(None);
         }
         let call = PyCall::new(inputs, len, Waiter::Future { event_loop, future });
-        self.submit_call(&call, len, lengths, priority)?;
-        Ok(Some(Ticket { call }))
+        let shared = &self.shared;
+        shared
+            .scheduler
+            .submit(submission(&call, lengths, priority))
+            .map_err(|rejected| shared.refuse(rejected))?;
+        let owner: Arc<dyn BatchOwner> = shared.clone();
+        Ok(Some(Ticket { call, owner }))
+    }
+
+    /// For a task that `submit` refused with `QueueFullError` under `on_full="block"`: registers
+    /// `future` to be resolved once the queue may have room for `count` items. Returns false
+    /// when the task should retry at once instead. Raises `QueueFullError` if `count` items can
+    /// never fit.
+    fn wait_for_room(
+        &self,
+        count: usize,
+        event_loop: Py<PyAny>,
+        future: Py<PyAny>,
+    ) -> PyResult<bool> {
+        let shared = &*self.shared;
+        register_room_waiter(
+            shared.scheduler.admission(),
+            count,
+            event_loop,
+            future,
+            shared,
+        )
+    }
+
+    /// Counts `items` of a call that gave up waiting for room after `timeout`.
+    fn record_timed_out(&self, items: usize) {
+        self.shared.record_unserved(Unserved::TimedOut, items);
     }
 
     /// Blocks, with the GIL released, until a batch may leave; `None` once the processor is
@@ -283,17 +448,19 @@ impl Processor {
     fn next_batch(&self, py: Python<'_>) -> Option<Batch> {
         let shared: Arc<dyn BatchOwner> = self.shared.clone();
         let this = &self.shared;
-        py.detach(|| {
+        let batch = py.detach(|| {
             this.wake_waiting();
             this.scheduler.next_batch()
-        })
-        .map(|batch| Batch::new(batch, shared))
+        });
+        this.wake_room(py);
+        batch.map(|batch| Batch::new(batch, shared))
     }
 
     /// Stops accepting calls. With `drain`, queued items still run; otherwise the worker stops
     /// after its current batch and `fail_remaining` tells the queued callers.
-    fn close(&self, drain: bool) {
+    fn close(&self, py: Python<'_>, drain: bool) {
         self.shared.scheduler.close(drain);
+        self.shared.wake_room(py);
     }
 
     /// Fails every still-queued call with `ProcessorClosedError`; call after the worker stopped.
@@ -305,6 +472,7 @@ impl Processor {
             settlement.ended(py, &entry.call, entry.call.outcome.fail(Failure::Closed));
         }
         settlement.flush_and_wake(py, &self.shared.deliver);
+        self.shared.wake_room(py);
     }
 
     #[getter]
@@ -319,6 +487,17 @@ impl Processor {
             &self.shared.scheduler.stats(),
             self.shared.scheduler.queued(),
         )
+    }
+
+    /// The histograms behind the statistics, cumulated at the given bounds (see
+    /// `batched.metrics`): a dict of `(counts, sum, count)` tuples.
+    fn histograms<'py>(
+        &self,
+        py: Python<'py>,
+        time_bounds: Vec<f64>,
+        size_bounds: Vec<u64>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        histograms_dict(py, &self.shared.scheduler.stats(), time_bounds, size_bounds)
     }
 }
 
@@ -343,5 +522,57 @@ pub(crate) fn stats_dict<'py>(
     dict.set_item("deadline_batches", stats.deadline_batches)?;
     dict.set_item("drain_batches", stats.drain_batches)?;
     dict.set_item("padded_fraction", stats.padded_fraction())?;
+    dict.set_item("items_failed", stats.items_failed)?;
+    dict.set_item("items_timed_out", stats.items_timed_out)?;
+    dict.set_item("items_cancelled", stats.items_cancelled)?;
+    dict.set_item("items_rejected", stats.items_rejected)?;
+    Ok(dict)
+}
+
+/// One histogram as a metrics system wants it: `(cumulative counts at each bound, sum, count)`.
+type Cumulative = (Vec<u64>, f64, u64);
+
+/// The queue-wait, batch-time and batch-size histograms, cumulated at the given bounds
+/// (seconds for the times, items for the sizes, both ascending).
+pub(crate) fn histograms_dict<'py>(
+    py: Python<'py>,
+    stats: &Stats,
+    time_bounds: Vec<f64>,
+    size_bounds: Vec<u64>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let durations = time_bounds
+        .iter()
+        .map(|&seconds| {
+            Duration::try_from_secs_f64(seconds).map_err(|_| {
+                PyValueError::new_err(format!(
+                    "histogram bounds must be seconds of at least 0, got {seconds}"
+                ))
+            })
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let times = |histogram: &crate::stats::LatencyHistogram| -> Cumulative {
+        (
+            histogram.cumulative_counts(&durations),
+            histogram.sum().as_secs_f64(),
+            histogram.count(),
+        )
+    };
+    let mut below = 0;
+    let mut size = 0;
+    let size_counts = size_bounds
+        .iter()
+        .map(|&bound| {
+            while size < stats.batch_sizes.len() && size as u64 <= bound {
+                below += stats.batch_sizes[size];
+                size += 1;
+            }
+            below
+        })
+        .collect();
+    let dict = PyDict::new(py);
+    dict.set_item("queue_wait_seconds", times(&stats.queue_wait))?;
+    dict.set_item("batch_time_seconds", times(&stats.batch_time))?;
+    let sizes: Cumulative = (size_counts, stats.total_items as f64, stats.total_batches);
+    dict.set_item("batch_size", sizes)?;
     Ok(dict)
 }

@@ -94,3 +94,31 @@ impl Settlement {
         }
     }
 }
+
+/// An event-loop task waiting for room in a bounded queue: its future resolves (to `None`) when
+/// room may have freed up, and the task tries again.
+pub(crate) struct RoomWaiter {
+    pub event_loop: Py<PyAny>,
+    pub future: Py<PyAny>,
+}
+
+/// Resolves the futures of `waiters` through the `deliver` hook, each on its own loop.
+pub(crate) fn wake_room_waiters(py: Python<'_>, deliver: &Py<PyAny>, waiters: Vec<RoomWaiter>) {
+    for waiter in waiters {
+        let sent = (|| {
+            deliver.call1(
+                py,
+                (
+                    waiter.event_loop,
+                    PyList::new(py, [waiter.future])?,
+                    PyList::new(py, [py.None()])?,
+                    PyList::empty(py),
+                    PyList::empty(py),
+                ),
+            )
+        })();
+        if let Err(error) = sent {
+            error.write_unraisable(py, None);
+        }
+    }
+}

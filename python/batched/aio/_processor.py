@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import inspect
+import os
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, Unpack, overload
 
 from batched import _core
 from batched._decorate import apply_or_defer, check_callable
-from batched._delivery import deliver, outcome
+from batched._delivery import deliver, item_count, outcome, submit_when_room
+from batched._options import AsyncBatchOptions, Settings
 from batched._plan import ITEMS, Plan, Resolver, item_lengths, run_batch_async
-from batched._processor import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_SMALL_BATCH_THRESHOLD,
-    DEFAULT_TIMEOUT_MS,
-    BatchProcessor,
-    check_int,
-    check_number,
-    check_optional_int,
-)
+from batched._processor import BatchProcessor
 from batched._stats import BatchStats
 
 T = TypeVar("T")
@@ -37,13 +32,14 @@ class _LoopBatcher:
         queue: _core.LoopQueue,
         loop: asyncio.AbstractEventLoop,
         resolve: Resolver,
-        limit: int,
+        settings: Settings,
         plan: Plan,
     ) -> None:
         self.queue = queue
-        self._loop = loop
+        self.loop = loop
         self._resolve = resolve
-        self._limit = limit
+        self._limit = settings.max_concurrent_batches
+        self._isolate = settings.on_error == "isolate"
         self._plan = plan
         self._running = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -53,9 +49,9 @@ class _LoopBatcher:
         if self._running < self._limit:
             self._pump()
 
-    def _pump(self) -> None:
+    def _pump(self, draining: bool = False) -> None:
         while self._running < self._limit:
-            batch, delay = self.queue.poll()
+            batch, delay = self.queue.poll(draining)
             if batch is None:
                 if delay is not None:
                     self._arm(delay)
@@ -65,28 +61,28 @@ class _LoopBatcher:
                     self._timer = None
                 return
             self._running += 1
-            task = self._loop.create_task(self._run(batch))
+            task = self.loop.create_task(self._run(batch, draining))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     def _arm(self, delay: float) -> None:
-        when = self._loop.time() + delay
+        when = self.loop.time() + delay
         if self._timer is not None:
             if self._timer.when() <= when:
                 return
             self._timer.cancel()
-        self._timer = self._loop.call_at(when, self._on_timer)
+        self._timer = self.loop.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         self._pump()
 
-    async def _run(self, batch: _core.Batch) -> None:
+    async def _run(self, batch: _core.Batch, draining: bool) -> None:
         try:
-            await run_batch_async(batch, self._resolve, self._plan)
+            await run_batch_async(batch, self._resolve, self._plan, self._isolate)
         finally:
             self._running -= 1
-            self._pump()
+            self._pump(draining)
 
     def close(self) -> None:
         self.queue.close()
@@ -94,34 +90,43 @@ class _LoopBatcher:
             self._timer.cancel()
             self._timer = None
 
+    async def drain(self) -> None:
+        """Runs everything queued on this loop now, and waits for every running batch."""
+        self.close()
+        while len(self.queue) or self._tasks:
+            self._pump(draining=True)
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
 
 class _AsyncCore:
     """Batching for an ``async def`` function: one queue per event loop, shared statistics."""
 
-    def __init__(self, resolve: Resolver, options: dict[str, Any], limit: int, plan: Plan) -> None:
+    def __init__(self, resolve: Resolver, settings: Settings, plan: Plan) -> None:
         self._resolve = resolve
-        self._options = options
-        self._limit = limit
+        self._settings = settings
         self._plan = plan
+        self._closed = False
+        self._start()
+        _live_cores.add(self)
+
+    def _start(self) -> None:
         self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopBatcher] = (
             weakref.WeakKeyDictionary()
         )
         # Holds the statistics that every loop's queue adds to.
         self._stats_anchor = self._new_queue(None)
-        self._closed = False
         # Most programs use one loop: remember it to skip the weak-dictionary lookup.
         self._last_loop: asyncio.AbstractEventLoop | None = None
         self._last_batcher: _LoopBatcher | None = None
 
+    def restart_after_fork(self) -> None:
+        """In a forked child, the parent's queues (and their locks) are left behind."""
+        if not self._closed:
+            self._start()
+
     def _new_queue(self, share: _core.LoopQueue | None) -> _core.LoopQueue:
         return _core.LoopQueue(
-            self._options["batch_size"],
-            self._options["timeout_ms"],
-            self._options["small_batch_threshold"],
-            deliver,
-            share,
-            self._options["max_batch_tokens"],
-            self._options["sort_by_length"],
+            deliver=deliver, share_stats_with=share, **self._settings.core_options()
         )
 
     def batcher(self, loop: asyncio.AbstractEventLoop) -> _LoopBatcher:
@@ -133,7 +138,7 @@ class _AsyncCore:
         batcher = self._batchers.get(loop)
         if batcher is None:
             queue = self._new_queue(self._stats_anchor)
-            batcher = _LoopBatcher(queue, loop, self._resolve, self._limit, self._plan)
+            batcher = _LoopBatcher(queue, loop, self._resolve, self._settings, self._plan)
             self._batchers[loop] = batcher
         self._last_loop, self._last_batcher = loop, batcher
         return batcher
@@ -141,62 +146,99 @@ class _AsyncCore:
     def stats(self) -> dict[str, Any]:
         return self._stats_anchor.stats()
 
-    def shutdown(self) -> None:
+    def histograms(self, time_bounds: list[float], size_bounds: list[int]) -> dict[str, Any]:
+        return self._stats_anchor.histograms(time_bounds, size_bounds)
+
+    def _close(self) -> list[_LoopBatcher]:
         self._closed = True
         self._last_loop = self._last_batcher = None
-        for batcher in list(self._batchers.values()):
+        batchers = list(self._batchers.values())
+        for batcher in batchers:
             batcher.close()
-            batcher.queue.fail_remaining()
+        return batchers
+
+    def shutdown(self, drain: bool) -> None:
+        """See :meth:`AsyncBatchProcessor.shutdown`."""
+        try:
+            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        waits: list[concurrent.futures.Future[None]] = []
+        for batcher in self._close():
+            loop = batcher.loop
+            if not drain or loop.is_closed() or not loop.is_running():
+                batcher.queue.fail_remaining()
+            elif loop is current:
+                # This thread runs the loop: the drain can only run once we return.
+                loop.create_task(batcher.drain())
+            else:
+                waits.append(asyncio.run_coroutine_threadsafe(batcher.drain(), loop))
+        for wait in waits:
+            wait.result()
+
+    async def ashutdown(self, drain: bool) -> None:
+        """See :meth:`AsyncBatchProcessor.ashutdown`."""
+        current = asyncio.get_running_loop()
+        waits: list[Awaitable[None]] = []
+        for batcher in self._close():
+            loop = batcher.loop
+            if not drain or loop.is_closed() or not loop.is_running():
+                batcher.queue.fail_remaining()
+            elif loop is current:
+                waits.append(batcher.drain())
+            else:
+                future = asyncio.run_coroutine_threadsafe(batcher.drain(), loop)
+                waits.append(asyncio.wrap_future(future))
+        await asyncio.gather(*waits)
+
+
+_live_cores: weakref.WeakSet[_AsyncCore] = weakref.WeakSet()
+
+
+def _restart_all_after_fork() -> None:
+    for core in list(_live_cores):
+        core.restart_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_restart_all_after_fork)
 
 
 class AsyncBatchProcessor(Generic[T, U]):
     """Collects single-item awaits from many tasks into batched calls of ``func``.
 
     ``func`` takes a list of items and returns (or, if ``async``, resolves to) one result per
-    item. ``max_concurrent_batches`` lets that many batches run at once (default 1).
+    item. ``max_concurrent_batches`` lets that many batches run at once (default 1). The other
+    options are those of :func:`batched.dynamically`; for an ``async def`` function,
+    ``max_queue_size`` bounds each event loop's queue.
     """
 
     def __init__(
         self,
         func: Callable[[list[T]], Sequence[U] | Awaitable[Sequence[U]]],
         *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        timeout_ms: float = DEFAULT_TIMEOUT_MS,
-        small_batch_threshold: int = DEFAULT_SMALL_BATCH_THRESHOLD,
-        max_concurrent_batches: int = 1,
-        sort_by_length: bool = False,
-        max_batch_tokens: int | None = None,
-        length_fn: Callable[[T], int] | None = None,
         _resolve: Resolver | None = None,
         _plan: Plan = ITEMS,
+        _settings: Settings | None = None,
+        **options: Unpack[AsyncBatchOptions],
     ) -> None:
         check_callable(func)
-        options: dict[str, Any] = {
-            "batch_size": check_int("batch_size", batch_size),
-            "timeout_ms": check_number("timeout_ms", timeout_ms),
-            "small_batch_threshold": check_int("small_batch_threshold", small_batch_threshold),
-            "max_batch_tokens": check_optional_int("max_batch_tokens", max_batch_tokens),
-            "sort_by_length": bool(sort_by_length),
-        }
-        limit = check_int("max_concurrent_batches", max_concurrent_batches)
-        if limit < 1:
-            raise ValueError(f"max_concurrent_batches must be at least 1, got {limit}")
-        self._length_of: Callable[[Any], int] | None = None
-        if sort_by_length or max_batch_tokens is not None or length_fn is not None:
-            self._length_of = length_fn if length_fn is not None else len
+        settings = _settings if _settings is not None else Settings.of(options, AsyncBatchOptions)
+        self._length_of = settings.length_of()
+        self._block_when_full = settings.on_full == "block"
         functools.update_wrapper(self, func)
         resolve: Resolver = _resolve if _resolve is not None else (lambda: func)
         self._threaded: BatchProcessor[T, U] | None = None
         self._async: _AsyncCore | None = None
         if inspect.iscoroutinefunction(func):
-            self._async = _AsyncCore(resolve, options, limit, _plan)
+            self._async = _AsyncCore(resolve, settings, _plan)
         else:
             self._threaded = BatchProcessor(
                 func,  # type: ignore[arg-type]
                 _resolve=resolve,
-                _workers=limit,
+                _workers=settings.max_concurrent_batches,
                 _plan=_plan,
-                **options,
+                _settings=settings,
             )
 
     @overload
@@ -227,12 +269,22 @@ class AsyncBatchProcessor(Generic[T, U]):
             return await self._threaded.acall_rows(item, timeout, priority, rows, lengths)
         loop = asyncio.get_running_loop()
         batcher = self._async.batcher(loop)
+
+        def submit(future: asyncio.Future[Any]) -> _core.Ticket | None:
+            ticket, act = batcher.queue.submit(item, loop, future, priority, rows, lengths)
+            if act:
+                batcher.nudge()
+            return ticket
+
         future = loop.create_future()
-        ticket, act = batcher.queue.submit(item, loop, future, priority, rows, lengths)
+        try:
+            ticket = submit(future)
+        except _core.QueueFullError:
+            if not self._block_when_full:
+                raise
+            return await submit_when_room(batcher.queue, item_count(item, rows), submit, timeout)
         if ticket is None:
             return []
-        if act:
-            batcher.nudge()
         return await outcome(future, ticket, timeout)
 
     @property
@@ -243,68 +295,50 @@ class AsyncBatchProcessor(Generic[T, U]):
         assert self._threaded is not None
         return self._threaded.stats
 
+    def histograms(self, time_bounds: list[float], size_bounds: list[int]) -> dict[str, Any]:
+        """The histograms behind :attr:`stats`; see :meth:`BatchProcessor.histograms`."""
+        if self._async is not None:
+            return self._async.histograms(time_bounds, size_bounds)
+        assert self._threaded is not None
+        return self._threaded.histograms(time_bounds, size_bounds)
+
     def shutdown(self, drain: bool = True) -> None:
         """Stops the processor. Calls made afterwards raise :class:`ProcessorClosedError`.
 
-        For a plain ``def`` function ``drain`` works as in :meth:`BatchProcessor.shutdown`. For an
-        ``async def`` function, batches already running finish and queued items fail with
-        :class:`ProcessorClosedError`, since their event loops may no longer be running.
+        For a plain ``def`` function this is :meth:`BatchProcessor.shutdown`. For an
+        ``async def`` function, ``drain`` runs the queued items on their own event loops and
+        waits for them, except on a loop's own thread, where it cannot wait: there, use
+        ``await f.ashutdown()``. Without ``drain``, queued items fail with
+        :class:`ProcessorClosedError`, and so do the items of loops no longer running.
         """
         if self._async is not None:
-            self._async.shutdown()
+            self._async.shutdown(drain)
         else:
             assert self._threaded is not None
             self._threaded.shutdown(drain)
+
+    async def ashutdown(self, drain: bool = True) -> None:
+        """Like :meth:`shutdown`, awaited: returns once every queued item (with ``drain``) and
+        every running batch has finished."""
+        if self._async is not None:
+            await self._async.ashutdown(drain)
+        else:
+            assert self._threaded is not None
+            await asyncio.to_thread(self._threaded.shutdown, drain)
 
 
 @overload
 def dynamically(func: Callable[[list[T]], Any], /) -> AsyncBatchProcessor[T, Any]: ...
 @overload
 def dynamically(
-    func: None = None,
-    /,
-    *,
-    batch_size: int = ...,
-    timeout_ms: float = ...,
-    small_batch_threshold: int = ...,
-    max_concurrent_batches: int = ...,
-    sort_by_length: bool = ...,
-    max_batch_tokens: int | None = ...,
-    length_fn: Callable[[T], int] | None = ...,
+    func: None = None, /, **options: Unpack[AsyncBatchOptions]
 ) -> Callable[[Callable[[list[T]], Any]], AsyncBatchProcessor[T, Any]]: ...
-def dynamically(
-    func: Callable[[list[T]], Any] | None = None,
-    /,
-    *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    timeout_ms: float = DEFAULT_TIMEOUT_MS,
-    small_batch_threshold: int = DEFAULT_SMALL_BATCH_THRESHOLD,
-    max_concurrent_batches: int = 1,
-    sort_by_length: bool = False,
-    max_batch_tokens: int | None = None,
-    length_fn: Callable[[T], int] | None = None,
-) -> Any:
+def dynamically(func: Callable[[list[T]], Any] | None = None, /, **options: Any) -> Any:
     """Decorates a batch function (``def`` or ``async def``) so that ``await f(item)`` batches.
 
-    Use it bare or with options, on functions or methods (one processor per instance).
+    Use it bare or with options, on functions or methods (one processor per instance). The
+    options are those of :func:`batched.dynamically` plus ``max_concurrent_batches``.
     """
-    options: dict[str, Any] = {
-        "batch_size": check_int("batch_size", batch_size),
-        "timeout_ms": check_number("timeout_ms", timeout_ms),
-        "small_batch_threshold": check_int("small_batch_threshold", small_batch_threshold),
-        "max_concurrent_batches": check_int("max_concurrent_batches", max_concurrent_batches),
-        "sort_by_length": bool(sort_by_length),
-        "max_batch_tokens": check_optional_int("max_batch_tokens", max_batch_tokens),
-        "length_fn": length_fn,
-    }
-    _core.validate_policy(
-        options["batch_size"],
-        options["timeout_ms"],
-        options["small_batch_threshold"],
-        options["max_batch_tokens"],
-        options["sort_by_length"],
-    )
-    if options["max_concurrent_batches"] < 1:
-        raise ValueError(f"max_concurrent_batches must be at least 1, got {max_concurrent_batches}")
+    settings = Settings.of(options, AsyncBatchOptions)
 
-    return apply_or_defer(AsyncBatchProcessor, func, options)
+    return apply_or_defer(AsyncBatchProcessor, func, {"_settings": settings})

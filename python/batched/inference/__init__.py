@@ -9,18 +9,14 @@ device, and each caller gets back its own rows as views of the batched output.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, overload
+from typing import Any, Unpack, overload
 
 from batched._decorate import apply_or_defer, check_callable
 from batched._features import merge_parts
-from batched._inference_options import call_features, check_plan_options, make_plan
+from batched._inference_options import InferenceOptions, call_features, plan_from
+from batched._options import Settings
 from batched._plan import Resolver
-from batched._processor import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_SMALL_BATCH_THRESHOLD,
-    DEFAULT_TIMEOUT_MS,
-    BatchProcessor,
-)
+from batched._processor import BatchProcessor
 from batched._stats import BatchStats
 
 __all__ = ["InferenceProcessor", "dynamically"]
@@ -37,31 +33,15 @@ class InferenceProcessor:
         self,
         func: Callable[..., Any],
         *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        timeout_ms: float = DEFAULT_TIMEOUT_MS,
-        small_batch_threshold: int = DEFAULT_SMALL_BATCH_THRESHOLD,
-        pad_tokens: Mapping[str, Any] | None = None,
-        pad_token: Mapping[str, Any] | None = None,
-        padding_side: str = "right",
-        spread_kwargs: bool = False,
-        device: Any = None,
-        sort_by_length: bool = False,
-        max_batch_tokens: int | None = None,
         _resolve: Resolver | None = None,
+        _settings: Settings | None = None,
+        **options: Unpack[InferenceOptions],
     ) -> None:
         check_callable(func)
-        self._schema, self._plan = make_plan(
-            pad_tokens, pad_token, padding_side, spread_kwargs, device
-        )
+        settings = _settings if _settings is not None else Settings.of(options, InferenceOptions)
+        self._schema, self._plan = plan_from(options)
         self._processor: BatchProcessor[Any, Any] = BatchProcessor(
-            func,
-            batch_size=batch_size,
-            timeout_ms=timeout_ms,
-            small_batch_threshold=small_batch_threshold,
-            sort_by_length=sort_by_length,
-            max_batch_tokens=max_batch_tokens,
-            _resolve=_resolve,
-            _plan=self._plan,
+            func, _resolve=_resolve, _plan=self._plan, _settings=settings
         )
 
     def __call__(
@@ -97,6 +77,10 @@ class InferenceProcessor:
         """A snapshot of this processor's statistics, ``padded_fraction`` included."""
         return self._processor.stats
 
+    def histograms(self, time_bounds: list[float], size_bounds: list[int]) -> dict[str, Any]:
+        """See :meth:`batched.BatchProcessor.histograms`."""
+        return self._processor.histograms(time_bounds, size_bounds)
+
     def shutdown(self, drain: bool = True) -> None:
         """Stops the processor; see :meth:`batched.BatchProcessor.shutdown`."""
         self._processor.shutdown(drain)
@@ -112,19 +96,7 @@ class InferenceProcessor:
 def dynamically(func: Callable[..., Any], /) -> InferenceProcessor: ...
 @overload
 def dynamically(
-    func: None = None,
-    /,
-    *,
-    batch_size: int = ...,
-    timeout_ms: float = ...,
-    small_batch_threshold: int = ...,
-    pad_tokens: Mapping[str, Any] | None = ...,
-    pad_token: Mapping[str, Any] | None = ...,
-    padding_side: str = ...,
-    spread_kwargs: bool = ...,
-    device: Any = ...,
-    sort_by_length: bool = ...,
-    max_batch_tokens: int | None = ...,
+    func: None = None, /, **options: Unpack[InferenceOptions]
 ) -> Callable[[Callable[..., Any]], InferenceProcessor]: ...
 def dynamically(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Decorates an inference function taking a dict of batched features.
@@ -133,8 +105,9 @@ def dynamically(func: Callable[..., Any] | None = None, /, **options: Any) -> An
     ``padding_side`` is "right" or "left"; ``spread_kwargs`` calls ``func(**features)``;
     ``device`` moves CPU tensors there, one transfer per feature per batch;
     ``sort_by_length`` and ``max_batch_tokens`` batch rows of similar length within a budget of
-    padded positions.
+    padded positions. The queue options are those of :func:`batched.dynamically`.
     """
-    check_plan_options(options)
+    settings = Settings.of(options, InferenceOptions)
+    plan_from(options)  # fails now on bad padding options
 
-    return apply_or_defer(InferenceProcessor, func, options)
+    return apply_or_defer(InferenceProcessor, func, {**options, "_settings": settings})

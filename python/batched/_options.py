@@ -1,0 +1,136 @@
+"""The options every decorator takes, checked once, with their defaults in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypedDict
+
+from batched import _core
+
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_TIMEOUT_MS = 5.0
+DEFAULT_SMALL_BATCH_THRESHOLD = 8
+
+OnFull = Literal["raise", "block"]
+OnError = Literal["fail", "isolate"]
+
+
+class QueueOptions(TypedDict, total=False):
+    """Batching options shared by every flavour (see the README's option table)."""
+
+    batch_size: int
+    timeout_ms: float
+    small_batch_threshold: int
+    sort_by_length: bool
+    max_batch_tokens: int | None
+    max_queue_size: int | None
+    on_full: OnFull
+    on_error: OnError
+
+
+class BatchOptions(QueueOptions, total=False):
+    """Options of the general flavours, whose items are measured by ``length_fn``."""
+
+    length_fn: Callable[[Any], int] | None
+
+
+class AsyncBatchOptions(BatchOptions, total=False):
+    max_concurrent_batches: int
+
+
+def _int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    return value
+
+
+def _optional_int(name: str, value: object) -> int | None:
+    return None if value is None else _int(name, value)
+
+
+def _milliseconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of milliseconds, got {value!r}")
+    return float(value)
+
+
+def _choice(name: str, value: object, allowed: tuple[str, ...]) -> Any:
+    if value not in allowed:
+        choices = " or ".join(repr(choice) for choice in allowed)
+        raise ValueError(f"{name} must be {choices}, got {value!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """Checked options of one processor."""
+
+    batch_size: int = DEFAULT_BATCH_SIZE
+    timeout_ms: float = DEFAULT_TIMEOUT_MS
+    small_batch_threshold: int = DEFAULT_SMALL_BATCH_THRESHOLD
+    sort_by_length: bool = False
+    max_batch_tokens: int | None = None
+    max_queue_size: int | None = None
+    on_full: OnFull = "raise"
+    on_error: OnError = "fail"
+    length_fn: Callable[[Any], int] | None = None
+    max_concurrent_batches: int = 1
+
+    @classmethod
+    def of(cls, options: Mapping[str, Any], allowed: type) -> Settings:
+        """Checks ``options`` (the keys of the TypedDict ``allowed``) and fills in defaults.
+        Raises ``TypeError`` for an unknown option or a wrong type, ``ValueError`` for a value
+        out of range."""
+        known: frozenset[str] = allowed.__required_keys__ | allowed.__optional_keys__  # type: ignore[attr-defined]
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(
+                f"unexpected option {', '.join(map(repr, unknown))}; "
+                f"the options are {', '.join(sorted(known))}"
+            )
+        settings = cls(
+            batch_size=_int("batch_size", options.get("batch_size", DEFAULT_BATCH_SIZE)),
+            timeout_ms=_milliseconds("timeout_ms", options.get("timeout_ms", DEFAULT_TIMEOUT_MS)),
+            small_batch_threshold=_int(
+                "small_batch_threshold",
+                options.get("small_batch_threshold", DEFAULT_SMALL_BATCH_THRESHOLD),
+            ),
+            sort_by_length=bool(options.get("sort_by_length", False)),
+            max_batch_tokens=_optional_int("max_batch_tokens", options.get("max_batch_tokens")),
+            max_queue_size=_optional_int("max_queue_size", options.get("max_queue_size")),
+            on_full=_choice("on_full", options.get("on_full", "raise"), ("raise", "block")),
+            on_error=_choice("on_error", options.get("on_error", "fail"), ("fail", "isolate")),
+            length_fn=options.get("length_fn"),
+            max_concurrent_batches=_int(
+                "max_concurrent_batches", options.get("max_concurrent_batches", 1)
+            ),
+        )
+        if settings.length_fn is not None and not callable(settings.length_fn):
+            raise TypeError(f"length_fn must be callable, got {settings.length_fn!r}")
+        if settings.max_concurrent_batches < 1:
+            raise ValueError(
+                f"max_concurrent_batches must be at least 1, got {settings.max_concurrent_batches}"
+            )
+        _core.validate_policy(**settings.core_options())
+        return settings
+
+    def core_options(self) -> dict[str, Any]:
+        """The keyword arguments the Rust queues take."""
+        return {
+            "batch_size": self.batch_size,
+            "timeout_ms": self.timeout_ms,
+            "small_batch_threshold": self.small_batch_threshold,
+            "max_batch_tokens": self.max_batch_tokens,
+            "sort_by_length": self.sort_by_length,
+            "max_queue_size": self.max_queue_size,
+            "on_full": self.on_full,
+        }
+
+    def length_of(self) -> Callable[[Any], int] | None:
+        """How to measure an item, or None when no option looks at lengths."""
+        if self.length_fn is not None:
+            return self.length_fn
+        if self.sort_by_length or self.max_batch_tokens is not None:
+            return len
+        return None
