@@ -5,6 +5,7 @@
 //! The Python bindings live in [`python`], compiled only with the `python` feature, so that
 //! `cargo test` needs no libpython.
 
+pub mod adaptive;
 pub mod admission;
 pub mod call;
 pub mod pending;

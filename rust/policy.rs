@@ -14,6 +14,9 @@ pub struct BatchPolicy {
     pub small_call_threshold: usize,
     /// How items are packed into a batch by length.
     pub packing: Packing,
+    /// `timeout_ms="auto"`: wait only while waiting pays (see [`crate::adaptive`]), never
+    /// longer than `max_wait`.
+    pub adaptive: bool,
 }
 
 /// Length-aware batching. An item's length is what padding stretches (tokens, say); a batch of
@@ -78,6 +81,7 @@ impl BatchPolicy {
             max_wait: Duration::from_secs_f64(timeout_ms / 1000.0),
             small_call_threshold,
             packing: Packing::default(),
+            adaptive: false,
         })
     }
 
@@ -97,6 +101,12 @@ impl BatchPolicy {
             sort_by_length,
         };
         Ok(self)
+    }
+
+    /// Makes `max_wait` an upper bound for adaptive dispatch rather than a fixed window.
+    pub fn with_adaptive(mut self, adaptive: bool) -> Self {
+        self.adaptive = adaptive;
+        self
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use crate::adaptive::{Advice, Learned};
 use crate::policy::BatchPolicy;
 
 /// Why a batch was dispatched; reported in the statistics.
@@ -13,14 +14,21 @@ pub enum DispatchReason {
     Deadline,
     /// The processor is shutting down and finishing the work it already accepted.
     Drain,
+    /// Adaptive dispatch: traffic was too sparse for waiting to pay, so it left at once.
+    Idle,
+    /// Adaptive dispatch: the queue reached the size that waiting aimed for.
+    Adaptive,
 }
 
 /// What the scheduler should do next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
     Dispatch(DispatchReason),
-    /// Sleep until this instant unless an item arrives first.
-    WaitUntil(Instant),
+    /// Sleep until `until`, or until the queue holds `wake_at_items` items.
+    WaitUntil {
+        until: Instant,
+        wake_at_items: usize,
+    },
     /// Nothing is queued: sleep until an item arrives, with no timer at all.
     Idle,
 }
@@ -34,12 +42,19 @@ pub struct QueueShape {
     pub oldest_arrival: Option<Instant>,
 }
 
-/// Decides from the queue's shape and the clock.
+/// Decides from the queue's shape and the clock, and, for adaptive dispatch, from what the
+/// processor has `learned`.
 ///
 /// The deadline counts from the oldest item's arrival, not from when the scheduler noticed it,
 /// so time spent while the user function ran counts towards it. A batch is full at `batch_size`
-/// items, or, with a token budget, once the queue holds enough positions to fill it.
-pub fn decide(queue: QueueShape, now: Instant, policy: &BatchPolicy) -> Decision {
+/// items, or, with a token budget, once the queue holds enough positions to fill it. Adaptive
+/// dispatch may send a batch before its deadline, never after.
+pub fn decide(
+    queue: QueueShape,
+    now: Instant,
+    policy: &BatchPolicy,
+    learned: Option<Learned<'_>>,
+) -> Decision {
     let Some(oldest) = queue.oldest_arrival.filter(|_| queue.items > 0) else {
         return Decision::Idle;
     };
@@ -52,9 +67,22 @@ pub fn decide(queue: QueueShape, now: Instant, policy: &BatchPolicy) -> Decision
     }
     let deadline = oldest + policy.max_wait;
     if now >= deadline {
-        Decision::Dispatch(DispatchReason::Deadline)
-    } else {
-        Decision::WaitUntil(deadline)
+        return Decision::Dispatch(DispatchReason::Deadline);
+    }
+    let wait_for_deadline = Decision::WaitUntil {
+        until: deadline,
+        wake_at_items: policy.batch_size,
+    };
+    let Some(learned) = learned.filter(|_| policy.adaptive) else {
+        return wait_for_deadline;
+    };
+    match learned.advise(queue.items, now, policy.batch_size) {
+        Advice::DispatchIdle => Decision::Dispatch(DispatchReason::Idle),
+        Advice::DispatchFilled => Decision::Dispatch(DispatchReason::Adaptive),
+        Advice::WaitUntil { at, target } => Decision::WaitUntil {
+            until: at.min(deadline),
+            wake_at_items: target,
+        },
     }
 }
 
@@ -65,6 +93,10 @@ mod tests {
 
     fn policy(batch_size: i64, timeout_ms: f64) -> BatchPolicy {
         BatchPolicy::new(batch_size, timeout_ms, 8).unwrap()
+    }
+
+    fn decide(queue: QueueShape, now: Instant, policy: &BatchPolicy) -> Decision {
+        super::decide(queue, now, policy, None)
     }
 
     fn shape(items: usize, oldest_arrival: Option<Instant>) -> QueueShape {
@@ -102,7 +134,10 @@ mod tests {
         let now = arrival + Duration::from_millis(2);
         assert_eq!(
             decide(shape(1, Some(arrival)), now, &policy(4, 5.0)),
-            Decision::WaitUntil(arrival + Duration::from_millis(5))
+            Decision::WaitUntil {
+                until: arrival + Duration::from_millis(5),
+                wake_at_items: 4
+            }
         );
     }
 
@@ -141,7 +176,7 @@ mod tests {
         };
         assert!(matches!(
             decide(short_items, now, &packed),
-            Decision::WaitUntil(_)
+            Decision::WaitUntil { .. }
         ));
     }
 
@@ -152,5 +187,56 @@ mod tests {
             decide(shape(1, Some(now)), now, &policy(64, 0.0)),
             Decision::Dispatch(DispatchReason::Deadline)
         );
+    }
+
+    #[test]
+    fn adaptive_dispatch_follows_the_advice_within_the_deadline() {
+        use crate::adaptive::{ArrivalRate, CostModel};
+
+        let start = Instant::now();
+        let auto = policy(32, 20.0).with_adaptive(true);
+        let mut cost = CostModel::default();
+        for n in [1, 2, 4, 8] {
+            cost.observe(n, Duration::from_millis(10));
+        }
+        let sparse = ArrivalRate::new(Duration::from_millis(100));
+        let learned = |arrivals| Some(Learned {
+            arrivals,
+            cost: &cost,
+        });
+        assert_eq!(
+            super::decide(shape(1, Some(start)), start, &auto, learned(&sparse)),
+            Decision::Dispatch(DispatchReason::Idle)
+        );
+        let mut busy = ArrivalRate::new(Duration::from_millis(100));
+        for i in 0..200 {
+            busy.observe(start + Duration::from_micros(i * 500), 1);
+        }
+        let now = start + Duration::from_millis(100);
+        let oldest = now - Duration::from_millis(1);
+        let Decision::WaitUntil {
+            until,
+            wake_at_items,
+        } = super::decide(shape(3, Some(oldest)), now, &auto, learned(&busy))
+        else {
+            panic!("expected a wait under load");
+        };
+        assert!(until <= oldest + Duration::from_millis(20));
+        assert!(wake_at_items > 3 && wake_at_items < 32);
+        assert_eq!(
+            super::decide(shape(wake_at_items, Some(oldest)), now, &auto, learned(&busy)),
+            Decision::Dispatch(DispatchReason::Adaptive)
+        );
+        // The deadline still bounds the wait, and a fixed policy ignores what was learned.
+        let late = oldest + Duration::from_millis(20);
+        assert_eq!(
+            super::decide(shape(3, Some(oldest)), late, &auto, learned(&busy)),
+            Decision::Dispatch(DispatchReason::Deadline)
+        );
+        let fixed = policy(32, 20.0);
+        assert!(matches!(
+            super::decide(shape(1, Some(start)), start, &fixed, learned(&sparse)),
+            Decision::WaitUntil { .. }
+        ));
     }
 }

@@ -7,13 +7,14 @@
 //! empty queue (it starts the deadline) or the item that fills a batch. Waking the worker on
 //! every item would cost a context switch per item for nothing.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use crossbeam_utils::sync::{Parker, Unparker};
 
+use crate::adaptive::{ArrivalRate, CostModel, Learned};
 use crate::admission::{Admission, Refusal};
 use crate::pending::{Cancellable, Entry, Pending, Submission};
 use crate::policy::BatchPolicy;
@@ -33,13 +34,18 @@ pub struct Batch<C> {
 #[derive(Debug)]
 pub struct Assembly<C> {
     pending: Pending<C>,
+    arrivals: ArrivalRate,
 }
 
 /// What [`Assembly::poll`] found.
 #[derive(Debug)]
 pub enum Poll<C> {
     Ready(Batch<C>),
-    WaitUntil(Instant),
+    /// Nothing may leave before `until`, unless the queue reaches `wake_at_items` items.
+    WaitUntil {
+        until: Instant,
+        wake_at_items: usize,
+    },
     Idle,
 }
 
@@ -47,10 +53,12 @@ impl<C: Clone + Cancellable> Assembly<C> {
     pub fn new(policy: &BatchPolicy) -> Self {
         Self {
             pending: Pending::new(policy.small_call_threshold),
+            arrivals: ArrivalRate::default(),
         }
     }
 
     pub fn push(&mut self, submission: Submission<C>) {
+        self.arrivals.observe(submission.arrival, submission.count);
         self.pending.push(submission);
     }
 
@@ -62,14 +70,16 @@ impl<C: Clone + Cancellable> Assembly<C> {
         self.pending.is_empty()
     }
 
-    /// Applies the dispatch rule at `now`. `draining` sends whatever is queued at once.
-    /// Returns the batch, if any, and how many queued items it removed (cancelled ones included).
+    /// Applies the dispatch rule at `now`, with the batch `cost` learned so far for adaptive
+    /// dispatch. `draining` sends whatever is queued at once. Returns the batch, if any, and
+    /// how many queued items it removed (cancelled ones included).
     pub fn poll(
         &mut self,
         now: Instant,
         policy: &BatchPolicy,
         draining: bool,
         stats: &mut Stats,
+        cost: &CostModel,
     ) -> (Poll<C>, usize) {
         let mut removed = 0;
         loop {
@@ -81,11 +91,24 @@ impl<C: Clone + Cancellable> Assembly<C> {
                     tokens: self.pending.tokens(),
                     oldest_arrival: self.pending.oldest_arrival(),
                 };
-                decide(shape, now, policy)
+                let learned = Learned {
+                    arrivals: &self.arrivals,
+                    cost,
+                };
+                decide(shape, now, policy, Some(learned))
             };
             let reason = match decision {
                 Decision::Dispatch(reason) => reason,
-                Decision::WaitUntil(deadline) => return (Poll::WaitUntil(deadline), removed),
+                Decision::WaitUntil {
+                    until,
+                    wake_at_items,
+                } => {
+                    let poll = Poll::WaitUntil {
+                        until,
+                        wake_at_items,
+                    };
+                    return (poll, removed);
+                }
                 Decision::Idle => return (Poll::Idle, removed),
             };
             let taken = self.pending.take(policy.batch_size, &policy.packing);
@@ -168,6 +191,11 @@ pub struct Scheduler<C, W = ()> {
     woken: Mutex<Vec<W>>,
     draining: AtomicBool,
     stats: Mutex<Stats>,
+    /// The batch cost curve for adaptive dispatch, fed by every timed batch.
+    cost: Mutex<CostModel>,
+    /// Producers wake the worker when the queue reaches this many items: `batch_size`, or the
+    /// size adaptive dispatch waits for.
+    wake_at_items: AtomicUsize,
 }
 
 /// Linux lets a sleeping thread overshoot its deadline by its "timer slack", 50 µs by default,
@@ -200,11 +228,13 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
             receiver,
             wake_worker: parker.unparker().clone(),
             assembly: Mutex::new((Assembly::new(&policy), parker)),
+            wake_at_items: AtomicUsize::new(policy.batch_size),
             policy,
             admission: Admission::new(max_queued),
             woken: Mutex::new(Vec::new()),
             draining: AtomicBool::new(false),
             stats: Mutex::new(Stats::default()),
+            cost: Mutex::new(CostModel::default()),
         }
     }
 
@@ -274,9 +304,9 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
             .send(submission)
             .map_err(|returned| Rejected::Closed(returned.into_inner()))?;
         // With a token budget the queue may fill by tokens before items: wake on every call.
-        let batch_size = self.policy.batch_size;
+        let wake_at = self.wake_at_items.load(Ordering::Relaxed);
         if before == 0
-            || (before < batch_size && before + count >= batch_size)
+            || (before < wake_at && before + count >= wake_at)
             || self.policy.packing.max_batch_tokens.is_some()
         {
             self.wake_worker.unpark();
@@ -320,16 +350,27 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
                 return None;
             }
             let now = Instant::now();
+            let cost = if self.policy.adaptive {
+                lock(&self.cost).clone()
+            } else {
+                CostModel::default()
+            };
             let (poll, removed) = {
                 let mut stats = lock(&self.stats);
-                assembly.poll(now, &self.policy, draining, &mut stats)
+                assembly.poll(now, &self.policy, draining, &mut stats, &cost)
             };
             self.release(removed);
             match poll {
                 Poll::Ready(batch) => return Some(batch),
                 Poll::Idle if disconnected => return None,
                 Poll::Idle => parker.park(),
-                Poll::WaitUntil(deadline) => parker.park_deadline(deadline),
+                Poll::WaitUntil {
+                    until,
+                    wake_at_items,
+                } => {
+                    self.wake_at_items.store(wake_at_items, Ordering::Relaxed);
+                    parker.park_deadline(until);
+                }
             }
         }
     }
@@ -348,6 +389,9 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
 
     pub fn record_batch(&self, items: usize, elapsed: std::time::Duration) {
         lock(&self.stats).record_batch(items, elapsed);
+        if self.policy.adaptive {
+            lock(&self.cost).observe(items, elapsed);
+        }
     }
 
     pub fn record_padding(&self, real: u64, padded: u64) {

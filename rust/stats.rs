@@ -126,6 +126,8 @@ pub struct Stats {
     pub full_batches: u64,
     pub deadline_batches: u64,
     pub drain_batches: u64,
+    pub idle_batches: u64,
+    pub adaptive_batches: u64,
     /// Positions of padded batches, and how many of them held real data.
     pub padded_positions: u64,
     pub real_positions: u64,
@@ -143,6 +145,8 @@ impl Stats {
             DispatchReason::Full => self.full_batches += 1,
             DispatchReason::Deadline => self.deadline_batches += 1,
             DispatchReason::Drain => self.drain_batches += 1,
+            DispatchReason::Idle => self.idle_batches += 1,
+            DispatchReason::Adaptive => self.adaptive_batches += 1,
         }
     }
 

@@ -838,6 +838,8 @@ def test_stats_start_empty_and_are_frozen(make_processor: Any) -> None:
         "full_batches",
         "deadline_batches",
         "drain_batches",
+        "idle_batches",
+        "adaptive_batches",
         "padded_fraction",
         "items_failed",
         "items_timed_out",

@@ -40,6 +40,7 @@ def validate_policy(
     sort_by_length: bool = False,
     max_queue_size: int | None = None,
     on_full: str = "raise",
+    adaptive: bool = False,
 ) -> None: ...
 
 _Histograms = dict[str, tuple[list[int], float, int]]
@@ -72,6 +73,7 @@ class Processor:
         sort_by_length: bool = False,
         max_queue_size: int | None = None,
         on_full: str = "raise",
+        adaptive: bool = False,
     ) -> Processor: ...
     def call(
         self,
@@ -115,6 +117,7 @@ class LoopQueue:
         sort_by_length: bool = False,
         max_queue_size: int | None = None,
         on_full: str = "raise",
+        adaptive: bool = False,
     ) -> LoopQueue: ...
     def submit(
         self,

@@ -11,6 +11,8 @@ from batched import _core
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_TIMEOUT_MS = 5.0
 DEFAULT_SMALL_BATCH_THRESHOLD = 8
+# The longest any item waits under timeout_ms="auto" unless max_timeout_ms says otherwise.
+DEFAULT_MAX_TIMEOUT_MS = 10.0
 
 OnFull = Literal["raise", "block"]
 OnError = Literal["fail", "isolate"]
@@ -20,7 +22,8 @@ class QueueOptions(TypedDict, total=False):
     """Batching options shared by every flavour (see the README's option table)."""
 
     batch_size: int
-    timeout_ms: float
+    timeout_ms: float | Literal["auto"]
+    max_timeout_ms: float
     small_batch_threshold: int
     sort_by_length: bool
     max_batch_tokens: int | None
@@ -67,7 +70,9 @@ class Settings:
     """Checked options of one processor."""
 
     batch_size: int = DEFAULT_BATCH_SIZE
+    # The fixed window, or with `adaptive` the most any item waits.
     timeout_ms: float = DEFAULT_TIMEOUT_MS
+    adaptive: bool = False
     small_batch_threshold: int = DEFAULT_SMALL_BATCH_THRESHOLD
     sort_by_length: bool = False
     max_batch_tokens: int | None = None
@@ -89,9 +94,22 @@ class Settings:
                 f"unexpected option {', '.join(map(repr, unknown))}; "
                 f"the options are {', '.join(sorted(known))}"
             )
+        timeout_ms = options.get("timeout_ms", DEFAULT_TIMEOUT_MS)
+        adaptive = timeout_ms == "auto"
+        if adaptive:
+            timeout_ms = options.get("max_timeout_ms", DEFAULT_MAX_TIMEOUT_MS)
+        elif "max_timeout_ms" in options:
+            raise ValueError(
+                'max_timeout_ms bounds timeout_ms="auto"; with a fixed timeout_ms, leave it out'
+            )
+        elif isinstance(timeout_ms, str):
+            raise TypeError(
+                f'timeout_ms must be a number of milliseconds or "auto", got {timeout_ms!r}'
+            )
         settings = cls(
             batch_size=_int("batch_size", options.get("batch_size", DEFAULT_BATCH_SIZE)),
-            timeout_ms=_milliseconds("timeout_ms", options.get("timeout_ms", DEFAULT_TIMEOUT_MS)),
+            timeout_ms=_milliseconds("max_timeout_ms" if adaptive else "timeout_ms", timeout_ms),
+            adaptive=adaptive,
             small_batch_threshold=_int(
                 "small_batch_threshold",
                 options.get("small_batch_threshold", DEFAULT_SMALL_BATCH_THRESHOLD),
@@ -125,6 +143,7 @@ class Settings:
             "sort_by_length": self.sort_by_length,
             "max_queue_size": self.max_queue_size,
             "on_full": self.on_full,
+            "adaptive": self.adaptive,
         }
 
     def length_of(self) -> Callable[[Any], int] | None:

@@ -10,14 +10,19 @@ class BatchStats:
     """A snapshot of a processor's work so far. Times are in seconds.
 
     ``queue_wait_*`` measure each item from its arrival to its dispatch; ``batch_time_*`` measure
-    each batch from its dispatch until its results were handed back. ``full_batches`` and
-    ``deadline_batches`` count why batches left: because ``batch_size`` items were waiting, or
-    because the oldest item had waited ``timeout_ms``. ``drain_batches`` left during a draining
-    shutdown. ``padded_fraction`` is the share of padded positions that held padding, over the
-    batches the inference flavours padded. The ``items_*`` counters count items that got no
-    result from the function: ``items_failed`` because their batch raised, ``items_timed_out``
-    because their caller's ``timeout`` passed, ``items_cancelled`` because their caller was
-    cancelled or interrupted, ``items_rejected`` because the queue refused them (full, or over
+    each batch from its dispatch until its results were handed back.
+
+    Why batches left: ``full_batches`` because ``batch_size`` items were waiting,
+    ``deadline_batches`` because the oldest item had waited ``timeout_ms``, ``drain_batches``
+    during a draining shutdown. Under ``timeout_ms="auto"``, ``idle_batches`` left at once
+    because traffic was too sparse for waiting to pay, and ``adaptive_batches`` when the queue
+    reached the size that waiting aimed for.
+
+    ``padded_fraction`` is the share of padded positions that held padding, over the batches the
+    inference flavours padded. The ``items_*`` counters count items that got no result from the
+    function: ``items_failed`` because their batch raised, ``items_timed_out`` because their
+    caller's ``timeout`` passed, ``items_cancelled`` because their caller was cancelled or
+    interrupted, ``items_rejected`` because the queue refused them (full, or over
     ``max_batch_tokens``).
     """
 
@@ -33,6 +38,8 @@ class BatchStats:
     full_batches: int = 0
     deadline_batches: int = 0
     drain_batches: int = 0
+    idle_batches: int = 0
+    adaptive_batches: int = 0
     padded_fraction: float = 0.0
     items_failed: int = 0
     items_timed_out: int = 0

@@ -18,6 +18,7 @@ use super::processor::{
     stats_dict, CallSpec, Ticket,
 };
 use super::settle::{wake_room_waiters, RoomWaiter, Settlement};
+use crate::adaptive::CostModel;
 use crate::admission::Admission;
 use crate::call::Failure;
 use crate::pending::Submission;
@@ -38,6 +39,10 @@ struct Inner {
     /// This loop's bound: each event loop's queue has its own `max_queue_size`.
     admission: Admission<RoomWaiter>,
     block_when_full: bool,
+    /// This loop's batch cost curve, for adaptive dispatch.
+    cost: Mutex<CostModel>,
+    /// The queue length at which a submission should make the loop look again.
+    wake_at_items: AtomicUsize,
     totals: Arc<Totals>,
     deliver: Py<PyAny>,
     closed: AtomicBool,
@@ -61,6 +66,9 @@ impl Inner {
 impl BatchOwner for Inner {
     fn record_batch(&self, items: usize, elapsed: Duration) {
         lock(&self.totals.stats).record_batch(items, elapsed);
+        if self.policy.adaptive {
+            lock(&self.cost).observe(items, elapsed);
+        }
     }
 
     fn record_padding(&self, real: u64, padded: u64) {
@@ -92,7 +100,7 @@ impl LoopQueue {
     /// `share_stats_with` makes this queue add to another queue's statistics, so that one
     /// processor reports once across all its event loops.
     #[new]
-    #[pyo3(signature = (batch_size, timeout_ms, small_batch_threshold, deliver, share_stats_with = None, max_batch_tokens = None, sort_by_length = false, max_queue_size = None, on_full = "raise"))]
+    #[pyo3(signature = (batch_size, timeout_ms, small_batch_threshold, deliver, share_stats_with = None, max_batch_tokens = None, sort_by_length = false, max_queue_size = None, on_full = "raise", adaptive = false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         batch_size: i64,
@@ -104,6 +112,7 @@ impl LoopQueue {
         sort_by_length: bool,
         max_queue_size: Option<i64>,
         on_full: &str,
+        adaptive: bool,
     ) -> PyResult<Self> {
         let policy = policy_from(
             batch_size,
@@ -111,12 +120,15 @@ impl LoopQueue {
             small_batch_threshold,
             max_batch_tokens,
             sort_by_length,
+            adaptive,
         )?;
         let (limit, block_when_full) = queue_bound(max_queue_size, on_full)?;
         let totals = share_stats_with.map_or_else(Arc::default, |other| other.inner.totals.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 assembly: Mutex::new(Assembly::new(&policy)),
+                cost: Mutex::new(CostModel::default()),
+                wake_at_items: AtomicUsize::new(policy.batch_size),
                 policy,
                 admission: Admission::new(limit),
                 block_when_full,
@@ -180,9 +192,9 @@ impl LoopQueue {
         assembly.push(submission);
         self.inner.totals.queued.fetch_add(len, Ordering::Relaxed);
         // As in the threaded scheduler: act when the deadline starts or a batch fills.
-        let batch_size = policy.batch_size;
+        let wake_at = inner.wake_at_items.load(Ordering::Relaxed);
         let act = before == 0
-            || (before < batch_size && before + len >= batch_size)
+            || (before < wake_at && before + len >= wake_at)
             || policy.packing.max_batch_tokens.is_some();
         let owner: Arc<dyn BatchOwner> = self.inner.clone();
         Ok((Some(Ticket { call, owner }), act))
@@ -213,10 +225,12 @@ impl LoopQueue {
     /// nothing is queued). `draining` sends whatever is queued without waiting.
     #[pyo3(signature = (draining = false))]
     fn poll(&self, py: Python<'_>, draining: bool) -> (Option<Batch>, Option<f64>) {
+        let inner = &self.inner;
+        let cost = lock(&inner.cost).clone();
         let (poll, removed) = {
-            let mut assembly = lock(&self.inner.assembly);
-            let mut stats = lock(&self.inner.totals.stats);
-            assembly.poll(Instant::now(), &self.inner.policy, draining, &mut stats)
+            let mut assembly = lock(&inner.assembly);
+            let mut stats = lock(&inner.totals.stats);
+            assembly.poll(Instant::now(), &inner.policy, draining, &mut stats, &cost)
         };
         self.inner.release(py, removed);
         match poll {
@@ -224,14 +238,14 @@ impl LoopQueue {
                 let owner: Arc<dyn BatchOwner> = self.inner.clone();
                 (Some(Batch::new(batch, owner)), None)
             }
-            Poll::WaitUntil(deadline) => (
-                None,
-                Some(
-                    deadline
-                        .saturating_duration_since(Instant::now())
-                        .as_secs_f64(),
-                ),
-            ),
+            Poll::WaitUntil {
+                until,
+                wake_at_items,
+            } => {
+                inner.wake_at_items.store(wake_at_items, Ordering::Relaxed);
+                let delay = until.saturating_duration_since(Instant::now());
+                (None, Some(delay.as_secs_f64()))
+            }
             Poll::Idle => (None, None),
         }
     }

@@ -133,7 +133,8 @@ impl Shared {
 
 /// Validates the batching options at decoration time, raising `ValueError` with what is wrong.
 #[pyfunction]
-#[pyo3(signature = (batch_size, timeout_ms, small_batch_threshold, max_batch_tokens = None, sort_by_length = false, max_queue_size = None, on_full = "raise"))]
+#[pyo3(signature = (batch_size, timeout_ms, small_batch_threshold, max_batch_tokens = None, sort_by_length = false, max_queue_size = None, on_full = "raise", adaptive = false))]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn validate_policy(
     batch_size: i64,
     timeout_ms: f64,
@@ -142,6 +143,7 @@ pub(crate) fn validate_policy(
     sort_by_length: bool,
     max_queue_size: Option<i64>,
     on_full: &str,
+    adaptive: bool,
 ) -> PyResult<()> {
     policy_from(
         batch_size,
@@ -149,6 +151,7 @@ pub(crate) fn validate_policy(
         small_batch_threshold,
         max_batch_tokens,
         sort_by_length,
+        adaptive,
     )?;
     queue_bound(max_queue_size, on_full).map(drop)
 }
@@ -206,6 +209,7 @@ pub(crate) fn policy_from(
     small_batch_threshold: i64,
     max_batch_tokens: Option<i64>,
     sort_by_length: bool,
+    adaptive: bool,
 ) -> PyResult<BatchPolicy> {
     let small = usize::try_from(small_batch_threshold).map_err(|_| {
         PyValueError::new_err(format!(
@@ -214,6 +218,7 @@ pub(crate) fn policy_from(
     })?;
     BatchPolicy::new(batch_size, timeout_ms, small)
         .and_then(|policy| policy.with_packing(max_batch_tokens, sort_by_length))
+        .map(|policy| policy.with_adaptive(adaptive))
         .map_err(|error| PyValueError::new_err(error.to_string()))
 }
 
@@ -315,7 +320,7 @@ fn submission(call: &CallRef, lengths: Option<Vec<usize>>, priority: i32) -> Sub
 #[pymethods]
 impl Processor {
     #[new]
-    #[pyo3(signature = (batch_size, timeout_ms, small_batch_threshold, deliver, max_batch_tokens = None, sort_by_length = false, max_queue_size = None, on_full = "raise"))]
+    #[pyo3(signature = (batch_size, timeout_ms, small_batch_threshold, deliver, max_batch_tokens = None, sort_by_length = false, max_queue_size = None, on_full = "raise", adaptive = false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         batch_size: i64,
@@ -326,6 +331,7 @@ impl Processor {
         sort_by_length: bool,
         max_queue_size: Option<i64>,
         on_full: &str,
+        adaptive: bool,
     ) -> PyResult<Self> {
         let policy = policy_from(
             batch_size,
@@ -333,6 +339,7 @@ impl Processor {
             small_batch_threshold,
             max_batch_tokens,
             sort_by_length,
+            adaptive,
         )?;
         let (limit, block_when_full) = queue_bound(max_queue_size, on_full)?;
         Ok(Self {
@@ -521,6 +528,8 @@ pub(crate) fn stats_dict<'py>(
     dict.set_item("full_batches", stats.full_batches)?;
     dict.set_item("deadline_batches", stats.deadline_batches)?;
     dict.set_item("drain_batches", stats.drain_batches)?;
+    dict.set_item("idle_batches", stats.idle_batches)?;
+    dict.set_item("adaptive_batches", stats.adaptive_batches)?;
     dict.set_item("padded_fraction", stats.padded_fraction())?;
     dict.set_item("items_failed", stats.items_failed)?;
     dict.set_item("items_timed_out", stats.items_timed_out)?;

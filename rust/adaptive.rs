@@ -1,0 +1,260 @@
+//! Adaptive dispatch (`timeout_ms="auto"`): wait for a batch to fill only while waiting pays.
+//!
+//! The scheduler learns two things as it runs: the cost of a batch, `time(n) ≈ a + b·n`, from
+//! the batches it has timed, and the arrival rate `λ` of items. With the worker idle and `n`
+//! items queued, waiting `dt` longer costs each queued item `dt`, that is `n·dt` in all. It
+//! spares the `λ·dt` items arriving meanwhile from waiting for the batch that would have left
+//! without them, about `time(n)` each. So waiting pays while `λ·time(n) > n`: the queue should
+//! grow to the smallest `n` with `n ≥ λ·time(n)`, the batch size that dispatching whenever the
+//! worker is free settles to at that load. With sparse traffic that target is one item, so a
+//! lone request leaves at once; under load it grows towards `batch_size`, and the deadline
+//! (`max_timeout_ms`) still bounds every wait.
+
+use std::time::{Duration, Instant};
+
+/// Running least-squares fit of batch time against batch size, forgetting old batches so that
+/// it follows a model whose speed changes (warm-up, another tenant on the GPU).
+#[derive(Clone, Debug, Default)]
+pub struct CostModel {
+    weight: f64,
+    sum_n: f64,
+    sum_t: f64,
+    sum_nn: f64,
+    sum_nt: f64,
+}
+
+/// Each new batch weighs as much as the last `1 / (1 - COST_MEMORY)` batches together.
+const COST_MEMORY: f64 = 0.95;
+/// Batches timed before the fit is trusted; until then the processor dispatches at once.
+const MIN_BATCHES: f64 = 3.0;
+
+impl CostModel {
+    pub fn observe(&mut self, items: usize, elapsed: Duration) {
+        let (n, t) = (items as f64, elapsed.as_secs_f64());
+        self.weight = self.weight * COST_MEMORY + 1.0;
+        self.sum_n = self.sum_n * COST_MEMORY + n;
+        self.sum_t = self.sum_t * COST_MEMORY + t;
+        self.sum_nn = self.sum_nn * COST_MEMORY + n * n;
+        self.sum_nt = self.sum_nt * COST_MEMORY + n * t;
+    }
+
+    /// The fitted `(a, b)` in seconds and seconds per item, both at least zero; `None` until
+    /// enough batches were seen. Batches all of one size cannot tell `a` from `b·n`: then the
+    /// whole mean time counts as fixed cost, which predicts that size right.
+    pub fn fit(&self) -> Option<(f64, f64)> {
+        if self.weight < MIN_BATCHES {
+            return None;
+        }
+        let mean_n = self.sum_n / self.weight;
+        let mean_t = self.sum_t / self.weight;
+        let var_n = self.sum_nn / self.weight - mean_n * mean_n;
+        let cov = self.sum_nt / self.weight - mean_n * mean_t;
+        let slope = if var_n > 1e-9 { cov / var_n } else { 0.0 };
+        let intercept = mean_t - slope * mean_n;
+        Some(if slope < 0.0 {
+            (mean_t, 0.0)
+        } else if intercept < 0.0 {
+            (0.0, mean_t / mean_n.max(1.0))
+        } else {
+            (intercept, slope)
+        })
+    }
+}
+
+/// Items per second, averaged with exponentially decaying weights over about `window`.
+#[derive(Clone, Debug)]
+pub struct ArrivalRate {
+    window: f64,
+    // Items seen, each weighted by e^(-age / window), as of `last`.
+    weight: f64,
+    last: Option<Instant>,
+}
+
+/// Long enough to average a few arrivals at tens per second, short enough to follow a burst.
+pub const RATE_WINDOW: Duration = Duration::from_millis(250);
+
+impl Default for ArrivalRate {
+    fn default() -> Self {
+        Self::new(RATE_WINDOW)
+    }
+}
+
+impl ArrivalRate {
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window: window.as_secs_f64(),
+            weight: 0.0,
+            last: None,
+        }
+    }
+
+    fn decayed(&self, at: Instant) -> f64 {
+        match self.last {
+            None => 0.0,
+            Some(last) => {
+                let age = at.saturating_duration_since(last).as_secs_f64();
+                self.weight * (-age / self.window).exp()
+            }
+        }
+    }
+
+    pub fn observe(&mut self, at: Instant, items: usize) {
+        // Arrivals may be seen slightly out of order; never move the clock back.
+        let at = self.last.map_or(at, |last| last.max(at));
+        self.weight = self.decayed(at) + items as f64;
+        self.last = Some(at);
+    }
+
+    pub fn per_second(&self, now: Instant) -> f64 {
+        self.decayed(now) / self.window
+    }
+}
+
+/// How many queued items make waiting stop paying: the smallest `n ≥ 1` with
+/// `n ≥ rate · (a + b·n)`, at most `batch_size`.
+pub fn target_fill(rate: f64, (a, b): (f64, f64), batch_size: usize) -> usize {
+    let arrivals_per_item = rate * b;
+    if arrivals_per_item >= 1.0 {
+        // Items arrive faster than a batch can take them: only a full batch keeps up.
+        return batch_size;
+    }
+    let steady = rate * a / (1.0 - arrivals_per_item);
+    (steady.ceil().max(1.0) as usize).min(batch_size)
+}
+
+/// What adaptive dispatch makes of the queue now.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Advice {
+    /// Waiting does not pay for a lone item: traffic is sparse.
+    DispatchIdle,
+    /// The queue reached the size that waiting aims for.
+    DispatchFilled,
+    /// Waiting pays until about this instant, when `target` items should be queued.
+    WaitUntil { at: Instant, target: usize },
+}
+
+/// What a processor has learned so far.
+#[derive(Clone, Copy, Debug)]
+pub struct Learned<'a> {
+    pub arrivals: &'a ArrivalRate,
+    pub cost: &'a CostModel,
+}
+
+impl Learned<'_> {
+    /// Advice for `queued` items (at least one) at `now`.
+    pub fn advise(&self, queued: usize, now: Instant, batch_size: usize) -> Advice {
+        let Some(fit) = self.cost.fit() else {
+            return Advice::DispatchIdle;
+        };
+        let rate = self.arrivals.per_second(now);
+        let target = target_fill(rate, fit, batch_size);
+        if target <= 1 {
+            return Advice::DispatchIdle;
+        }
+        if queued >= target {
+            return Advice::DispatchFilled;
+        }
+        let missing = (target - queued) as f64;
+        let at = now + Duration::from_secs_f64((missing / rate).min(3600.0));
+        Advice::WaitUntil { at, target }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(a: f64, b: f64, sizes: &[usize]) -> CostModel {
+        let mut cost = CostModel::default();
+        for &n in sizes {
+            cost.observe(n, Duration::from_secs_f64(a + b * n as f64));
+        }
+        cost
+    }
+
+    #[test]
+    fn the_fit_recovers_a_linear_cost_curve() {
+        let cost = model(0.010, 0.0005, &[1, 4, 8, 16, 32, 2, 7]);
+        let (a, b) = cost.fit().unwrap();
+        assert!((a - 0.010).abs() < 1e-9, "a = {a}");
+        assert!((b - 0.0005).abs() < 1e-9, "b = {b}");
+    }
+
+    #[test]
+    fn too_few_batches_give_no_fit_and_one_size_gives_a_flat_one() {
+        assert!(model(0.01, 0.0, &[4, 4]).fit().is_none());
+        let (a, b) = model(0.002, 0.001, &[8, 8, 8, 8]).fit().unwrap();
+        assert!((a - 0.010).abs() < 1e-9 && b == 0.0, "({a}, {b})");
+    }
+
+    #[test]
+    fn the_fit_forgets_an_old_speed() {
+        let mut cost = model(0.050, 0.0, &[1, 2, 3, 4, 5]);
+        for n in (1..=5).cycle().take(200) {
+            cost.observe(n, Duration::from_secs_f64(0.005));
+        }
+        let (a, _) = cost.fit().unwrap();
+        assert!((a - 0.005).abs() < 1e-4, "a = {a}");
+    }
+
+    #[test]
+    fn the_rate_follows_arrivals_and_decays_in_silence() {
+        let start = Instant::now();
+        let mut rate = ArrivalRate::new(Duration::from_millis(100));
+        for i in 0..1000 {
+            rate.observe(start + Duration::from_micros(i * 1000), 1);
+        }
+        let end = start + Duration::from_millis(1000);
+        let busy = rate.per_second(end);
+        assert!((900.0..1100.0).contains(&busy), "{busy}/s");
+        let quiet = rate.per_second(end + Duration::from_millis(500));
+        assert!(quiet < busy * 0.01, "{quiet}/s after silence");
+    }
+
+    #[test]
+    fn the_target_is_the_greedy_steady_state_batch() {
+        // 1 000 items/s, 10 ms fixed cost: 10 arrive per batch time, 11.1 with 0.1 ms per item.
+        assert_eq!(target_fill(1000.0, (0.010, 0.0), 64), 10);
+        assert_eq!(target_fill(1000.0, (0.010, 0.0001), 64), 12);
+        assert_eq!(target_fill(10.0, (0.010, 0.0001), 64), 1);
+        assert_eq!(target_fill(20_000.0, (0.010, 0.0001), 64), 64);
+        assert_eq!(target_fill(0.0, (0.010, 0.0), 64), 1);
+    }
+
+    #[test]
+    fn advice_dispatches_sparse_traffic_at_once_and_waits_under_load() {
+        let now = Instant::now();
+        let mut arrivals = ArrivalRate::new(Duration::from_millis(100));
+        let cost = model(0.010, 0.0, &[1, 2, 4, 8]);
+        let sparse = Learned {
+            arrivals: &arrivals,
+            cost: &cost,
+        };
+        assert_eq!(sparse.advise(1, now, 32), Advice::DispatchIdle);
+        for i in 0..1000 {
+            arrivals.observe(now + Duration::from_micros(i * 500), 1);
+        }
+        let learned = Learned {
+            arrivals: &arrivals,
+            cost: &cost,
+        };
+        let later = now + Duration::from_millis(500);
+        // About 2 000 items/s and 10 ms a batch: aim for about 20 queued items.
+        let Advice::WaitUntil { at, target } = learned.advise(5, later, 32) else {
+            panic!("expected to wait");
+        };
+        assert!((15..=25).contains(&target), "target {target}");
+        let wait = at.duration_since(later).as_secs_f64();
+        assert!((0.004..0.012).contains(&wait), "waits {wait} s");
+        assert_eq!(learned.advise(target, later, 32), Advice::DispatchFilled);
+    }
+
+    #[test]
+    fn no_fit_yet_means_dispatch_at_once() {
+        let learned = Learned {
+            arrivals: &ArrivalRate::default(),
+            cost: &CostModel::default(),
+        };
+        assert_eq!(learned.advise(3, Instant::now(), 8), Advice::DispatchIdle);
+    }
+}
