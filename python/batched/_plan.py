@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from batched import _core
+from batched._log import logger
 
 
 class Plan(Protocol):
@@ -61,10 +62,9 @@ def _run(batch: _core.Batch, func: Callable[..., Any], plan: Plan, isolate: bool
         output = func(*args, **kwargs)
         plan.settle(batch, output, state)
     except Exception as error:
-        if not (isolate and len(batch) > 1):
+        if not _retry_in_halves(batch, error, isolate):
             batch.fail(error)
             return
-        # on_error="isolate": run each half again until the failing items are alone.
         del error
         for half in batch.split(len(batch) // 2):
             _run(half, func, plan, isolate)
@@ -89,7 +89,7 @@ async def _run_async(
         output = await func(*args, **kwargs)
         plan.settle(batch, output, state)
     except Exception as error:
-        if not (isolate and len(batch) > 1):
+        if not _retry_in_halves(batch, error, isolate):
             batch.fail(error)
             return
         del error
@@ -98,6 +98,21 @@ async def _run_async(
     except BaseException as error:  # cancellation, KeyboardInterrupt, SystemExit
         batch.fail(error)
         raise
+
+
+def _retry_in_halves(batch: _core.Batch, error: Exception, isolate: bool) -> bool:
+    """Whether ``on_error="isolate"`` retries a failed batch in halves (until the failing items
+    are alone); logs the failure either way."""
+    retry = isolate and len(batch) > 1
+    if retry:
+        logger.info("a batch of %d items failed (%r); retrying it in halves", len(batch), error)
+    else:
+        logger.warning(
+            "the batch function failed on a batch of %d items; its callers get the exception",
+            len(batch),
+            exc_info=error,
+        )
+    return retry
 
 
 def item_lengths(length_of: Callable[[Any], int] | None, item: Any) -> list[int] | None:

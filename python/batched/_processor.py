@@ -8,17 +8,20 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar, Unpack, overload
+from typing import Any, Generic, Protocol, Self, TypeVar, Unpack, overload
 
 from batched import _core
 from batched._decorate import apply_or_defer, check_callable
 from batched._delivery import deliver, item_count, outcome, submit_when_room
+from batched._log import logger
 from batched._options import BatchOptions, Settings
 from batched._plan import ITEMS, Plan, Resolver, item_lengths, run_batch
 from batched._stats import BatchStats
 
 T = TypeVar("T")
 U = TypeVar("U")
+S = TypeVar("S")
+S_contra = TypeVar("S_contra", contravariant=True)
 
 BatchFunction = Callable[[list[T]], Sequence[U]]
 
@@ -109,6 +112,7 @@ class BatchProcessor(Generic[T, U]):
         )
         for worker in self._workers:
             worker.start()
+        logger.debug("started %s with %s", name, self._settings)
         # Runs on shutdown(), when this processor is collected, or at interpreter exit.
         self._finalizer = weakref.finalize(
             self, _stop, self._core, self._workers, False, _FINALIZE_JOIN_SECONDS
@@ -120,6 +124,7 @@ class BatchProcessor(Generic[T, U]):
         if not self._finalizer.alive:
             return  # shut down before the fork: stays shut down
         self._finalizer.detach()
+        logger.debug("restarting %s in forked child %d", self, os.getpid())
         self._start()
 
     @overload
@@ -195,6 +200,7 @@ class BatchProcessor(Generic[T, U]):
         """
         self._finalizer.detach()
         _stop(self._core, self._workers, drain, None)
+        logger.debug("shut down %s (drain=%s)", self, drain)
 
     def __enter__(self) -> BatchProcessor[T, U]:
         return self
@@ -207,13 +213,43 @@ class BatchProcessor(Generic[T, U]):
         return f"<BatchProcessor {getattr(self, '__qualname__', '?')} ({state})>"
 
 
+class BatchMethod(Protocol[S_contra, T, U]):
+    """How type checkers see a decorated method: on an instance, that instance's processor."""
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> Self: ...
+    @overload
+    def __get__(
+        self, instance: S_contra, owner: type[Any] | None = None
+    ) -> BatchProcessor[T, U]: ...
+
+
+class Decorator(Protocol):
+    """What ``batched.dynamically(...)`` with options returns."""
+
+    @overload
+    def __call__(self, func: BatchFunction[T, U], /) -> BatchProcessor[T, U]: ...
+    @overload
+    def __call__(self, func: Callable[[list[T]], Any], /) -> BatchProcessor[T, Any]: ...
+    @overload
+    def __call__(self, func: Callable[[S, list[T]], Sequence[U]], /) -> BatchMethod[S, T, U]: ...
+    @overload
+    def __call__(self, func: Callable[[S, list[T]], Any], /) -> BatchMethod[S, T, Any]: ...
+
+
+# A function returning a sequence types its results; one returning an array (any other output
+# with one row per item) gives results typed Any.
 @overload
 def dynamically(func: BatchFunction[T, U], /) -> BatchProcessor[T, U]: ...
 @overload
-def dynamically(
-    func: None = None, /, **options: Unpack[BatchOptions]
-) -> Callable[[BatchFunction[T, U]], BatchProcessor[T, U]]: ...
-def dynamically(func: BatchFunction[T, U] | None = None, /, **options: Any) -> Any:
+def dynamically(func: Callable[[list[T]], Any], /) -> BatchProcessor[T, Any]: ...
+@overload
+def dynamically(func: Callable[[S, list[T]], Sequence[U]], /) -> BatchMethod[S, T, U]: ...
+@overload
+def dynamically(func: Callable[[S, list[T]], Any], /) -> BatchMethod[S, T, Any]: ...
+@overload
+def dynamically(func: None = None, /, **options: Unpack[BatchOptions]) -> Decorator: ...
+def dynamically(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Decorates a function taking a list of items so that single calls are batched.
 
     Use it bare (``@batched.dynamically``) or with options

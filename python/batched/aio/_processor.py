@@ -9,7 +9,7 @@ import inspect
 import os
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Generic, TypeVar, Unpack, overload
+from typing import Any, Generic, Protocol, Self, TypeVar, Unpack, overload
 
 from batched import _core
 from batched._decorate import apply_or_defer, check_callable
@@ -21,6 +21,11 @@ from batched._stats import BatchStats
 
 T = TypeVar("T")
 U = TypeVar("U")
+S = TypeVar("S")
+S_contra = TypeVar("S_contra", contravariant=True)
+
+# A batch function of either kind: plain, or async.
+Results = Sequence[U] | Awaitable[Sequence[U]]
 
 
 class _LoopBatcher:
@@ -215,7 +220,7 @@ class AsyncBatchProcessor(Generic[T, U]):
 
     def __init__(
         self,
-        func: Callable[[list[T]], Sequence[U] | Awaitable[Sequence[U]]],
+        func: Callable[[list[T]], Results[U]],
         *,
         _resolve: Resolver | None = None,
         _plan: Plan = ITEMS,
@@ -327,13 +332,43 @@ class AsyncBatchProcessor(Generic[T, U]):
             await asyncio.to_thread(self._threaded.shutdown, drain)
 
 
+class AsyncBatchMethod(Protocol[S_contra, T, U]):
+    """How type checkers see a decorated method: on an instance, that instance's processor."""
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> Self: ...
+    @overload
+    def __get__(
+        self, instance: S_contra, owner: type[Any] | None = None
+    ) -> AsyncBatchProcessor[T, U]: ...
+
+
+class AsyncDecorator(Protocol):
+    """What ``batched.aio.dynamically(...)`` with options returns."""
+
+    @overload
+    def __call__(self, func: Callable[[list[T]], Results[U]], /) -> AsyncBatchProcessor[T, U]: ...
+    @overload
+    def __call__(self, func: Callable[[list[T]], Any], /) -> AsyncBatchProcessor[T, Any]: ...
+    @overload
+    def __call__(
+        self, func: Callable[[S, list[T]], Results[U]], /
+    ) -> AsyncBatchMethod[S, T, U]: ...
+    @overload
+    def __call__(self, func: Callable[[S, list[T]], Any], /) -> AsyncBatchMethod[S, T, Any]: ...
+
+
+@overload
+def dynamically(func: Callable[[list[T]], Results[U]], /) -> AsyncBatchProcessor[T, U]: ...
 @overload
 def dynamically(func: Callable[[list[T]], Any], /) -> AsyncBatchProcessor[T, Any]: ...
 @overload
-def dynamically(
-    func: None = None, /, **options: Unpack[AsyncBatchOptions]
-) -> Callable[[Callable[[list[T]], Any]], AsyncBatchProcessor[T, Any]]: ...
-def dynamically(func: Callable[[list[T]], Any] | None = None, /, **options: Any) -> Any:
+def dynamically(func: Callable[[S, list[T]], Results[U]], /) -> AsyncBatchMethod[S, T, U]: ...
+@overload
+def dynamically(func: Callable[[S, list[T]], Any], /) -> AsyncBatchMethod[S, T, Any]: ...
+@overload
+def dynamically(func: None = None, /, **options: Unpack[AsyncBatchOptions]) -> AsyncDecorator: ...
+def dynamically(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Decorates a batch function (``def`` or ``async def``) so that ``await f(item)`` batches.
 
     Use it bare or with options, on functions or methods (one processor per instance). The
