@@ -21,9 +21,12 @@ def test_a_failed_batch_is_logged_as_a_warning_with_its_traceback(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     f = batched.BatchProcessor(failing, batch_size=2, timeout_ms=1000)
-    with f, caplog.at_level(logging.WARNING, logger="batched"):
-        with pytest.raises(ValueError, match="bad item"):
-            f([1, -1])
+    with (
+        f,
+        caplog.at_level(logging.WARNING, logger="batched"),
+        pytest.raises(ValueError, match="bad item"),
+    ):
+        f([1, -1])
     [record] = [r for r in caplog.records if r.name == "batched"]
     assert record.levelno == logging.WARNING
     assert "failed on a batch of 2 items" in record.getMessage()
