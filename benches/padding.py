@@ -154,13 +154,14 @@ def make_model(
         def reduce(ids: Any, mask: Any) -> Any:
             return (ids * mask).sum(axis=1, keepdims=True)
 
-    decorate = batched.inference.dynamically(
-        batch_size=BATCH_SIZE,
-        timeout_ms=TIMEOUT_MS,
+    settings = {
+        "batch_size": BATCH_SIZE,
+        "timeout_ms": TIMEOUT_MS,
         # 0.1.5's keyword (ours accepts it too, as well as ``pad_token``).
-        pad_tokens={"input_ids": 0},
+        "pad_tokens": {"input_ids": 0},
         **options,
-    )
+    }
+    decorate = batched.inference.dynamically(**settings)
 
     def model(features: dict[str, Any]) -> Any:
         ids, mask = features["input_ids"], features["attention_mask"]
@@ -343,6 +344,18 @@ def make_variants(max_batch_tokens: int = MAX_BATCH_TOKENS) -> list[Variant]:
             "ours",
             f"ours, sort_by_length + max_batch_tokens={max_batch_tokens}",
             {"sort_by_length": True, "max_batch_tokens": max_batch_tokens},
+            True,
+        ),
+        Variant(
+            "sort_budget_auto",
+            "ours",
+            f'ours, sort_by_length + max_batch_tokens={max_batch_tokens} + timeout_ms="auto"',
+            {
+                "sort_by_length": True,
+                "max_batch_tokens": max_batch_tokens,
+                "timeout_ms": "auto",
+                "max_timeout_ms": TIMEOUT_MS,
+            },
             True,
         ),
     ]
