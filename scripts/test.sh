@@ -11,5 +11,6 @@ cargo test
 ruff check python tests benches examples
 ruff format --check python tests benches examples
 mypy python/batched
+mypy --strict examples
 python -m mypy.stubtest batched._core
 python -m pytest "$@"

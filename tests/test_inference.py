@@ -1296,3 +1296,16 @@ def test_importing_the_inference_flavours_imports_neither_numpy_nor_torch() -> N
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+@needs_torch
+def test_calls_from_another_device_than_the_first_call_fail_at_call_time() -> None:
+    @inference.dynamically(batch_size=4, timeout_ms=1)
+    def model(features: dict[str, Any]) -> Any:
+        return features["x"]
+
+    with model:
+        assert model({"x": torch.ones(1, 2)}).tolist() == [[1.0, 1.0]]
+        with pytest.raises(ValueError, match="on meta but the first call's were on cpu"):
+            model({"x": torch.ones(1, 2, device="meta")})
+        assert model({"x": torch.zeros(1, 2)}).tolist() == [[0.0, 0.0]]

@@ -522,3 +522,18 @@ def test_a_forked_child_gets_a_working_processor() -> None:
 
 async def _acall_twice(f: batched.BatchProcessor[int, int]) -> list[int]:
     return list(await asyncio.gather(f.acall(5), f.acall(6)))
+
+
+def test_a_bound_method_can_be_wrapped_directly() -> None:
+    class Scaler:
+        def __init__(self, factor: int) -> None:
+            self.factor = factor
+
+        def scale(self, items: list[int]) -> list[int]:
+            return [item * self.factor for item in items]
+
+    scaler = Scaler(3)
+    f = batched.dynamically(batch_size=4)(scaler.scale)
+    with f:
+        assert f(2) == 6
+        assert f([1, 2]) == [3, 6]

@@ -4,6 +4,7 @@ methods, without the processor keeping its instance alive."""
 from __future__ import annotations
 
 import functools
+import inspect
 import weakref
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -17,7 +18,10 @@ def check_callable(func: object) -> None:
 
 
 def is_method(func: Callable[..., Any]) -> bool:
-    """True for a function defined directly in a class body (``Class.name`` qualname)."""
+    """True for a function defined directly in a class body (``Class.name`` qualname); a method
+    already bound to its instance is an ordinary callable."""
+    if inspect.ismethod(func):
+        return False
     parts = getattr(func, "__qualname__", "").split(".")
     return len(parts) >= 2 and parts[-2] != "<locals>"
 

@@ -67,6 +67,8 @@ class FeatureSchema:
 
     def __init__(self) -> None:
         self.specs: dict[str, FeatureSpec] | None = None
+        # The device of the first call's tensors: a batch is padded and stacked on one device.
+        self.device: str | None = None
 
     def check(self, features: Mapping[str, Any]) -> tuple[CallFeatures, list[int]]:
         """Checks one call's features; returns them with each row's length (the longest first
@@ -111,7 +113,20 @@ class FeatureSchema:
         if count == 0:
             raise ValueError("a call needs at least one row of features")
         self._match(specs)
+        self._match_device(next(iter(devices), None))
         return CallFeatures(dict(features), count), row_lengths or [1] * count
+
+    def _match_device(self, device: str | None) -> None:
+        if device is None:
+            return
+        if self.device is None:
+            self.device = device
+        elif device != self.device:
+            raise ValueError(
+                f"this call's tensors are on {device} but the first call's were on "
+                f"{self.device}; a batch is stacked on one device, so send every call's "
+                "tensors from the same device"
+            )
 
     def _match(self, specs: dict[str, FeatureSpec]) -> None:
         if self.specs is None:
