@@ -1,14 +1,15 @@
 //! Adaptive dispatch (`timeout_ms="auto"`): wait for a batch to fill only while waiting pays.
 //!
 //! The scheduler learns two things as it runs: the cost of a batch, `time(n) ≈ a + b·n`, from
-//! the batches it has timed, and the arrival rate `λ` of items. With the worker idle and `n`
-//! items queued, waiting `dt` longer costs each queued item `dt`, that is `n·dt` in all. It
-//! spares the `λ·dt` items arriving meanwhile from waiting for the batch that would have left
-//! without them, about `time(n)` each. So waiting pays while `λ·time(n) > n`: the queue should
-//! grow to the smallest `n` with `n ≥ λ·time(n)`, the batch size that dispatching whenever the
-//! worker is free settles to at that load. With sparse traffic that target is one item, so a
-//! lone request leaves at once; under load it grows towards `batch_size`, and the deadline
-//! (`max_timeout_ms`) still bounds every wait.
+//! the batches it has timed, and the arrival rate `λ` of items. Suppose the worker is free, `n`
+//! items are queued and the oldest has waited `w`. Dispatching now makes the items arriving
+//! next wait for this batch to finish before theirs can start; waiting `dt` longer lets the
+//! `λ·dt` items arriving meanwhile join it, sparing each about `time(n) - w` (the batch they
+//! would have waited for, less the wait they have already been spared), while the `n` queued
+//! items each lose `dt`. So waiting pays while `λ·(time(n) - w) > n`. As the wait goes on, `w`
+//! grows and so does `n`, and the wait ends where the two meet: with the worker idle and one
+//! item queued, after about `(λ·a - 1) / 2λ`. With sparse traffic (`λ·time(1) ≤ 1`) a lone
+//! request leaves at once; the deadline (`max_timeout_ms`) still bounds every wait.
 
 use std::time::{Duration, Instant};
 
@@ -110,25 +111,13 @@ impl ArrivalRate {
     }
 }
 
-/// How many queued items make waiting stop paying: the smallest `n ≥ 1` with
-/// `n ≥ rate · (a + b·n)`, at most `batch_size`.
-pub fn target_fill(rate: f64, (a, b): (f64, f64), batch_size: usize) -> usize {
-    let arrivals_per_item = rate * b;
-    if arrivals_per_item >= 1.0 {
-        // Items arrive faster than a batch can take them: only a full batch keeps up.
-        return batch_size;
-    }
-    let steady = rate * a / (1.0 - arrivals_per_item);
-    (steady.ceil().max(1.0) as usize).min(batch_size)
-}
-
 /// What adaptive dispatch makes of the queue now.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Advice {
     /// Waiting does not pay for a lone item: traffic is sparse.
     DispatchIdle,
-    /// The queue reached the size that waiting aims for.
-    DispatchFilled,
+    /// Waiting has stopped paying.
+    DispatchNow,
     /// Waiting pays until about this instant, when `target` items should be queued.
     WaitUntil { at: Instant, target: usize },
 }
@@ -141,22 +130,43 @@ pub struct Learned<'a> {
 }
 
 impl Learned<'_> {
-    /// Advice for `queued` items (at least one) at `now`.
-    pub fn advise(&self, queued: usize, now: Instant, batch_size: usize) -> Advice {
-        let Some(fit) = self.cost.fit() else {
+    /// Advice for `queued` items (at least one), the oldest of which has waited `waited`, at
+    /// `now`, for a worker that is free.
+    pub fn advise(
+        &self,
+        queued: usize,
+        waited: Duration,
+        now: Instant,
+        batch_size: usize,
+    ) -> Advice {
+        let Some((a, b)) = self.cost.fit() else {
             return Advice::DispatchIdle;
         };
         let rate = self.arrivals.per_second(now);
-        let target = target_fill(rate, fit, batch_size);
-        if target <= 1 {
+        let n = queued as f64;
+        if rate * (a + b) <= 1.0 {
+            // Not even one more item is expected during a lone item's batch.
             return Advice::DispatchIdle;
         }
-        if queued >= target {
-            return Advice::DispatchFilled;
+        // Waiting `x` more pays while rate·(a + b·(n + rate·x) - (waited + x)) > n + rate·x.
+        let gain = rate * (a + b * n - waited.as_secs_f64()) - n;
+        let slope = rate * (2.0 - rate * b);
+        if gain <= 0.0 || queued >= batch_size {
+            return Advice::DispatchNow;
         }
-        let missing = (target - queued) as f64;
-        let at = now + Duration::from_secs_f64((missing / rate).min(3600.0));
-        Advice::WaitUntil { at, target }
+        // Past a full batch waiting cannot grow the batch; with `rate·b ≥ 1` items arrive faster
+        // than batches take them, so only full batches keep up.
+        let until_full = (batch_size as f64 - n) / rate;
+        let wait = if slope > 0.0 {
+            (gain / slope).min(until_full)
+        } else {
+            until_full
+        };
+        let expected = n + rate * wait;
+        Advice::WaitUntil {
+            at: now + Duration::from_secs_f64(wait),
+            target: (expected.ceil() as usize).clamp(queued + 1, batch_size),
+        }
     }
 }
 
@@ -212,16 +222,6 @@ mod tests {
     }
 
     #[test]
-    fn the_target_is_the_greedy_steady_state_batch() {
-        // 1 000 items/s, 10 ms fixed cost: 10 arrive per batch time, 11.1 with 0.1 ms per item.
-        assert_eq!(target_fill(1000.0, (0.010, 0.0), 64), 10);
-        assert_eq!(target_fill(1000.0, (0.010, 0.0001), 64), 12);
-        assert_eq!(target_fill(10.0, (0.010, 0.0001), 64), 1);
-        assert_eq!(target_fill(20_000.0, (0.010, 0.0001), 64), 64);
-        assert_eq!(target_fill(0.0, (0.010, 0.0), 64), 1);
-    }
-
-    #[test]
     fn advice_dispatches_sparse_traffic_at_once_and_waits_under_load() {
         let now = Instant::now();
         let mut arrivals = ArrivalRate::new(Duration::from_millis(100));
@@ -230,7 +230,10 @@ mod tests {
             arrivals: &arrivals,
             cost: &cost,
         };
-        assert_eq!(sparse.advise(1, now, 32), Advice::DispatchIdle);
+        assert_eq!(
+            sparse.advise(1, Duration::ZERO, now, 32),
+            Advice::DispatchIdle
+        );
         for i in 0..1000 {
             arrivals.observe(now + Duration::from_micros(i * 500), 1);
         }
@@ -239,14 +242,58 @@ mod tests {
             cost: &cost,
         };
         let later = now + Duration::from_millis(500);
-        // About 2 000 items/s and 10 ms a batch: aim for about 20 queued items.
-        let Advice::WaitUntil { at, target } = learned.advise(5, later, 32) else {
+        // About 2 000 items/s and 10 ms a batch, one item just queued: waiting pays for about
+        // (2000 × 0.010 - 1) / (2 × 2000) s, 4.75 ms, by when about 10 items are queued.
+        let Advice::WaitUntil { at, target } = learned.advise(1, Duration::ZERO, later, 32) else {
             panic!("expected to wait");
         };
-        assert!((15..=25).contains(&target), "target {target}");
         let wait = at.duration_since(later).as_secs_f64();
-        assert!((0.004..0.012).contains(&wait), "waits {wait} s");
-        assert_eq!(learned.advise(target, later, 32), Advice::DispatchFilled);
+        assert!((0.004..0.0055).contains(&wait), "waits {wait} s");
+        assert!((9..=12).contains(&target), "target {target}");
+        // Once the oldest item has waited that long, with that many queued, waiting stops.
+        let waited = Duration::from_secs_f64(wait);
+        assert_eq!(
+            learned.advise(target, waited, later, 32),
+            Advice::DispatchNow
+        );
+        // Items that already waited a whole batch time leave at once.
+        assert_eq!(
+            learned.advise(2, Duration::from_millis(10), later, 32),
+            Advice::DispatchNow
+        );
+        assert_eq!(
+            learned.advise(32, Duration::ZERO, later, 32),
+            Advice::DispatchNow
+        );
+    }
+
+    #[test]
+    fn a_steep_cost_curve_waits_less() {
+        let now = Instant::now();
+        let mut arrivals = ArrivalRate::new(Duration::from_millis(100));
+        for i in 0..1000 {
+            arrivals.observe(now + Duration::from_micros(i * 500), 1);
+        }
+        let later = now + Duration::from_millis(500);
+        let wait_for = |cost: &CostModel| match (Learned {
+            arrivals: &arrivals,
+            cost,
+        })
+        .advise(1, Duration::ZERO, later, 32)
+        {
+            Advice::WaitUntil { at, .. } => at.duration_since(later),
+            _ => Duration::ZERO,
+        };
+        let flat = wait_for(&model(0.010, 0.0001, &[1, 4, 8, 16]));
+        let steep = wait_for(&model(0.001, 0.0002, &[1, 4, 8, 16]));
+        assert!(steep < flat, "steep {steep:?} flat {flat:?}");
+        // Overloaded (2 000 items/s, 1 ms each): wait for a full batch, 31 more items.
+        let overloaded = wait_for(&model(0.001, 0.001, &[1, 4, 8, 16]));
+        let expected = Duration::from_secs_f64(31.0 / 2000.0);
+        assert!(
+            overloaded.abs_diff(expected) < Duration::from_millis(2),
+            "{overloaded:?}"
+        );
     }
 
     #[test]
@@ -255,6 +302,9 @@ mod tests {
             arrivals: &ArrivalRate::default(),
             cost: &CostModel::default(),
         };
-        assert_eq!(learned.advise(3, Instant::now(), 8), Advice::DispatchIdle);
+        assert_eq!(
+            learned.advise(3, Duration::ZERO, Instant::now(), 8),
+            Advice::DispatchIdle
+        );
     }
 }

@@ -16,7 +16,7 @@ pub enum DispatchReason {
     Drain,
     /// Adaptive dispatch: traffic was too sparse for waiting to pay, so it left at once.
     Idle,
-    /// Adaptive dispatch: the queue reached the size that waiting aimed for.
+    /// Adaptive dispatch: waiting for more items stopped paying.
     Adaptive,
 }
 
@@ -76,9 +76,10 @@ pub fn decide(
     let Some(learned) = learned.filter(|_| policy.adaptive) else {
         return wait_for_deadline;
     };
-    match learned.advise(queue.items, now, policy.batch_size) {
+    let waited = now.saturating_duration_since(oldest);
+    match learned.advise(queue.items, waited, now, policy.batch_size) {
         Advice::DispatchIdle => Decision::Dispatch(DispatchReason::Idle),
-        Advice::DispatchFilled => Decision::Dispatch(DispatchReason::Adaptive),
+        Advice::DispatchNow => Decision::Dispatch(DispatchReason::Adaptive),
         Advice::WaitUntil { at, target } => Decision::WaitUntil {
             until: at.min(deadline),
             wake_at_items: target,
@@ -200,10 +201,12 @@ mod tests {
             cost.observe(n, Duration::from_millis(10));
         }
         let sparse = ArrivalRate::new(Duration::from_millis(100));
-        let learned = |arrivals| Some(Learned {
-            arrivals,
-            cost: &cost,
-        });
+        let learned = |arrivals| {
+            Some(Learned {
+                arrivals,
+                cost: &cost,
+            })
+        };
         assert_eq!(
             super::decide(shape(1, Some(start)), start, &auto, learned(&sparse)),
             Decision::Dispatch(DispatchReason::Idle)
@@ -213,7 +216,7 @@ mod tests {
             busy.observe(start + Duration::from_micros(i * 500), 1);
         }
         let now = start + Duration::from_millis(100);
-        let oldest = now - Duration::from_millis(1);
+        let oldest = now;
         let Decision::WaitUntil {
             until,
             wake_at_items,
@@ -224,7 +227,12 @@ mod tests {
         assert!(until <= oldest + Duration::from_millis(20));
         assert!(wake_at_items > 3 && wake_at_items < 32);
         assert_eq!(
-            super::decide(shape(wake_at_items, Some(oldest)), now, &auto, learned(&busy)),
+            super::decide(
+                shape(wake_at_items, Some(oldest)),
+                until,
+                &auto,
+                learned(&busy)
+            ),
             Decision::Dispatch(DispatchReason::Adaptive)
         );
         // The deadline still bounds the wait, and a fixed policy ignores what was learned.
