@@ -6,8 +6,8 @@
 //! waiters that cannot block (an event loop's task) register a token `W` that [`Admission::release`]
 //! hands back, so the owner can wake them in its own way.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use crate::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 /// Why a call was not admitted.
@@ -94,6 +94,7 @@ impl<W> Admission<W> {
         }
         // Announce the wait before looking again, so a release either sees us or we see its room.
         self.waiting.fetch_add(1, Ordering::SeqCst);
+        crate::sync::seqcst_fence_for_loom();
         let mut guard = lock(&self.registered);
         let admitted = loop {
             if self.closed.load(Ordering::SeqCst) {
@@ -129,6 +130,7 @@ impl<W> Admission<W> {
     /// now (or the queue is closed): then `waiter` comes straight back and the caller retries.
     pub fn register(&self, count: usize, waiter: W) -> Option<W> {
         self.waiting.fetch_add(1, Ordering::SeqCst);
+        crate::sync::seqcst_fence_for_loom();
         let mut registered = lock(&self.registered);
         let fits = self
             .limit
@@ -158,6 +160,7 @@ impl<W> Admission<W> {
     }
 
     fn wake_all(&self) -> Vec<W> {
+        crate::sync::seqcst_fence_for_loom();
         if self.waiting.load(Ordering::SeqCst) == 0 {
             return Vec::new();
         }

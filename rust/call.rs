@@ -1,8 +1,8 @@
 //! The outcome of one call: its per-item results as batches deliver them, or the failure that
 //! ended it. Exactly one outcome is ever recorded for a call, and every waiter sees it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 /// Why a call ended without results. `E` is the error type the user function raises.

@@ -13,6 +13,10 @@ pub mod policy;
 pub mod rules;
 pub mod scheduler;
 pub mod stats;
+pub mod sync;
+
+#[cfg(all(test, loom))]
+mod loom_tests;
 
 #[cfg(feature = "python")]
 mod python;

@@ -46,6 +46,9 @@ pub struct Entry<C> {
 struct Level<C> {
     small: VecDeque<Entry<C>>,
     bulk: VecDeque<Entry<C>>,
+    /// Batch slots owed to the bulk class, in quarters: while both classes wait, bulk earns a
+    /// quarter of each batch, and a batch too small for a whole quarter pays it later.
+    bulk_owed: usize,
 }
 
 impl<C> Default for Level<C> {
@@ -53,6 +56,7 @@ impl<C> Default for Level<C> {
         Self {
             small: VecDeque::new(),
             bulk: VecDeque::new(),
+            bulk_owed: 0,
         }
     }
 }
@@ -187,9 +191,13 @@ impl<C: Clone + Cancellable> Pending<C> {
                 break;
             }
             let bulk_reserve = if level.small.is_empty() || level.bulk.is_empty() {
+                level.bulk_owed = 0;
                 0
             } else {
-                (room / BULK_SHARE_DIVISOR).max(1).min(level.bulk.len())
+                level.bulk_owed += room;
+                let reserve = (level.bulk_owed / BULK_SHARE_DIVISOR).min(level.bulk.len());
+                level.bulk_owed -= reserve * BULK_SHARE_DIVISOR;
+                reserve
             };
             move_live(&mut level.small, room - bulk_reserve, &mut taken);
             move_live(&mut level.bulk, max - taken.entries.len(), &mut taken);
@@ -402,6 +410,31 @@ mod tests {
                 (6, 0),
                 (7, 0),
                 (1, 0),
+                (1, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn batches_too_small_for_a_quarter_pay_bulk_every_fourth_batch() {
+        let mut pending = Pending::new(1);
+        submit(&mut pending, &call(1), 6, 0);
+        for id in 2..8 {
+            submit(&mut pending, &call(id), 1, 0);
+        }
+        let order: Vec<(usize, usize)> = (0..8)
+            .flat_map(|_| ids(&pending.take(1, &IN_ORDER)))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                (2, 0),
+                (3, 0),
+                (4, 0),
+                (1, 0),
+                (5, 0),
+                (6, 0),
+                (7, 0),
                 (1, 1)
             ]
         );

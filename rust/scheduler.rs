@@ -3,11 +3,13 @@
 //! rule says a batch may leave.
 //!
 //! The channel is used only as a lock-free queue. The worker sleeps on a parker that producers
-//! wake only when their submission changes what the worker would decide: the first item into an
-//! empty queue (it starts the deadline) or the item that fills a batch. Waking the worker on
-//! every item would cost a context switch per item for nothing.
+//! wake only when their submission changes what the worker would decide: before it sleeps, the
+//! worker publishes how many more items it waits for (one when idle: the first item starts the
+//! deadline; the rest of a batch otherwise), and a producer that finds that many in the channel
+//! after its send wakes it. Waking the worker on every item would cost a context switch per item
+//! for nothing.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Instant;
 
@@ -137,6 +139,16 @@ impl<C: Clone + Cancellable> Assembly<C> {
     }
 }
 
+/// What [`Scheduler::next`] found.
+#[derive(Debug)]
+pub enum Next<C> {
+    Batch(Batch<C>),
+    /// Registered waiters for room were woken (see [`Scheduler::take_woken`]).
+    RoomFreed,
+    /// Closed, and (when draining) empty.
+    Closed,
+}
+
 /// Why a submission was refused; the submission comes back so its caller can be told.
 #[derive(Debug)]
 pub enum Rejected<C> {
@@ -193,10 +205,12 @@ pub struct Scheduler<C, W = ()> {
     stats: Mutex<Stats>,
     /// The batch cost curve for adaptive dispatch, fed by every timed batch.
     cost: Mutex<CostModel>,
-    /// Producers wake the worker when the queue reaches this many items: `batch_size`, or the
-    /// size adaptive dispatch waits for.
-    wake_at_items: AtomicUsize,
+    /// While the worker sleeps: how many items in the channel make it worth waking (the rest of
+    /// a batch, or of the size adaptive dispatch waits for); `AWAKE` otherwise.
+    sleeping_for: AtomicUsize,
 }
+
+const AWAKE: usize = usize::MAX;
 
 /// Linux lets a sleeping thread overshoot its deadline by its "timer slack", 50 µs by default,
 /// to batch wake-ups. A batch deadline is a latency promise, so the worker asks for 1 µs.
@@ -228,7 +242,7 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
             receiver,
             wake_worker: parker.unparker().clone(),
             assembly: Mutex::new((Assembly::new(&policy), parker)),
-            wake_at_items: AtomicUsize::new(policy.batch_size),
+            sleeping_for: AtomicUsize::new(AWAKE),
             policy,
             admission: Admission::new(max_queued),
             woken: Mutex::new(Vec::new()),
@@ -254,11 +268,14 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
         std::mem::take(&mut *lock(&self.woken))
     }
 
-    fn release(&self, count: usize) {
+    /// Gives back the room of `count` items; true if that woke registered waiters.
+    fn release(&self, count: usize) -> bool {
         let woken = self.admission.release(count);
-        if !woken.is_empty() {
-            lock(&self.woken).extend(woken);
+        if woken.is_empty() {
+            return false;
         }
+        lock(&self.woken).extend(woken);
+        true
     }
 
     pub fn is_closed(&self) -> bool {
@@ -277,7 +294,7 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
     pub fn submit(&self, submission: Submission<C>) -> Result<(), Rejected<C>> {
         let submission = check_lengths(submission, &self.policy)?;
         match self.admission.try_admit(submission.count) {
-            Ok(before) => self.submit_admitted(submission, before),
+            Ok(_) => self.submit_admitted(submission),
             Err(refusal) => Err(Rejected::Refused {
                 submission,
                 refusal,
@@ -285,13 +302,8 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
         }
     }
 
-    /// Queues a submission whose items [`Scheduler::admission`] already admitted, when `before`
-    /// items were queued.
-    pub fn submit_admitted(
-        &self,
-        submission: Submission<C>,
-        before: usize,
-    ) -> Result<(), Rejected<C>> {
+    /// Queues a submission whose items [`Scheduler::admission`] already admitted.
+    pub fn submit_admitted(&self, submission: Submission<C>) -> Result<(), Rejected<C>> {
         let count = submission.count;
         let sender = self.sender.read().unwrap_or_else(PoisonError::into_inner);
         let Some(sender) = sender.as_ref() else {
@@ -303,12 +315,11 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
         sender
             .send(submission)
             .map_err(|returned| Rejected::Closed(returned.into_inner()))?;
-        // With a token budget the queue may fill by tokens before items: wake on every call.
-        let wake_at = self.wake_at_items.load(Ordering::Relaxed);
-        if before == 0
-            || (before < wake_at && before + count >= wake_at)
-            || self.policy.packing.max_batch_tokens.is_some()
-        {
+        // Pairs with the worker's fence before it sleeps: either it sees this item in the
+        // channel, or this producer sees that it sleeps and for how many items.
+        fence(Ordering::SeqCst);
+        let sleeping_for = self.sleeping_for.load(Ordering::SeqCst);
+        if sleeping_for != AWAKE && self.receiver.len() >= sleeping_for {
             self.wake_worker.unpark();
         }
         Ok(())
@@ -328,8 +339,21 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
     }
 
     /// Blocks until a batch may leave and returns it; `None` once closed and (when draining)
-    /// empty. No timer runs while nothing is queued.
+    /// empty. No timer runs while nothing is queued. Waiters for room are left in
+    /// [`Scheduler::take_woken`]; a worker that must wake them uses [`Scheduler::next`].
     pub fn next_batch(&self) -> Option<Batch<C>> {
+        loop {
+            match self.next() {
+                Next::Batch(batch) => return Some(batch),
+                Next::Closed => return None,
+                Next::RoomFreed => {}
+            }
+        }
+    }
+
+    /// Like [`Scheduler::next_batch`], but also returns when discarding cancelled items freed
+    /// room that registered waiters wait for, so the caller can wake them at once.
+    pub fn next(&self) -> Next<C> {
         precise_timers_for_this_thread();
         let mut guard = lock(&self.assembly);
         let (assembly, parker) = &mut *guard;
@@ -347,7 +371,7 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
             }
             let draining = disconnected && self.draining.load(Ordering::Relaxed);
             if disconnected && !draining {
-                return None;
+                return Next::Closed;
             }
             let now = Instant::now();
             let cost = if self.policy.adaptive {
@@ -359,19 +383,33 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
                 let mut stats = lock(&self.stats);
                 assembly.poll(now, &self.policy, draining, &mut stats, &cost)
             };
-            self.release(removed);
-            match poll {
-                Poll::Ready(batch) => return Some(batch),
-                Poll::Idle if disconnected => return None,
-                Poll::Idle => parker.park(),
+            if self.release(removed) && !matches!(poll, Poll::Ready(_)) {
+                return Next::RoomFreed;
+            }
+            let (until, wake_at_items) = match poll {
+                Poll::Ready(batch) => return Next::Batch(batch),
+                Poll::Idle if disconnected => return Next::Closed,
+                Poll::Idle => (None, 1),
                 Poll::WaitUntil {
                     until,
                     wake_at_items,
-                } => {
-                    self.wake_at_items.store(wake_at_items, Ordering::Relaxed);
-                    parker.park_deadline(until);
+                } => (Some(until), wake_at_items),
+            };
+            // With a token budget the queue may fill by tokens first: wake on every arrival.
+            let sleeping_for = if self.policy.packing.max_batch_tokens.is_some() {
+                1
+            } else {
+                wake_at_items.saturating_sub(assembly.len()).max(1)
+            };
+            self.sleeping_for.store(sleeping_for, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if self.receiver.is_empty() {
+                match until {
+                    None => parker.park(),
+                    Some(until) => parker.park_deadline(until),
                 }
             }
+            self.sleeping_for.store(AWAKE, Ordering::SeqCst);
         }
     }
 
@@ -570,5 +608,52 @@ mod tests {
         assert_eq!(scheduler.queued(), 0);
         let stats = scheduler.stats();
         assert_eq!(stats.queue_wait.count(), expected as u64);
+    }
+
+    /// Runs `next_batch` on a worker thread; the receiver gets each batch's ids.
+    fn worker(scheduler: &Arc<TestScheduler>) -> std::sync::mpsc::Receiver<Vec<usize>> {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let scheduler = Arc::clone(scheduler);
+        thread::spawn(move || {
+            while let Some(batch) = scheduler.next_batch() {
+                let ids = batch.entries.iter().map(|entry| entry.call.id).collect();
+                if sender.send(ids).is_err() {
+                    break;
+                }
+            }
+        });
+        receiver
+    }
+
+    #[test]
+    fn an_item_admitted_before_the_worker_slept_still_wakes_it() {
+        // Found by the loom model: admitted while item 1 was queued, item 2 reaches the channel
+        // only after the worker sent item 1 and went to sleep with no timer.
+        let scheduler = scheduler(4, 20.0);
+        scheduler.submit(submission(1, 1)).unwrap();
+        scheduler.admission().try_admit(1).unwrap();
+        let batches = worker(&scheduler);
+        assert_eq!(batches.recv_timeout(Duration::from_secs(5)), Ok(vec![1]));
+        thread::sleep(Duration::from_millis(20));
+        scheduler.submit_admitted(submission(2, 1)).unwrap();
+        assert_eq!(batches.recv_timeout(Duration::from_secs(5)), Ok(vec![2]));
+        scheduler.close(false);
+    }
+
+    #[test]
+    fn the_item_that_fills_a_batch_wakes_the_worker_whatever_the_admission_order() {
+        let scheduler = scheduler(3, 60_000.0);
+        let batches = worker(&scheduler);
+        for _ in 0..3 {
+            scheduler.admission().try_admit(1).unwrap();
+        }
+        scheduler.submit_admitted(submission(0, 1)).unwrap();
+        thread::sleep(Duration::from_millis(20));
+        scheduler.submit_admitted(submission(2, 1)).unwrap();
+        thread::sleep(Duration::from_millis(20));
+        scheduler.submit_admitted(submission(1, 1)).unwrap();
+        let batch = batches.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(batch, vec![0, 2, 1]);
+        scheduler.close(false);
     }
 }

@@ -63,6 +63,19 @@ impl Inner {
     }
 }
 
+impl Drop for Inner {
+    // A loop that ended with items still queued (their callers gave up) takes them along: they
+    // no longer count in the shared statistics.
+    fn drop(&mut self) {
+        let left = self
+            .assembly
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        self.totals.queued.fetch_sub(left, Ordering::Relaxed);
+    }
+}
+
 impl BatchOwner for Inner {
     fn record_batch(&self, items: usize, elapsed: Duration) {
         lock(&self.totals.stats).record_batch(items, elapsed);

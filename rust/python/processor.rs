@@ -18,7 +18,7 @@ use crate::admission::{Admission, Refusal};
 use crate::call::{Delivery, Failure};
 use crate::pending::Submission;
 use crate::policy::BatchPolicy;
-use crate::scheduler::{Rejected, Scheduler};
+use crate::scheduler::{Next, Rejected, Scheduler};
 use crate::stats::{Stats, Unserved};
 
 struct Shared {
@@ -82,20 +82,20 @@ impl Shared {
     }
 
     /// Admits `count` items into the bounded queue, blocking with the GIL released until there
-    /// is room, `deadline` passes (`TimeoutError`) or Ctrl-C. Returns the items queued before.
+    /// is room, `deadline` passes (`TimeoutError`) or Ctrl-C.
     fn admit_blocking(
         &self,
         py: Python<'_>,
         count: usize,
         deadline: Option<Instant>,
         timeout: Option<f64>,
-    ) -> PyResult<usize> {
+    ) -> PyResult<()> {
         let admission = self.scheduler.admission();
         let mut wait = Interruptible::new(deadline);
         loop {
             let slice_end = wait.slice_end();
             match py.detach(|| admission.admit_blocking(count, slice_end)) {
-                Ok(Some(before)) => return Ok(before),
+                Ok(Some(_)) => return Ok(()),
                 Ok(None) => {}
                 Err(refusal) => {
                     if refusal != Refusal::Closed {
@@ -384,8 +384,8 @@ impl Processor {
         let submission = submission(&call, lengths, priority);
         let submitted = if shared.block_when_full {
             let submission = scheduler.check(submission).map_err(|r| shared.refuse(r))?;
-            let before = shared.admit_blocking(py, len, deadline, timeout)?;
-            scheduler.submit_admitted(submission, before)
+            shared.admit_blocking(py, len, deadline, timeout)?;
+            scheduler.submit_admitted(submission)
         } else {
             scheduler.submit(submission)
         };
@@ -453,14 +453,22 @@ impl Processor {
     /// Blocks, with the GIL released, until a batch may leave; `None` once the processor is
     /// closed and has nothing left to run.
     fn next_batch(&self, py: Python<'_>) -> Option<Batch> {
-        let shared: Arc<dyn BatchOwner> = self.shared.clone();
         let this = &self.shared;
-        let batch = py.detach(|| {
-            this.wake_waiting();
-            this.scheduler.next_batch()
-        });
-        this.wake_room(py);
-        batch.map(|batch| Batch::new(batch, shared))
+        loop {
+            let next = py.detach(|| {
+                this.wake_waiting();
+                this.scheduler.next()
+            });
+            this.wake_room(py);
+            match next {
+                Next::Batch(batch) => {
+                    let owner: Arc<dyn BatchOwner> = this.clone();
+                    return Some(Batch::new(batch, owner));
+                }
+                Next::Closed => return None,
+                Next::RoomFreed => {}
+            }
+        }
     }
 
     /// Stops accepting calls. With `drain`, queued items still run; otherwise the worker stops
