@@ -15,8 +15,8 @@ class BatchStats:
     Why batches left: ``full_batches`` because ``batch_size`` items were waiting,
     ``deadline_batches`` because the oldest item had waited ``timeout_ms``, ``drain_batches``
     during a draining shutdown. Under ``timeout_ms="auto"``, ``idle_batches`` left at once
-    because traffic was too sparse for waiting to pay, and ``adaptive_batches`` when the queue
-    reached the size that waiting aimed for.
+    because traffic was too sparse for waiting to pay, and ``adaptive_batches`` once waiting for
+    more items stopped paying.
 
     ``padded_fraction`` is the share of padded positions that held padding, over the batches the
     inference flavours padded. The ``items_*`` counters count items that got no result from the
