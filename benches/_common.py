@@ -474,3 +474,65 @@ def write_json(name_or_path: str | Path, data: Any) -> Path:
     return write_text(
         name_or_path, json.dumps(_clean(data), indent=2, default=_json_default) + "\n"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Added for embed.py and serve.py: long-running workers and what else used the machine
+# --------------------------------------------------------------------------------------------
+
+
+def spawn_worker(
+    script: Path | str, impl: str, args: Sequence[str], log_file: Path
+) -> subprocess.Popen[bytes]:
+    """Starts ``script <args>`` in ``impl``'s interpreter without waiting for it (a server, say),
+    stdout and stderr going to ``log_file``; the same environment rules as ``run_worker``."""
+    env = dict(os.environ)
+    if impl == "ref":
+        env.pop("PYTHONPATH", None)  # must not put our package in front of the reference
+    with open(log_file, "wb") as log_handle:
+        return subprocess.Popen(
+            [str(worker_python(impl)), str(script), *args],
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO_ROOT,
+        )
+
+
+def machine_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot, counting time the hypervisor
+    stole from it (Linux /proc/stat; nan elsewhere). Set against a case's own CPU time over
+    the same interval, it shows how much else competed with the case for the cores."""
+    try:
+        with open("/proc/stat") as handle:
+            ticks = [int(x) for x in handle.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return math.nan
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of process ``pid`` (Linux /proc; nan elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def combine_quiet_runs(runs: list[dict[str, Any]], max_other_cpu: float) -> dict[str, Any]:
+    """``combine_runs`` over the runs during which the rest of the machine kept at most
+    ``max_other_cpu`` cores busy (metric ``other_cpu``), or over all of them when none was
+    that quiet. On a shared machine a few busy neighbours can halve a case's throughput; the
+    runs they disturbed say more about the neighbours than about the case. The result counts
+    the runs kept under ``quiet_runs`` (0: all of them were kept)."""
+    if any("error" in r for r in runs):
+        return combine_runs(runs)  # a failure must show, however quiet the other runs were
+    quiet = [
+        r
+        for r in runs
+        if is_number(r["metrics"].get("other_cpu")) and r["metrics"]["other_cpu"] <= max_other_cpu
+    ]
+    return {**combine_runs(quiet or runs), "quiet_runs": len(quiet)}

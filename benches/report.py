@@ -1,0 +1,495 @@
+"""One command for every benchmark: runs them, draws the chart and writes the README's tables.
+
+    python benches/report.py              # the short runs (the default)
+    python benches/report.py --full       # the longer runs of every benchmark
+    python benches/report.py --only embed --only serve    # run these, redraw from all results
+    python benches/report.py --no-run     # only redraw the chart and the README tables
+
+It runs ``overhead.py``, ``padding.py``, ``embed.py`` and ``serve.py`` one after another, each
+as its own process (which starts a fresh interpreter per case), ``--full`` passed through. Each
+writes its markdown report and JSON into ``benches/results/``. From those JSON files, whether
+fresh or from an earlier run, this script then
+
+* draws ``benches/results/benchmarks.png`` (matplotlib, Agg backend): the implementations side
+  by side for every benchmark;
+* rewrites the part of ``README.md`` between ``<!-- bench:begin -->`` and
+  ``<!-- bench:end -->``: the chart and the tables, so that the README shows exactly what the
+  last run measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C
+import embed
+import serve
+
+README = C.REPO_ROOT / "README.md"
+CHART = C.RESULTS_DIR / "benchmarks.png"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+# Each benchmark script and the arguments bench.sh has always given it.
+BENCHES: dict[str, list[str]] = {
+    "overhead": ["--md", "overhead.md"],
+    "padding": [],
+    "embed": [],
+    "serve": [],
+}
+
+OURS_COLOR, REF_COLOR, BASE_COLOR, IDEAL_COLOR = "#1f77b4", "#9a9a9a", "#d9a441", "#2ca02c"
+
+
+# --------------------------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------------------------
+
+
+def run_benches(names: Sequence[str], full: bool) -> list[str]:
+    """Runs each benchmark script in turn; returns the names of those that failed."""
+    failed = []
+    for name in names:
+        cmd = [sys.executable, str(C.BENCH_DIR / f"{name}.py"), *BENCHES[name]]
+        cmd += ["--full"] if full else []
+        C.log(f"[report] {' '.join(cmd[1:])}")
+        started = time.perf_counter()
+        status = subprocess.run(cmd, cwd=C.REPO_ROOT, check=False).returncode
+        C.log(f"[report] {name}: exit {status} after {time.perf_counter() - started:.0f} s")
+        if status != 0:
+            failed.append(name)
+    return failed
+
+
+def load_results() -> dict[str, dict[str, Any]]:
+    """Every benchmark's JSON results that exist, by benchmark name."""
+    out = {}
+    for name in BENCHES:
+        path = C.results_path(f"{name}.json")
+        if path.exists():
+            out[name] = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            C.log(f"[report] no {path}: {name} left out of the chart and the README")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the overhead-and-padding table: a metric for ours and for 0.1.5."""
+
+    label: str
+    ours: float | None
+    ref: float | None
+    digits: int | None = None
+    ratio: bool = True
+    chart: bool = False  # a throughput drawn in the chart's overhead panel
+
+
+def overhead_metric(data: dict[str, Any], case_id: str, impl: str, key: str) -> float | None:
+    for case in data.get("cases", []):
+        if case["id"] == case_id:
+            metrics = case["results"].get(impl, {}).get("metrics", {})
+            value = metrics.get(key)
+            return float(value) if C.is_number(value) else None
+    return None
+
+
+@dataclass(frozen=True)
+class Pick:
+    """An overhead.py case and metric that the README shows."""
+
+    case_id: str
+    key: str
+    label: str
+    digits: int = 0
+    ratio: bool = True
+    chart: bool = False
+
+
+OVERHEAD_PICKS = (
+    Pick("threads64_t5", "items_per_s", "64 threads, items/s", chart=True),
+    Pick("threads64_t5", "cpu_us_per_item", "64 threads, CPU µs per item", digits=1),
+    Pick("big_list_100k", "items_per_s", "one call with a 100 000-item list, items/s", chart=True),
+    Pick("idle", "wakeups_per_s", "idle processor, wake-ups/s", ratio=False),
+    Pick("lone", "excess_p50_us", "lone caller, p50 latency minus timeout_ms, µs", ratio=False),
+    Pick("lone", "sleep_overshoot_p50_us", "a bare sleep(5 ms) overshoots by, µs", ratio=False),
+    Pick(
+        "aio_async_tasks1000",
+        "items_per_s",
+        "asyncio, 1 000 tasks, `async def`, items/s",
+        chart=True,
+    ),
+    Pick("aio_def_tasks1000", "items_per_s", "asyncio, 1 000 tasks, `def`, items/s", chart=True),
+    Pick("aio_async_tasks1000", "p99_us", "asyncio, 1 000 tasks, `async def`, p99 µs"),
+    Pick("aio_def_tasks1000", "p99_us", "asyncio, 1 000 tasks, `def`, p99 µs"),
+    Pick(
+        "aio_big_list_100k",
+        "items_per_s",
+        "asyncio, await of a 100 000-item list, items/s",
+        chart=True,
+    ),
+    Pick("aio_idle_async", "wakeups_per_s", "asyncio idle processor, wake-ups/s", ratio=False),
+)
+
+
+def overhead_rows(data: dict[str, Any]) -> list[Row]:
+    """The picked overhead rows present in this run (a case that was not run is left out)."""
+    rows = []
+    for pick in OVERHEAD_PICKS:
+        ours, ref = (overhead_metric(data, pick.case_id, impl, pick.key) for impl in C.IMPLS)
+        if ours is not None or ref is not None:
+            rows.append(Row(pick.label, ours, ref, pick.digits, pick.ratio, pick.chart))
+    return rows
+
+
+def padding_rows(data: dict[str, Any]) -> list[Row]:
+    """Items/s and padded fraction of every length-aware variant against 0.1.5, per library."""
+    cases = data.get("cases", [])
+    refs = {c["lib"]: c for c in cases if c["impl"] == "ref"}
+    rows = []
+    for case in cases:
+        ref = refs.get(case["lib"])
+        if case["impl"] == "ref" or ref is None:
+            continue
+        for key, what, digits in (("items_per_s", "items/s", 0), ("padded_fraction", "padded", 3)):
+            ours, theirs = (_padding_metric(c, key) for c in (case, ref))
+            label = f"padding, {case['lib']}, {case['label'].removeprefix('ours, ')}: {what}"
+            rows.append(Row(label, ours, theirs, digits, key == "items_per_s", chart=False))
+    return rows
+
+
+def _padding_metric(case: dict[str, Any], key: str) -> float | None:
+    value = (case.get("result") or {}).get("metrics", {}).get(key)
+    return float(value) if C.is_number(value) else None
+
+
+def embed_results(data: dict[str, Any]) -> tuple[list[embed.Case], embed.Results]:
+    """embed.py's cases and results, rebuilt from its JSON so that its own table renders."""
+    cases = [
+        embed.Case(c["id"], c["label"], c["impl"], c["mode"], c["length_aware"])
+        for c in data["cases"]
+    ]
+    results = embed.Results(
+        runs={c["id"]: c["runs"] for c in data["cases"]},
+        combined={c["id"]: c["result"] for c in data["cases"]},
+    )
+    return cases, results
+
+
+def serve_results(data: dict[str, Any]) -> tuple[list[serve.Variant], serve.Results]:
+    """serve.py's variants and results, rebuilt from its JSON so that its own table renders."""
+    variants = [
+        serve.Variant(v["id"], v["label"], v["impl"], v["batching"], v["length_aware"])
+        for v in data["variants"]
+    ]
+    return variants, serve.Results({v["id"]: v["runs"] for v in data["variants"]})
+
+
+# --------------------------------------------------------------------------------------------
+# The README
+# --------------------------------------------------------------------------------------------
+
+
+def rows_table(rows: Sequence[Row]) -> str:
+    headers = ["scenario (batch_size 32, timeout_ms 5)", "batched", C.REF_VERSION, "ratio"]
+    cells = [
+        [
+            r.label,
+            C.fmt_num(r.ours, r.digits),
+            C.fmt_num(r.ref, r.digits),
+            C.fmt_ratio(C.gain(r.ours, r.ref, True)) if r.ratio else "",
+        ]
+        for r in rows
+    ]
+    return C.markdown_table(headers, cells, ["l", "r", "r", "r"])
+
+
+def run_line(results: dict[str, dict[str, Any]]) -> str:
+    """Which run each table comes from: profile, date, machine, commit."""
+    parts = []
+    for name, data in results.items():
+        machine = data.get("machine", {})
+        commit = (machine.get("git_commit") or "")[:10]
+        dirty = " (dirty)" if machine.get("git_dirty") else ""
+        stamp = (machine.get("timestamp") or "")[:16].replace("T", " ")
+        parts.append(f"{name}: {data.get('profile')} run, {stamp} UTC, {commit}{dirty}")
+    machine = next(iter(results.values()), {}).get("machine", {})
+    return (
+        f"Machine: {machine.get('cpus')} CPUs, Python {machine.get('python')}, "
+        f"{machine.get('platform')}. Runs: " + "; ".join(parts) + "."
+    )
+
+
+QUIET_NOTE = (
+    "Other CPU: cores that the rest of the machine kept busy meanwhile; quiet runs k/n: the "
+    f"medians come from the k runs with other CPU at most {embed.MAX_OTHER_CPU:g} (from all n "
+    "when k is 0)."
+)
+
+
+def targets_line(targets: Sequence[dict[str, Any]]) -> str:
+    """The issue's targets for embed.py, each with the ratio measured and whether it was met."""
+    verdict = {True: "met", False: "missed", None: "not evaluated"}
+    parts = [f"{t['name']}: {C.fmt_num(t.get('ratio'), 2)}, {verdict[t['ok']]}" for t in targets]
+    return "Targets: " + "; ".join(parts) + "."
+
+
+def overhead_section(results: dict[str, dict[str, Any]]) -> list[str]:
+    rows = overhead_rows(results.get("overhead", {})) + padding_rows(results.get("padding", {}))
+    if not rows:
+        return []
+    return ["", "#### Overhead and padding (trivial and simulated models)", "", rows_table(rows)]
+
+
+def embed_section(data: dict[str, Any]) -> list[str]:
+    cases, results = embed_results(data)
+    s = data["settings"]
+    return [
+        "",
+        "#### all-MiniLM-L6-v2 on the CPU, in one process",
+        "",
+        f"{s['sentences']:,} sentences of {embed.MIN_WORDS}..{embed.MAX_WORDS} words; "
+        f"(b), (c), (d) with `batch_size={s['batch_size']}`, `timeout_ms={s['timeout_ms']:g}`, "
+        f"(c) and (d) with `sort_by_length=True, length_fn={s.get('length_fn', 'len')}`; "
+        f"`torch.set_num_threads({s['torch_threads']})`; medians of {data['rounds']} "
+        "interleaved rounds. " + QUIET_NOTE,
+        "",
+        embed.render_table(cases, results),
+        "",
+        targets_line(data.get("targets", [])),
+    ]
+
+
+def serve_section(data: dict[str, Any]) -> list[str]:
+    variants, results = serve_results(data)
+    s = data["settings"]
+    rounds = data["rounds"]
+    return [
+        "",
+        "#### The same model behind FastAPI and uvicorn",
+        "",
+        f"{s['sentences']:,} requests, {s['tasks']} concurrent httpx clients on loopback; "
+        f"medians of {rounds} round{'s' if rounds > 1 else ''}. " + QUIET_NOTE,
+        "",
+        serve.render_table(variants, results),
+    ]
+
+
+def readme_block(results: dict[str, dict[str, Any]]) -> str:
+    """The generated part of the README's benchmark section."""
+    out = [
+        "<!-- Written by benches/report.py (bash scripts/bench.sh); edits here are lost. -->",
+        "",
+        run_line(results),
+        "",
+        f"![Benchmark results: this package against batched {C.REF_VERSION}]"
+        f"(benches/results/{CHART.name})",
+        *overhead_section(results),
+    ]
+    if "embed" in results:
+        out += embed_section(results["embed"])
+    if "serve" in results:
+        out += serve_section(results["serve"])
+    return "\n".join(out)
+
+
+def write_readme(block: str) -> None:
+    """Replaces what lies between the markers; refuses to guess when they are missing."""
+    text = README.read_text(encoding="utf-8")
+    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
+    if len(pattern.findall(text)) != 1:
+        raise SystemExit(f"{README} needs exactly one {BEGIN} ... {END} block")
+    README.write_text(pattern.sub(lambda _: f"{BEGIN}\n{block}\n{END}", text), encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# The chart
+# --------------------------------------------------------------------------------------------
+
+
+def wrap(label: str, width: int = 16) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(label.replace("`", ""), width))
+
+
+def label_bars(ax: Any, bars: Any, texts: Sequence[str]) -> None:
+    """Values above the bars, on white so that a target line behind them stays legible."""
+    for text in ax.bar_label(bars, labels=list(texts), fontsize=7, padding=2):
+        text.set_bbox({"facecolor": "white", "edgecolor": "none", "pad": 0.5})
+
+
+def overhead_panel(ax: Any, data: dict[str, Any]) -> None:
+    """Throughput of the call-overhead scenarios, ours beside 0.1.5, on a log scale."""
+    rows = [r for r in overhead_rows(data) if r.chart]
+    xs = range(len(rows))
+    width = 0.38
+    for offset, impl, color in ((-width / 2, "ours", OURS_COLOR), (width / 2, "ref", REF_COLOR)):
+        values = [(r.ours if impl == "ours" else r.ref) or 0.0 for r in rows]
+        bars = ax.bar(
+            [x + offset for x in xs], values, width, color=color, label=C.IMPL_LABELS[impl]
+        )
+        label_bars(ax, bars, [C.fmt_num(v, 0) for v in values])
+    ax.set_yscale("log")
+    ax.set_xticks(list(xs), [wrap(r.label.removesuffix(", items/s")) for r in rows], fontsize=7)
+    ax.set_ylabel("items/s (log scale)")
+    ax.set_title("Call overhead, trivial batch function")
+    ax.legend(fontsize=8)
+
+
+def padding_panel(ax: Any, data: dict[str, Any]) -> None:
+    """Items/s of 0.1.5 and of every variant of ours, grouped by library."""
+    cases = data.get("cases", [])
+    libs = list(dict.fromkeys(c["lib"] for c in cases))
+    variants = list(dict.fromkeys(c["variant"] for c in cases))
+    labels = {c["variant"]: c["label"] for c in cases}
+    width = 0.8 / max(1, len(variants))
+    blues = ["#aec7e8", "#6baed6", OURS_COLOR, "#08519c"]
+    for k, variant in enumerate(variants):
+        values = []
+        for lib in libs:
+            case: dict[str, Any] = next(
+                (c for c in cases if c["lib"] == lib and c["variant"] == variant), {}
+            )
+            values.append(_padding_metric(case, "items_per_s") or 0.0)
+        color = REF_COLOR if variant == "ref" else blues[k % len(blues)]
+        xs = [i + (k - (len(variants) - 1) / 2) * width for i in range(len(libs))]
+        bars = ax.bar(xs, values, width, color=color, label=wrap(labels[variant], 40))
+        label_bars(ax, bars, [C.fmt_num(v, 0) for v in values])
+    ax.set_xticks(range(len(libs)), libs)
+    ax.set_ylabel("items/s")
+    ax.set_title("Padding: 16 threads, rows of 8..512")
+    ax.legend(fontsize=7)
+
+
+def embed_panel(ax: Any, data: dict[str, Any]) -> None:
+    """Sentences/s of cases (a) to (e), p99 on each bar, and the 0.85 x (e) target."""
+    cases, results = embed_results(data)
+    colors = {"serial": BASE_COLOR, "ref": REF_COLOR, "ideal": IDEAL_COLOR}
+    values = [results.metric(c.id, "sentences_per_s") or 0.0 for c in cases]
+    bars = ax.bar(range(len(cases)), values, color=[colors.get(c.id, OURS_COLOR) for c in cases])
+    texts = []
+    for case, value in zip(cases, values, strict=True):
+        p99 = results.metric(case.id, "p99_ms")
+        what = "whole call" if case.mode == "ideal" else "p99"  # (e): every latency is the call
+        texts.append(
+            f"{value:.0f}\n{what} {p99 / 1e3:.1f} s" if C.is_number(p99) else f"{value:.0f}"
+        )
+    label_bars(ax, bars, texts)
+    ideal = results.metric("ideal", "sentences_per_s")
+    if C.is_number(ideal):
+        ax.axhline(embed.TARGET_OF_IDEAL * ideal, color=IDEAL_COLOR, linestyle="--", linewidth=1)
+        ax.text(
+            -0.4,
+            embed.TARGET_OF_IDEAL * ideal,
+            f"target: {embed.TARGET_OF_IDEAL:g} of (e)",
+            fontsize=7,
+            va="bottom",
+        )
+    ax.set_xticks(range(len(cases)), [wrap(c.label, 14) for c in cases], fontsize=7)
+    ax.set_ylabel("sentences/s")
+    ax.set_ylim(0, max(values, default=1) * 1.3)
+    ax.set_title("all-MiniLM-L6-v2 on the CPU, 1 024 sentences")
+
+
+def serve_panel(ax: Any, data: dict[str, Any]) -> None:
+    """Requests/s of the three FastAPI variants, p99 on each bar."""
+    variants, results = serve_results(data)
+    colors = {"plain": BASE_COLOR, "ref": REF_COLOR}
+    values = [results.metric(v.id, "requests_per_s") or 0.0 for v in variants]
+    bars = ax.bar(
+        range(len(variants)), values, color=[colors.get(v.id, OURS_COLOR) for v in variants]
+    )
+    p99s = [results.metric(v.id, "p99_ms") for v in variants]
+    texts = [
+        f"{v:.0f}\np99 {p / 1e3:.1f} s" if C.is_number(p) else f"{v:.0f}"
+        for v, p in zip(values, p99s, strict=True)
+    ]
+    label_bars(ax, bars, texts)
+    ax.set_xticks(range(len(variants)), [wrap(v.label, 14) for v in variants], fontsize=7)
+    ax.set_ylabel("requests/s")
+    ax.set_ylim(0, max(values, default=1) * 1.3)
+    ax.set_title("The model behind FastAPI, 64 concurrent clients")
+
+
+PANELS: dict[str, Callable[[Any, dict[str, Any]], None]] = {
+    "overhead": overhead_panel,
+    "padding": padding_panel,
+    "embed": embed_panel,
+    "serve": serve_panel,
+}
+
+
+def draw_chart(results: dict[str, dict[str, Any]], path: Path) -> Path:
+    """One panel per benchmark with results, two panels a row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [name for name in PANELS if name in results]
+    rows = (len(names) + 1) // 2
+    fig, axes = plt.subplots(rows, 2, figsize=(13, 4.6 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        PANELS[name](ax, results[name])
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_axisbelow(True)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.set_visible(False)
+    fig.suptitle(
+        f"batched (blue) against batched {C.REF_VERSION} (grey), no batching (amber) and the "
+        "ideal single call (green)"
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--full", action="store_true", help="the longer run of every benchmark")
+    parser.add_argument(
+        "--only", action="append", choices=list(BENCHES), help="run only these benchmarks"
+    )
+    parser.add_argument(
+        "--no-run", action="store_true", help="only redraw the chart and the README tables"
+    )
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    failed = [] if args.no_run else run_benches(args.only or list(BENCHES), args.full)
+    results = load_results()
+    if not results:
+        C.log("[report] no results to report")
+        return 1
+    C.log(f"[report] chart: {draw_chart(results, CHART)}")
+    write_readme(readme_block(results))
+    C.log(f"[report] README: {README}; {time.perf_counter() - started:.0f} s in all")
+    if failed:
+        C.log(f"[report] failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
