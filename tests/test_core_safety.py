@@ -28,7 +28,7 @@ def _call_in_thread(core: _core.Processor, item: Any) -> tuple[threading.Thread,
 
 
 def test_a_batch_dropped_unsettled_fails_its_callers() -> None:
-    core = _core.Processor(4, 0.0, 8, deliver)
+    core = _core.Processor(_core.QueueOptions(4, 0.0, 8), deliver)
     thread, outcome = _call_in_thread(core, "x")
     batch = core.next_batch()
     assert batch is not None
@@ -43,7 +43,7 @@ def test_a_batch_dropped_unsettled_fails_its_callers() -> None:
 
 
 def test_a_batch_settles_once() -> None:
-    core = _core.Processor(4, 0.0, 8, deliver)
+    core = _core.Processor(_core.QueueOptions(4, 0.0, 8), deliver)
     thread, outcome = _call_in_thread(core, 3)
     batch = core.next_batch()
     assert batch is not None
@@ -82,7 +82,7 @@ class _BreakingCore:
 
 
 def test_a_worker_that_breaks_releases_every_queued_caller() -> None:
-    real = _core.Processor(1, 0.0, 8, deliver)
+    real = _core.Processor(_core.QueueOptions(1, 0.0, 8), deliver)
     callers = [_call_in_thread(real, n) for n in range(4)]
     while real.stats()["queue_size"] < 4:
         threading.Event().wait(0.001)

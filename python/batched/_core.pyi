@@ -11,9 +11,9 @@ __all__ = [
     "Processor",
     "ProcessorClosedError",
     "QueueFullError",
+    "QueueOptions",
     "Ticket",
     "__version__",
-    "validate_policy",
 ]
 
 __version__: str
@@ -32,16 +32,22 @@ _Deliver = Callable[
     None,
 ]
 
-def validate_policy(
-    batch_size: int,
-    timeout_ms: float,
-    small_batch_threshold: int,
-    max_batch_tokens: int | None = None,
-    sort_by_length: bool = False,
-    max_queue_size: int | None = None,
-    on_full: str = "raise",
-    adaptive: bool = False,
-) -> None: ...
+@final
+class QueueOptions:
+    """Checked batching options; raises ``ValueError`` for a bad one."""
+
+    def __new__(
+        cls,
+        batch_size: int,
+        timeout_ms: float,
+        small_batch_threshold: int,
+        max_batch_tokens: int | None = None,
+        sort_by_length: bool = False,
+        max_queue_size: int | None = None,
+        on_full: str = "raise",
+        adaptive: bool = False,
+    ) -> QueueOptions: ...
+    def __repr__(self) -> str: ...
 
 _Histograms = dict[str, tuple[list[int], float, int]]
 
@@ -63,18 +69,7 @@ class Batch:
 
 @final
 class Processor:
-    def __new__(
-        cls,
-        batch_size: int,
-        timeout_ms: float,
-        small_batch_threshold: int,
-        deliver: _Deliver,
-        max_batch_tokens: int | None = None,
-        sort_by_length: bool = False,
-        max_queue_size: int | None = None,
-        on_full: str = "raise",
-        adaptive: bool = False,
-    ) -> Processor: ...
+    def __new__(cls, options: QueueOptions, deliver: _Deliver) -> Processor: ...
     def call(
         self,
         arg: Any,
@@ -107,17 +102,7 @@ class Processor:
 @final
 class LoopQueue:
     def __new__(
-        cls,
-        batch_size: int,
-        timeout_ms: float,
-        small_batch_threshold: int,
-        deliver: _Deliver,
-        share_stats_with: LoopQueue | None = None,
-        max_batch_tokens: int | None = None,
-        sort_by_length: bool = False,
-        max_queue_size: int | None = None,
-        on_full: str = "raise",
-        adaptive: bool = False,
+        cls, options: QueueOptions, deliver: _Deliver, share_stats_with: LoopQueue | None = None
     ) -> LoopQueue: ...
     def submit(
         self,

@@ -67,16 +67,12 @@ def _choice(name: str, value: object, allowed: tuple[str, ...]) -> Any:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
-    """Checked options of one processor."""
+    """Checked options of one processor: what the Rust queues take, and what the Python layer
+    itself looks at."""
 
-    batch_size: int = DEFAULT_BATCH_SIZE
-    # The fixed window, or with `adaptive` the most any item waits.
-    timeout_ms: float = DEFAULT_TIMEOUT_MS
-    adaptive: bool = False
-    small_batch_threshold: int = DEFAULT_SMALL_BATCH_THRESHOLD
+    queue: _core.QueueOptions
     sort_by_length: bool = False
     max_batch_tokens: int | None = None
-    max_queue_size: int | None = None
     on_full: OnFull = "raise"
     on_error: OnError = "fail"
     length_fn: Callable[[Any], int] | None = None
@@ -106,18 +102,27 @@ class Settings:
             raise TypeError(
                 f'timeout_ms must be a number of milliseconds or "auto", got {timeout_ms!r}'
             )
-        settings = cls(
+        sort_by_length = bool(options.get("sort_by_length", False))
+        max_batch_tokens = _optional_int("max_batch_tokens", options.get("max_batch_tokens"))
+        on_full = _choice("on_full", options.get("on_full", "raise"), ("raise", "block"))
+        queue = _core.QueueOptions(
             batch_size=_int("batch_size", options.get("batch_size", DEFAULT_BATCH_SIZE)),
             timeout_ms=_milliseconds("max_timeout_ms" if adaptive else "timeout_ms", timeout_ms),
-            adaptive=adaptive,
             small_batch_threshold=_int(
                 "small_batch_threshold",
                 options.get("small_batch_threshold", DEFAULT_SMALL_BATCH_THRESHOLD),
             ),
-            sort_by_length=bool(options.get("sort_by_length", False)),
-            max_batch_tokens=_optional_int("max_batch_tokens", options.get("max_batch_tokens")),
+            max_batch_tokens=max_batch_tokens,
+            sort_by_length=sort_by_length,
             max_queue_size=_optional_int("max_queue_size", options.get("max_queue_size")),
-            on_full=_choice("on_full", options.get("on_full", "raise"), ("raise", "block")),
+            on_full=on_full,
+            adaptive=adaptive,
+        )
+        settings = cls(
+            queue=queue,
+            sort_by_length=sort_by_length,
+            max_batch_tokens=max_batch_tokens,
+            on_full=on_full,
             on_error=_choice("on_error", options.get("on_error", "fail"), ("fail", "isolate")),
             length_fn=options.get("length_fn"),
             max_concurrent_batches=_int(
@@ -130,21 +135,7 @@ class Settings:
             raise ValueError(
                 f"max_concurrent_batches must be at least 1, got {settings.max_concurrent_batches}"
             )
-        _core.validate_policy(**settings.core_options())
         return settings
-
-    def core_options(self) -> dict[str, Any]:
-        """The keyword arguments the Rust queues take."""
-        return {
-            "batch_size": self.batch_size,
-            "timeout_ms": self.timeout_ms,
-            "small_batch_threshold": self.small_batch_threshold,
-            "max_batch_tokens": self.max_batch_tokens,
-            "sort_by_length": self.sort_by_length,
-            "max_queue_size": self.max_queue_size,
-            "on_full": self.on_full,
-            "adaptive": self.adaptive,
-        }
 
     def length_of(self) -> Callable[[Any], int] | None:
         """How to measure an item, or None when no option looks at lengths."""

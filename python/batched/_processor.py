@@ -98,7 +98,7 @@ class BatchProcessor(Generic[T, U]):
         _live_processors.add(self)
 
     def _start(self) -> None:
-        self._core = _core.Processor(deliver=deliver, **self._settings.core_options())
+        self._core = _core.Processor(self._settings.queue, deliver)
         name = getattr(self, "__qualname__", "batch function")
         isolate = self._settings.on_error == "isolate"
         self._workers = tuple(

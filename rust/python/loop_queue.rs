@@ -13,9 +13,9 @@ use super::batch::{Batch, BatchOwner};
 use super::call::{CallRef, PyCall, Waiter};
 use super::errors::closed_error;
 use super::errors::refusal_error;
+use super::options::QueueOptions;
 use super::processor::{
-    call_spec, histograms_dict, policy_from, queue_bound, register_room_waiter, rejected_error,
-    stats_dict, CallSpec, Ticket,
+    call_spec, histograms_dict, register_room_waiter, rejected_error, stats_dict, CallSpec, Ticket,
 };
 use super::settle::{wake_room_waiters, RoomWaiter, Settlement};
 use crate::adaptive::CostModel;
@@ -113,43 +113,27 @@ impl LoopQueue {
     /// `share_stats_with` makes this queue add to another queue's statistics, so that one
     /// processor reports once across all its event loops.
     #[new]
-    #[pyo3(signature = (batch_size, timeout_ms, small_batch_threshold, deliver, share_stats_with = None, max_batch_tokens = None, sort_by_length = false, max_queue_size = None, on_full = "raise", adaptive = false))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (options, deliver, share_stats_with = None))]
     fn new(
-        batch_size: i64,
-        timeout_ms: f64,
-        small_batch_threshold: i64,
+        options: &QueueOptions,
         deliver: Py<PyAny>,
         share_stats_with: Option<&LoopQueue>,
-        max_batch_tokens: Option<i64>,
-        sort_by_length: bool,
-        max_queue_size: Option<i64>,
-        on_full: &str,
-        adaptive: bool,
-    ) -> PyResult<Self> {
-        let policy = policy_from(
-            batch_size,
-            timeout_ms,
-            small_batch_threshold,
-            max_batch_tokens,
-            sort_by_length,
-            adaptive,
-        )?;
-        let (limit, block_when_full) = queue_bound(max_queue_size, on_full)?;
+    ) -> Self {
+        let policy = options.policy.clone();
         let totals = share_stats_with.map_or_else(Arc::default, |other| other.inner.totals.clone());
-        Ok(Self {
+        Self {
             inner: Arc::new(Inner {
                 assembly: Mutex::new(Assembly::new(&policy)),
                 cost: Mutex::new(CostModel::default()),
                 wake_at_items: AtomicUsize::new(policy.batch_size),
                 policy,
-                admission: Admission::new(limit),
-                block_when_full,
+                admission: Admission::new(options.max_queued),
+                block_when_full: options.block_when_full,
                 totals,
                 deliver,
                 closed: AtomicBool::new(false),
             }),
-        })
+        }
     }
 
     /// Queues `arg` (one item or a list) for a caller awaiting `future`. Returns the ticket (or
@@ -239,7 +223,11 @@ impl LoopQueue {
     #[pyo3(signature = (draining = false))]
     fn poll(&self, py: Python<'_>, draining: bool) -> (Option<Batch>, Option<f64>) {
         let inner = &self.inner;
-        let cost = lock(&inner.cost).clone();
+        let cost = if inner.policy.adaptive {
+            lock(&inner.cost).clone()
+        } else {
+            CostModel::default()
+        };
         let (poll, removed) = {
             let mut assembly = lock(&inner.assembly);
             let mut stats = lock(&inner.totals.stats);

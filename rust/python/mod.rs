@@ -5,6 +5,7 @@ mod batch;
 mod call;
 mod errors;
 mod loop_queue;
+mod options;
 mod processor;
 mod settle;
 
@@ -22,7 +23,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("QueueFullError", py.get_type::<errors::QueueFullError>())?;
     m.add_class::<processor::Processor>()?;
-    m.add_function(wrap_pyfunction!(processor::validate_policy, m)?)?;
+    m.add_class::<options::QueueOptions>()?;
     m.add_class::<batch::Batch>()?;
     m.add_class::<processor::Ticket>()?;
     m.add_class::<loop_queue::LoopQueue>()?;

@@ -13,11 +13,11 @@ use super::call::{
     deadline_after, timeout_error, CallRef, Inputs, Interruptible, PyCall, Stop, Waiter,
 };
 use super::errors::{closed_error, refusal_error};
+use super::options::QueueOptions;
 use super::settle::{wake_room_waiters, RoomWaiter, Settlement};
 use crate::admission::{Admission, Refusal};
 use crate::call::{Delivery, Failure};
 use crate::pending::Submission;
-use crate::policy::BatchPolicy;
 use crate::scheduler::{Next, Rejected, Scheduler};
 use crate::stats::{Stats, Unserved};
 
@@ -131,61 +131,6 @@ impl Shared {
     }
 }
 
-/// Validates the batching options at decoration time, raising `ValueError` with what is wrong.
-#[pyfunction]
-#[pyo3(signature = (batch_size, timeout_ms, small_batch_threshold, max_batch_tokens = None, sort_by_length = false, max_queue_size = None, on_full = "raise", adaptive = false))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn validate_policy(
-    batch_size: i64,
-    timeout_ms: f64,
-    small_batch_threshold: i64,
-    max_batch_tokens: Option<i64>,
-    sort_by_length: bool,
-    max_queue_size: Option<i64>,
-    on_full: &str,
-    adaptive: bool,
-) -> PyResult<()> {
-    policy_from(
-        batch_size,
-        timeout_ms,
-        small_batch_threshold,
-        max_batch_tokens,
-        sort_by_length,
-        adaptive,
-    )?;
-    queue_bound(max_queue_size, on_full).map(drop)
-}
-
-/// The queue's bound and whether a full queue blocks callers, from the Python options.
-pub(crate) fn queue_bound(
-    max_queue_size: Option<i64>,
-    on_full: &str,
-) -> PyResult<(Option<usize>, bool)> {
-    let limit = match max_queue_size {
-        None => None,
-        Some(size) => Some(
-            usize::try_from(size)
-                .ok()
-                .filter(|&size| size >= 1)
-                .ok_or_else(|| {
-                    PyValueError::new_err(format!(
-                        "max_queue_size must be an integer of at least 1 (or None for no bound), got {size}"
-                    ))
-                })?,
-        ),
-    };
-    let block = match on_full {
-        "raise" => false,
-        "block" => true,
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "on_full must be \"raise\" or \"block\", got {other:?}"
-            )))
-        }
-    };
-    Ok((limit, block))
-}
-
 /// Registers an event-loop task to be woken when `admission` may have room for `count` items.
 /// Returns false when it need not wait (room now, or closed): the task retries at once.
 pub(crate) fn register_room_waiter(
@@ -201,25 +146,6 @@ pub(crate) fn register_room_waiter(
     }
     let waiter = RoomWaiter { event_loop, future };
     Ok(admission.register(count, waiter).is_none())
-}
-
-pub(crate) fn policy_from(
-    batch_size: i64,
-    timeout_ms: f64,
-    small_batch_threshold: i64,
-    max_batch_tokens: Option<i64>,
-    sort_by_length: bool,
-    adaptive: bool,
-) -> PyResult<BatchPolicy> {
-    let small = usize::try_from(small_batch_threshold).map_err(|_| {
-        PyValueError::new_err(format!(
-            "small_batch_threshold must be an integer of at least 0, got {small_batch_threshold}"
-        ))
-    })?;
-    BatchPolicy::new(batch_size, timeout_ms, small)
-        .and_then(|policy| policy.with_packing(max_batch_tokens, sort_by_length))
-        .map(|policy| policy.with_adaptive(adaptive))
-        .map_err(|error| PyValueError::new_err(error.to_string()))
 }
 
 #[pyclass(frozen, module = "batched._core")]
@@ -320,36 +246,15 @@ fn submission(call: &CallRef, lengths: Option<Vec<usize>>, priority: i32) -> Sub
 #[pymethods]
 impl Processor {
     #[new]
-    #[pyo3(signature = (batch_size, timeout_ms, small_batch_threshold, deliver, max_batch_tokens = None, sort_by_length = false, max_queue_size = None, on_full = "raise", adaptive = false))]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        batch_size: i64,
-        timeout_ms: f64,
-        small_batch_threshold: i64,
-        deliver: Py<PyAny>,
-        max_batch_tokens: Option<i64>,
-        sort_by_length: bool,
-        max_queue_size: Option<i64>,
-        on_full: &str,
-        adaptive: bool,
-    ) -> PyResult<Self> {
-        let policy = policy_from(
-            batch_size,
-            timeout_ms,
-            small_batch_threshold,
-            max_batch_tokens,
-            sort_by_length,
-            adaptive,
-        )?;
-        let (limit, block_when_full) = queue_bound(max_queue_size, on_full)?;
-        Ok(Self {
+    fn new(options: &QueueOptions, deliver: Py<PyAny>) -> Self {
+        Self {
             shared: Arc::new(Shared {
-                scheduler: Scheduler::new(policy, limit),
-                block_when_full,
+                scheduler: Scheduler::new(options.policy.clone(), options.max_queued),
+                block_when_full: options.block_when_full,
                 deliver,
                 wake_later: Mutex::new(Vec::new()),
             }),
-        })
+        }
     }
 
     /// Submits `arg` (one item, a list of items, or with `rows` a payload of that many rows)

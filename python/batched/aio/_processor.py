@@ -130,9 +130,7 @@ class _AsyncCore:
             self._start()
 
     def _new_queue(self, share: _core.LoopQueue | None) -> _core.LoopQueue:
-        return _core.LoopQueue(
-            deliver=deliver, share_stats_with=share, **self._settings.core_options()
-        )
+        return _core.LoopQueue(self._settings.queue, deliver, share)
 
     def batcher(self, loop: asyncio.AbstractEventLoop) -> _LoopBatcher:
         """The batcher of ``loop``, made on first use; the last one used is found fastest."""
