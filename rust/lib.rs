@@ -10,6 +10,7 @@ pub mod admission;
 pub mod call;
 pub mod pending;
 pub mod policy;
+pub mod relay;
 pub mod rules;
 pub mod scheduler;
 pub mod stats;

@@ -1,5 +1,6 @@
 //! Loom models of the concurrent core: every interleaving (up to loom's bounds) of a few threads
-//! racing on admission, on one call's outcome, and on the scheduler's wake-up protocol.
+//! racing on admission, on one call's outcome, on a chain of woken callers and on the scheduler's
+//! wake-up protocol.
 //!
 //! Compiled only with `RUSTFLAGS="--cfg loom"`, when [`crate::sync`] hands `admission` and `call`
 //! loom's instrumented locks and atomics; run them with `scripts/loom.sh`. Loom reports a thread
@@ -21,6 +22,7 @@ use loom::thread;
 
 use crate::admission::{Admission, Refusal};
 use crate::call::{Call, Delivery, Failure};
+use crate::relay::{chain, Relay};
 
 /// Explores `model` and reports how many interleavings loom ran. `preemptions` bounds the
 /// preemptions per interleaving (`None`: exhaustive); `LOOM_MAX_PREEMPTIONS` overrides it.
@@ -307,6 +309,52 @@ fn call_spans_race_close_and_waiter() {
             Some(Err(Failure::Closed)) => assert_eq!(deliveries[2], Delivery::Completed),
             Some(Ok(values)) => assert_eq!(values, [1, 2]),
             other => panic!("unexpected outcome {other:?}"),
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wake-up chains
+
+/// A blocked caller in a wake-up chain: its outcome and its relay.
+struct ChainedCaller {
+    call: Call<u32, ()>,
+    relay: Relay<Arc<ChainedCaller>>,
+}
+
+/// What a served caller does: wait for its outcome, then wake the one linked behind it.
+fn serve_then_pass(caller: Arc<ChainedCaller>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        assert!(caller.call.wait(None));
+        if let Some(next) = caller.relay.pass() {
+            next.call.wake();
+        }
+    })
+}
+
+/// The worker delivers two callers' outcomes and chains them while both callers wait, may
+/// already be served, or pass before the link is made: every caller is woken (loom reports a
+/// caller left asleep as a deadlock).
+#[test]
+fn chain_wakes_every_caller_whatever_the_order() {
+    explore("relay chain of two callers vs their waits", None, || {
+        let callers: Vec<_> = (0..2)
+            .map(|_| {
+                Arc::new(ChainedCaller {
+                    call: Call::new(1),
+                    relay: Relay::default(),
+                })
+            })
+            .collect();
+        let waiting: Vec<_> = callers.iter().cloned().map(serve_then_pass).collect();
+        for (value, caller) in callers.iter().enumerate() {
+            assert_eq!(caller.call.deliver(0, [value as u32]), Delivery::Completed);
+        }
+        for head in chain(&callers, |caller| &caller.relay) {
+            head.call.wake();
+        }
+        for thread in waiting {
+            thread.join().unwrap();
         }
     });
 }

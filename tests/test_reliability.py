@@ -499,12 +499,15 @@ def test_a_forked_child_gets_a_working_processor() -> None:
     f = batched.BatchProcessor(lambda xs: [x * 3 for x in xs], batch_size=4, timeout_ms=1)
     try:
         assert f(1) == 3  # the worker runs before the fork
+        assert tight_loops_then_wait_for_all(f) == tripled_loop_inputs()
         read, write = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: report through the pipe, then leave without cleanup
             code = 1
             try:
                 results = [f(2), f([3, 4]), *asyncio.run(_acall_twice(f))]
+                # Tight loops hand their wake-up batons through a keeper thread of the child's.
+                assert tight_loops_then_wait_for_all(f) == tripled_loop_inputs()
                 os.write(write, repr(results).encode())
                 code = 0
             finally:
@@ -522,6 +525,56 @@ def test_a_forked_child_gets_a_working_processor() -> None:
 
 async def _acall_twice(f: batched.BatchProcessor[int, int]) -> list[int]:
     return list(await asyncio.gather(f.acall(5), f.acall(6)))
+
+
+# --------------------------------------------------------------------------------------------
+# wake-up chains
+
+
+LOOP_THREADS = 8
+LOOP_CALLS = 200
+
+
+def tight_loops_then_wait_for_all(f: Callable[[int], int]) -> list[list[int]]:
+    """Each thread calls ``f`` in a tight loop, then waits (without calling again) until every
+    thread has its last result. A thread that calls straight back keeps the baton that wakes the
+    next caller of its batch until its next call; after its last call it never comes back, so
+    the callers behind it finish only if the baton is handed over without it."""
+    barrier = threading.Barrier(LOOP_THREADS, timeout=GUARD)
+    results: list[list[int]] = [[] for _ in range(LOOP_THREADS)]
+
+    def loop(k: int) -> None:
+        for i in range(LOOP_CALLS):
+            results[k].append(f(k * LOOP_CALLS + i))
+        barrier.wait()
+
+    threads = [threading.Thread(target=loop, args=(k,)) for k in range(LOOP_THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(GUARD)
+    assert not any(thread.is_alive() for thread in threads), "callers stuck"
+    assert not barrier.broken, "some caller never got its last result"
+    return results
+
+
+def tripled_loop_inputs() -> list[list[int]]:
+    """What ``tight_loops_then_wait_for_all`` returns for a function that triples its items."""
+    return [[3 * (k * LOOP_CALLS + i) for i in range(LOOP_CALLS)] for k in range(LOOP_THREADS)]
+
+
+def test_callers_that_stop_calling_do_not_hold_up_the_rest_of_their_batch() -> None:
+    calls: list[int] = []
+
+    def triple(items: list[int]) -> list[int]:
+        calls.append(len(items))
+        return [item * 3 for item in items]
+
+    with batched.BatchProcessor(triple, batch_size=4, timeout_ms=1) as f:
+        for _ in range(3):  # rounds: each ends with every thread parked on the barrier
+            assert tight_loops_then_wait_for_all(f) == tripled_loop_inputs()
+        assert sum(calls) == 3 * LOOP_THREADS * LOOP_CALLS
+        assert max(calls) > 1, "the loops should have shared batches"
 
 
 def test_a_bound_method_can_be_wrapped_directly() -> None:

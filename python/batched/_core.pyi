@@ -14,6 +14,7 @@ __all__ = [
     "QueueOptions",
     "Ticket",
     "__version__",
+    "reset_after_fork",
 ]
 
 __version__: str
@@ -98,6 +99,9 @@ class Processor:
     def closed(self) -> bool: ...
     def stats(self) -> dict[str, Any]: ...
     def histograms(self, time_bounds: list[float], size_bounds: list[int]) -> _Histograms: ...
+
+def reset_after_fork() -> None:
+    """In a forked child: forget the parent's hand-over thread (it did not survive the fork)."""
 
 @final
 class LoopQueue:

@@ -33,6 +33,7 @@ _live_processors: weakref.WeakSet[BatchProcessor[Any, Any]] = weakref.WeakSet()
 
 
 def _restart_all_after_fork() -> None:
+    _core.reset_after_fork()
     for processor in list(_live_processors):
         processor._restart_after_fork()
 

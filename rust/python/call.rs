@@ -1,6 +1,8 @@
 //! One Python call in flight: its inputs, its outcome and how its caller is woken.
 
-use std::sync::{Arc, OnceLock};
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
@@ -11,6 +13,7 @@ use pyo3::types::PyList;
 use super::errors::failure_to_err;
 use crate::call::{Call, Delivery, Failure};
 use crate::pending::Cancellable;
+use crate::relay::{self, Keeper, Parked, Relay, Wake};
 use crate::stats::Unserved;
 
 pub(crate) enum Inputs {
@@ -38,6 +41,10 @@ pub(crate) struct PyCall {
     pub len: usize,
     pub outcome: Call<Py<PyAny>, Py<PyAny>>,
     pub waiter: Waiter,
+    /// For a blocked thread: the caller it wakes once served (see [`crate::relay`]).
+    relay: Relay<CallRef>,
+    /// Woken by the keeper: its chain stalled, so it hands on at once when served.
+    woken_late: AtomicBool,
 }
 
 pub(crate) type CallRef = Arc<PyCall>;
@@ -55,7 +62,17 @@ impl PyCall {
             len,
             outcome: Call::new(len),
             waiter,
+            relay: Relay::default(),
+            woken_late: AtomicBool::new(false),
         })
+    }
+
+    /// Wakes blocked callers whose outcomes are in: the first now, each of the others once its
+    /// predecessor has been served.
+    pub fn wake_in_turn(calls: &[CallRef]) {
+        for call in relay::chain(calls, |call| &call.relay) {
+            call.wake();
+        }
     }
 
     pub fn item<'py>(&self, py: Python<'py>, index: usize) -> PyResult<Bound<'py, PyAny>> {
@@ -107,9 +124,33 @@ impl PyCall {
         timeout: Option<f64>,
         unserved: &dyn Fn(Unserved, usize),
     ) -> PyResult<Py<PyAny>> {
+        let straight_back = Rhythm::came_straight_back();
+        let outcome = self.wait_unrelayed(py, deadline, timeout, unserved);
+        // Served or not, this caller leaves now: the next one in its chain must not wait on it.
+        if let Some(next) = self.relay.pass() {
+            if straight_back && !self.woken_late.load(Ordering::Acquire) {
+                Rhythm::keep_until_release(next);
+            } else {
+                next.wake();
+            }
+        }
+        Rhythm::returning();
+        outcome
+    }
+
+    fn wait_unrelayed(
+        &self,
+        py: Python<'_>,
+        deadline: Option<Instant>,
+        timeout: Option<f64>,
+        unserved: &dyn Fn(Unserved, usize),
+    ) -> PyResult<Py<PyAny>> {
         let mut wait = Interruptible::new(deadline);
         loop {
-            if py.detach(|| self.outcome.wait(wait.slice_end())) {
+            if py.detach(|| {
+                Rhythm::hand_over_kept();
+                self.outcome.wait(wait.slice_end())
+            }) {
                 return self.take_outcome(py);
             }
             match wait.check(py) {
@@ -132,6 +173,99 @@ impl PyCall {
                 }
             }
         }
+    }
+}
+
+impl Wake for CallRef {
+    fn wake(&self) {
+        self.outcome.wake();
+    }
+
+    fn wake_late(&self) {
+        self.woken_late.store(true, Ordering::Release);
+        self.outcome.wake();
+    }
+}
+
+/// How this thread hands on the baton of a batch's wake-up chain (see [`crate::relay`]): a
+/// thread that calls again straight after being served keeps the baton until it next releases
+/// the GIL, so the next caller wakes to a free GIL; any other hands it on at once.
+pub(crate) struct Rhythm;
+
+/// A gap between a thread's return and its next call short enough to call a tight loop.
+const STRAIGHT_BACK: Duration = Duration::from_micros(50);
+/// The longest a kept baton waits for its holder to come back before the keeper hands it on.
+const KEEP_AT_MOST: Duration = Duration::from_millis(1);
+
+/// The baton this thread keeps; handed over at the latest when the thread ends.
+struct Kept(Option<Arc<Parked<CallRef>>>);
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        if let Some(parked) = self.0.take() {
+            parked.hand_over();
+        }
+    }
+}
+
+thread_local! {
+    static KEPT: RefCell<Kept> = const { RefCell::new(Kept(None)) };
+    static LAST_RETURN: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// The keeper of this process's kept batons, started on first use. Locked only with the GIL
+/// held, so a fork (which Python makes with the GIL) never finds it locked.
+static KEEPER: Mutex<Option<Arc<Keeper<CallRef>>>> = Mutex::new(None);
+
+impl Rhythm {
+    fn came_straight_back() -> bool {
+        LAST_RETURN
+            .get()
+            .is_some_and(|at| at.elapsed() < STRAIGHT_BACK)
+    }
+
+    fn returning() {
+        LAST_RETURN.set(Some(Instant::now()));
+    }
+
+    /// Keeps `next` until this thread next releases the GIL in a call, or the keeper's delay.
+    fn keep_until_release(next: CallRef) {
+        let Some(keeper) = Self::keeper() else {
+            return next.wake();
+        };
+        let parked = keeper.park(next);
+        let earlier = KEPT.with(|kept| kept.borrow_mut().0.replace(parked));
+        if let Some(earlier) = earlier {
+            earlier.hand_over();
+        }
+    }
+
+    /// Hands over the baton this thread keeps, if any: call just before releasing the GIL.
+    pub(crate) fn hand_over_kept() {
+        if let Some(parked) = KEPT.with(|kept| kept.borrow_mut().0.take()) {
+            parked.hand_over();
+        }
+    }
+
+    fn keeper() -> Option<Arc<Keeper<CallRef>>> {
+        let mut keeper = KEEPER.lock().unwrap_or_else(PoisonError::into_inner);
+        if keeper.is_none() {
+            let started = Arc::new(Keeper::new(KEEP_AT_MOST));
+            let running = Arc::clone(&started);
+            std::thread::Builder::new()
+                .name("batched-relay".into())
+                .spawn(move || running.run())
+                .ok()?;
+            *keeper = Some(started);
+        }
+        keeper.clone()
+    }
+
+    /// In a forked child: the keeper's thread did not survive the fork, and its lock may be held
+    /// for ever, so the next kept baton starts a new keeper; the old one is never touched.
+    pub(crate) fn forget_keeper_after_fork() {
+        std::mem::forget(KEEPER.lock().unwrap_or_else(PoisonError::into_inner).take());
+        KEPT.with(|kept| std::mem::forget(kept.borrow_mut().0.take()));
     }
 }
 

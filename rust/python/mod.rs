@@ -27,6 +27,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<batch::Batch>()?;
     m.add_class::<processor::Ticket>()?;
     m.add_class::<loop_queue::LoopQueue>()?;
+    m.add_function(wrap_pyfunction!(processor::reset_after_fork, m)?)?;
     call::remember_main_thread(py)?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use pyo3::types::{PyDict, PyList};
 
 use super::batch::{Batch, BatchOwner};
 use super::call::{
-    deadline_after, timeout_error, CallRef, Inputs, Interruptible, PyCall, Stop, Waiter,
+    deadline_after, timeout_error, CallRef, Inputs, Interruptible, PyCall, Rhythm, Stop, Waiter,
 };
 use super::errors::{closed_error, refusal_error};
 use super::options::QueueOptions;
@@ -94,7 +94,11 @@ impl Shared {
         let mut wait = Interruptible::new(deadline);
         loop {
             let slice_end = wait.slice_end();
-            match py.detach(|| admission.admit_blocking(count, slice_end)) {
+            let admitted = py.detach(|| {
+                Rhythm::hand_over_kept();
+                admission.admit_blocking(count, slice_end)
+            });
+            match admitted {
                 Ok(Some(_)) => return Ok(()),
                 Ok(None) => {}
                 Err(refusal) => {
@@ -125,10 +129,14 @@ impl Shared {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         );
-        for call in calls {
-            call.outcome.wake();
-        }
+        PyCall::wake_in_turn(&calls);
     }
+}
+
+/// Call in a forked child before using any processor: see [`Rhythm::forget_keeper_after_fork`].
+#[pyfunction]
+pub(crate) fn reset_after_fork() {
+    Rhythm::forget_keeper_after_fork();
 }
 
 /// Registers an event-loop task to be woken when `admission` may have room for `count` items.
