@@ -11,9 +11,11 @@ sentences for every case. Cases, each in a fresh interpreter:
 * (d) this package's asyncio API, ``batched.aio.dynamically`` on a plain ``def``, 256 tasks;
 * (e) the ideal: one call, ``model.encode(all_sentences, batch_size=32)``.
 
-(b), (c) and (d) share ``batch_size`` and ``timeout_ms``; (c) and (d) add length-aware batching
-(``sort_by_length=True``, length in words). sentence-transformers sorts the sentences of a
-single call by length before cutting batches, which is why (e) is the ceiling: it pads least.
+(b), (c) and (d) share ``timeout_ms``; (b) and (c), whose 64 callers block, use ``batch_size=16``,
+(d), whose 256 tasks keep more sentences waiting, ``batch_size=32`` as (e) does. (c) and (d) add
+length-aware batching (``sort_by_length=True``, length in words). sentence-transformers sorts
+the sentences of a single call by length before cutting batches, which is why (e) is the
+ceiling: it pads least.
 Callers pull the next sentence from one shared queue, so the work ends evenly. Latency is per
 sentence, from submitting it to holding its embedding; for (e) it is the whole call.
 
@@ -66,9 +68,11 @@ TASKS = 256
 # With 64 blocking callers at most 64 - batch_size sentences wait when a batch leaves, and those
 # are all that sort_by_length can choose neighbours in length from: the smaller the batch, the
 # closer in length its rows. On two CPU threads a forward pass of 16 sorted rows costs a little
-# more per token than one of 32 (a few percent), one of 8 clearly more (a fifth or so); so 16,
-# for (b), (c) and (d) alike.
+# more per token than one of 32 (a few percent), one of 8 clearly more (a fifth or so); so 16
+# for (b) and (c). The 256 tasks of (d) leave over 200 sentences waiting, enough to sort batches
+# of 32, the ideal's size.
 BATCH_SIZE = 16
+TASK_BATCH_SIZE = 32
 TIMEOUT_MS = 5.0
 IDEAL_BATCH_SIZE = 32
 EMBEDDING_DIM = 384
@@ -503,6 +507,7 @@ class Settings:
     """Everything a child needs besides its case; recorded in the report."""
 
     batch_size: int
+    task_batch_size: int
     timeout_ms: float
     torch_threads: int
     sentences: int = SENTENCES
@@ -511,7 +516,8 @@ class Settings:
     tasks: int = TASKS
 
     def params(self, case: Case) -> dict[str, Any]:
-        return {**vars(self), "length_aware": case.length_aware}
+        batch_size = self.task_batch_size if case.mode == "asyncio" else self.batch_size
+        return {**vars(self), "batch_size": batch_size, "length_aware": case.length_aware}
 
 
 @dataclass
@@ -660,9 +666,10 @@ def render_report(
         f"{settings.sentences:,} sentences of {MIN_WORDS}..{MAX_WORDS} words (seed "
         f"{settings.seed}), sentence-transformers on the CPU, "
         f"`torch.set_num_threads({settings.torch_threads})` in every case. (b), (c), (d): "
-        f"`batch_size={settings.batch_size}`, `timeout_ms={settings.timeout_ms:g}`, the batch "
-        "function calls `model.encode(batch, batch_size=len(batch))`; (c) and (d) add "
-        "`sort_by_length=True, length_fn=word_count`. Why a small batch: with "
+        f"`timeout_ms={settings.timeout_ms:g}`, the batch function calls "
+        "`model.encode(batch, batch_size=len(batch))`; (b) and (c) `batch_size="
+        f"{settings.batch_size}`, (d) `batch_size={settings.task_batch_size}`; (c) and (d) add "
+        "`sort_by_length=True, length_fn=word_count`. Why a smaller batch for threads: with "
         f"{settings.threads} blocking callers at most {settings.threads} - batch_size sentences "
         "wait when a batch leaves, and `sort_by_length` can only group those by length. "
         "Latency: per sentence, submit to result ((e): "
@@ -702,7 +709,7 @@ def parent_main(args: argparse.Namespace) -> int:
     profile_name = "full" if args.full else "quick"
     rounds = args.rounds or PROFILES[profile_name]["rounds"]
     cases = [case for case in CASES if not args.only or case.id in args.only]
-    settings = Settings(args.batch_size, args.timeout_ms, args.torch_threads)
+    settings = Settings(args.batch_size, args.task_batch_size, args.timeout_ms, args.torch_threads)
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ[name] = "1"
 
@@ -759,7 +766,12 @@ def main(argv: list[str] | None = None) -> int:
     length.add_argument("--full", action="store_true", help="five rounds")
     parser.add_argument("--rounds", type=int, metavar="N", help="override the profile's rounds")
     parser.add_argument("--only", action="append", choices=CASE_IDS, help="run only these cases")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, metavar="N")
+    parser.add_argument(
+        "--batch-size", type=int, default=BATCH_SIZE, metavar="N", help="for (b) and (c)"
+    )
+    parser.add_argument(
+        "--task-batch-size", type=int, default=TASK_BATCH_SIZE, metavar="N", help="for (d)"
+    )
     parser.add_argument("--timeout-ms", type=float, default=TIMEOUT_MS, metavar="MS")
     parser.add_argument(
         "--torch-threads",

@@ -263,7 +263,9 @@ def embed_section(data: dict[str, Any]) -> list[str]:
         "#### all-MiniLM-L6-v2 on the CPU, in one process",
         "",
         f"{s['sentences']:,} sentences of {embed.MIN_WORDS}..{embed.MAX_WORDS} words; "
-        f"(b), (c), (d) with `batch_size={s['batch_size']}`, `timeout_ms={s['timeout_ms']:g}`, "
+        f"(b) and (c) with `batch_size={s['batch_size']}`, (d) with "
+        f"`batch_size={s.get('task_batch_size', s['batch_size'])}`, all with "
+        f"`timeout_ms={s['timeout_ms']:g}`; "
         f"(c) and (d) with `sort_by_length=True, length_fn={s.get('length_fn', 'len')}`; "
         f"`torch.set_num_threads({s['torch_threads']})`; medians of {data['rounds']} "
         "interleaved rounds. " + QUIET_NOTE,

@@ -446,7 +446,13 @@ def parent_main(args: argparse.Namespace) -> int:
     profile_name = "full" if args.full else "quick"
     rounds = args.rounds or PROFILES[profile_name]["rounds"]
     variants = [v for v in VARIANTS if not args.only or v.id in args.only]
-    settings = E.Settings(args.batch_size, args.timeout_ms, args.torch_threads, tasks=CONCURRENCY)
+    settings = E.Settings(
+        batch_size=args.batch_size,
+        task_batch_size=args.batch_size,
+        timeout_ms=args.timeout_ms,
+        torch_threads=args.torch_threads,
+        tasks=CONCURRENCY,
+    )
 
     started = time.perf_counter()
     results = Results(run_rounds(variants, settings, rounds))

@@ -246,8 +246,18 @@ class FeaturesPlan:
         batch.complete_segments(split_output(output, sizes))
 
     def _collate(self, name: str, spec: FeatureSpec, segments: list[tuple[Any, int, int]]) -> Any:
-        pieces = [payload.features[name][start:stop] for payload, start, stop in segments]
         torch = spec.library == "torch"
+        if torch and self._device is None and spec.trailing is not None:
+            # One C call pads and stacks every row, equal lengths included, instead of a fill
+            # and an indexed copy per segment.
+            side = "left" if self.left else "right"
+            return _torch().nn.utils.rnn.pad_sequence(
+                _rows(name, segments),
+                batch_first=True,
+                padding_value=self._pad_tokens.get(name, 0),
+                padding_side=side,
+            )
+        pieces = [payload.features[name][start:stop] for payload, start, stop in segments]
         if spec.trailing is None:
             return self._to_device(_concatenate(pieces, torch))
         dense = all(not isinstance(piece, list | tuple) for piece in pieces)
@@ -255,17 +265,6 @@ class FeaturesPlan:
         if dense and all(piece.shape[1] == longest for piece in pieces):
             return self._to_device(_concatenate(pieces, torch))
         pad = self._pad_tokens.get(name, 0)
-        if torch and self._device is None:
-            # One C call instead of a fill and an indexed copy per segment.
-            rows = [
-                row
-                for piece in pieces
-                for row in (piece if isinstance(piece, list | tuple) else piece.unbind(0))
-            ]
-            side = "left" if self.left else "right"
-            return _torch().nn.utils.rnn.pad_sequence(
-                rows, batch_first=True, padding_value=pad, padding_side=side
-            )
         count = sum(len(piece) for piece in pieces)
         shape = (count, longest, *spec.trailing)
         out = _full(shape, pad, spec.dtype, pieces, torch, pinned=self._device is not None)
@@ -294,6 +293,20 @@ class FeaturesPlan:
         if self._device is None or not _is_tensor(value):
             return value
         return value.to(self._device, non_blocking=True)
+
+
+def _rows(name: str, segments: list[tuple[Any, int, int]]) -> list[Any]:
+    """Every row of feature `name` in the batch, in order, as views (no copies)."""
+    rows: list[Any] = []
+    for payload, start, stop in segments:
+        value = payload.features[name]
+        if isinstance(value, list | tuple):
+            rows.extend(value[start:stop])
+        elif stop - start == 1:
+            rows.append(value[start])
+        else:
+            rows.extend(value[start:stop].unbind(0))
+    return rows
 
 
 def _row_length(piece: Any) -> int:
@@ -349,14 +362,6 @@ def _is_array(value: object) -> bool:
     return _is_ndarray(value) or _is_tensor(value)
 
 
-def _slice(output: Any, start: int, stop: int) -> Any:
-    if isinstance(output, Mapping):
-        return {key: _slice(value, start, stop) for key, value in output.items()}
-    if isinstance(output, list | tuple) and not _is_array(output):
-        return _rebuild(output, [_slice(value, start, stop) for value in output])
-    return output[start:stop]
-
-
 def _rebuild(container: list[Any] | tuple[Any, ...], values: list[Any]) -> Any:
     """A container of the same type as `container` holding `values` (namedtuples included)."""
     if hasattr(container, "_fields"):
@@ -373,12 +378,25 @@ def split_output(output: Any, sizes: Sequence[int]) -> list[Any]:
             f"the inference function returned {rows} rows for a batch of {total} items; "
             "return one row per item"
         )
-    parts = []
+    bounds = []
     start = 0
     for size in sizes:
-        parts.append(_slice(output, start, start + size))
+        bounds.append((start, start + size))
         start += size
-    return parts
+    return _split(output, sizes, bounds)
+
+
+def _split(output: Any, sizes: Sequence[int], bounds: list[tuple[int, int]]) -> list[Any]:
+    """`output` cut into one part per segment: `sizes` rows each, starting at `bounds`."""
+    if isinstance(output, Mapping):
+        columns = {key: _split(value, sizes, bounds) for key, value in output.items()}
+        return [{key: column[i] for key, column in columns.items()} for i in range(len(sizes))]
+    if isinstance(output, list | tuple) and not _is_array(output):
+        parts = [_split(value, sizes, bounds) for value in output]
+        return [_rebuild(output, [part[i] for part in parts]) for i in range(len(sizes))]
+    if _is_tensor(output) and len(sizes) > 1:
+        return list(output.split(list(sizes)))  # one C call for every segment's view
+    return [output[start:stop] for start, stop in bounds]
 
 
 def merge_parts(parts: list[Any], left: bool) -> Any:
