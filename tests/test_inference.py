@@ -890,6 +890,7 @@ BAD_CALLS: list[Any] = [
     ("list_not_dict", GOOD_NUMPY, lambda: [ints(3)], TypeError, "dict of features"),
     ("empty_dict", GOOD_NUMPY, lambda: {}, TypeError, "dict of features"),
     ("not_a_dict_first", None, lambda: ints(2, 3), TypeError, "dict of features"),
+    ("no_rows", GOOD_NUMPY, lambda: {"a": ints(0, 3), "b": ints(0, 3)}, ValueError, "at least one"),
     ("not_an_array_first", None, lambda: {"a": "text", "b": ints(1)}, TypeError, "numpy array"),
     ("empty_list_first", None, lambda: {"a": [], "b": []}, ValueError, "empty list"),
 ]
@@ -923,6 +924,13 @@ TORCH_BAD_CALLS: list[Any] = [
         lambda: {"a": torch_ints(1, 3), "b": torch_ints(1, 3, device="meta")},
         ValueError,
         "different devices",
+    ),
+    (
+        "device_changed",
+        {"a": torch_ints(2, 3), "b": torch_ints(2, 3)},
+        lambda: {"a": torch_ints(1, 3, device="meta"), "b": torch_ints(1, 3, device="meta")},
+        ValueError,
+        "first call's were on cpu",
     ),
     (
         "mixed_devices_in_a_list",

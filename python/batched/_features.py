@@ -16,12 +16,25 @@ from batched import _core
 PaddingSide = Literal["left", "right"]
 
 
+_imported: dict[str, Any] = {}
+
+
+def _module(name: str) -> Any:
+    """`name` if something imported it already (a module never changes once imported)."""
+    module = _imported.get(name)
+    if module is None:
+        module = sys.modules.get(name)
+        if module is not None:
+            _imported[name] = module
+    return module
+
+
 def _torch() -> Any:
-    return sys.modules.get("torch")
+    return _module("torch")
 
 
 def _numpy() -> Any:
-    return sys.modules.get("numpy")
+    return _module("numpy")
 
 
 def _is_tensor(value: object) -> bool:
@@ -69,10 +82,64 @@ class FeatureSchema:
         self.specs: dict[str, FeatureSpec] | None = None
         # The device of the first call's tensors: a batch is padded and stacked on one device.
         self.device: str | None = None
+        # Once a call of dense values passed: per feature, the exact type, dtype, dimensions and
+        # trailing shape that let a later call skip the full check, and the tensors' device.
+        self._dense: dict[str, tuple[Any, Any, int, tuple[int, ...]]] | None = None
+        self._device_object: Any = None
 
     def check(self, features: Mapping[str, Any]) -> tuple[CallFeatures, list[int]]:
         """Checks one call's features; returns them with each row's length (the longest first
         axis among its padded features, 1 when no feature has one)."""
+        quick = self._check_dense(features)
+        if quick is not None:
+            return quick
+        checked = self._check(features)
+        if self._dense is None:
+            self._remember_dense(features)
+        return checked
+
+    def _check_dense(self, features: Mapping[str, Any]) -> tuple[CallFeatures, list[int]] | None:
+        """The check of a call shaped like the remembered one, in a few comparisons; None when
+        anything differs (the full check then finds and names the difference)."""
+        dense = self._dense
+        if dense is None or type(features) is not dict or len(features) != len(dense):
+            return None
+        count = -1
+        longest = -1  # stays -1 when no feature has a padded axis
+        for name, value in features.items():
+            expected = dense.get(name)
+            if expected is None:
+                return None
+            kind, dtype, ndim, trailing = expected
+            if type(value) is not kind or value.dtype != dtype:
+                return None
+            shape = value.shape
+            if len(shape) != ndim or (ndim > 1 and tuple(shape[2:]) != trailing):
+                return None
+            if count != shape[0]:
+                if count != -1:
+                    return None
+                count = int(shape[0])
+            if ndim > 1:
+                longest = max(longest, int(shape[1]))
+            if self._device_object is not None and value.device != self._device_object:
+                return None
+        if count <= 0:
+            return None
+        return CallFeatures(dict(features), count), [longest if longest >= 0 else 1] * count
+
+    def _remember_dense(self, features: Mapping[str, Any]) -> None:
+        values = list(features.values())
+        if not all(_is_array(value) for value in values):
+            return
+        self._dense = {
+            name: (type(value), value.dtype, value.ndim, tuple(value.shape[2:]))
+            for name, value in features.items()
+        }
+        if _is_tensor(values[0]):
+            self._device_object = values[0].device
+
+    def _check(self, features: Mapping[str, Any]) -> tuple[CallFeatures, list[int]]:
         if not isinstance(features, Mapping) or not features:
             raise TypeError(
                 "inference functions take a non-empty dict of features, e.g. "
