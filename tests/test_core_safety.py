@@ -101,3 +101,25 @@ def test_a_worker_that_breaks_releases_every_queued_caller() -> None:
     assert real.closed
     with pytest.raises(batched.ProcessorClosedError):
         real.call(1)
+
+
+def test_a_call_entry_without_a_queue_refuses_calls() -> None:
+    entry = _core.CallEntry()
+    with pytest.raises(batched.ProcessorClosedError):
+        entry(1)
+
+
+def test_calls_reach_the_queue_the_entry_was_bound_to_last() -> None:
+    # What a processor restarted after a fork relies on: the entry follows the new queue.
+    first = batched.BatchProcessor(lambda items: [item + 1 for item in items], timeout_ms=1)
+    second = batched.BatchProcessor(lambda items: [item + 2 for item in items], timeout_ms=1)
+    try:
+        assert first(1) == 2
+        first._bind_core(second._core, None)
+        assert first(1) == 3
+        assert first([1, 2], timeout=5.0, priority=1) == [3, 4]
+        with pytest.raises(TypeError):
+            first(item=1)  # type: ignore[call-overload]
+    finally:
+        first.shutdown()
+        second.shutdown()

@@ -2,11 +2,14 @@
 
 from asyncio import AbstractEventLoop, Future
 from collections.abc import Callable
-from typing import Any, final
+from typing import Any, Self, final
+
+from typing_extensions import disjoint_base
 
 __all__ = [
     "Batch",
     "BatchedError",
+    "CallEntry",
     "LoopQueue",
     "Processor",
     "ProcessorClosedError",
@@ -99,6 +102,16 @@ class Processor:
     def closed(self) -> bool: ...
     def stats(self) -> dict[str, Any]: ...
     def histograms(self, time_bounds: list[float], size_bounds: list[int]) -> _Histograms: ...
+
+@disjoint_base
+class CallEntry:
+    """Base class of ``batched.BatchProcessor``: its ``__call__``, in Rust."""
+
+    def __new__(cls, *_args: Any, **_kwargs: Any) -> Self: ...
+    def _bind_core(
+        self, core: Processor, lengths_of: Callable[[Any], list[int] | None] | None
+    ) -> None: ...
+    def __call__(self, item: Any, /, *, timeout: float | None = None, priority: int = 0) -> Any: ...
 
 def reset_after_fork() -> None:
     """In a forked child: forget the parent's hand-over thread (it did not survive the fork)."""

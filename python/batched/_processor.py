@@ -8,7 +8,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, Protocol, Self, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, Unpack, overload
 
 from batched import _core
 from batched._decorate import apply_or_defer, check_callable
@@ -67,7 +67,7 @@ def _stop(
     core.fail_remaining()
 
 
-class BatchProcessor(Generic[T, U]):
+class BatchProcessor(_core.CallEntry, Generic[T, U]):
     """Collects single-item calls from many threads into batched calls of ``func``.
 
     ``func`` takes a list of items and returns one result per item, in order (a list, a tuple or
@@ -100,6 +100,11 @@ class BatchProcessor(Generic[T, U]):
 
     def _start(self) -> None:
         self._core = _core.Processor(self._settings.queue, deliver)
+        length_of = self._length_of
+        self._bind_core(
+            self._core,
+            None if length_of is None else functools.partial(item_lengths, length_of),
+        )
         name = getattr(self, "__qualname__", "batch function")
         isolate = self._settings.on_error == "isolate"
         self._workers = tuple(
@@ -128,17 +133,19 @@ class BatchProcessor(Generic[T, U]):
         logger.debug("restarting %s in forked child %d", self, os.getpid())
         self._start()
 
-    @overload
-    def __call__(
-        self, item: list[T], /, *, timeout: float | None = ..., priority: int = ...
-    ) -> list[U]: ...
-    @overload
-    def __call__(self, item: T, /, *, timeout: float | None = ..., priority: int = ...) -> U: ...
-    def __call__(self, item: Any, /, *, timeout: float | None = None, priority: int = 0) -> Any:
-        """Processes one item (or a list of items) and returns its result (or their list)."""
-        if self._length_of is None:
-            return self._core.call(item, priority, timeout)
-        return self._core.call(item, priority, timeout, None, item_lengths(self._length_of, item))
+    if TYPE_CHECKING:
+        # At run time calls go to _core.CallEntry.__call__, in Rust, with no frame of ours.
+        @overload
+        def __call__(
+            self, item: list[T], /, *, timeout: float | None = ..., priority: int = ...
+        ) -> list[U]: ...
+        @overload
+        def __call__(
+            self, item: T, /, *, timeout: float | None = ..., priority: int = ...
+        ) -> U: ...
+        def __call__(self, item: Any, /, *, timeout: float | None = None, priority: int = 0) -> Any:
+            """Processes one item (or a list of items) and returns its result (or their
+            list)."""
 
     @overload
     async def acall(

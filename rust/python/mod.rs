@@ -3,6 +3,7 @@
 
 mod batch;
 mod call;
+mod entry;
 mod errors;
 mod loop_queue;
 mod options;
@@ -23,6 +24,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("QueueFullError", py.get_type::<errors::QueueFullError>())?;
     m.add_class::<processor::Processor>()?;
+    m.add_class::<entry::CallEntry>()?;
     m.add_class::<options::QueueOptions>()?;
     m.add_class::<batch::Batch>()?;
     m.add_class::<processor::Ticket>()?;

@@ -278,34 +278,7 @@ impl Processor {
         rows: Option<usize>,
         lengths: Option<Vec<usize>>,
     ) -> PyResult<Py<PyAny>> {
-        let CallSpec {
-            inputs,
-            len,
-            lengths,
-        } = call_spec(arg, rows, lengths)?;
-        if len == 0 {
-            return Ok(PyList::empty(py).into_any().unbind());
-        }
-        if let Some(seconds) = timeout.filter(|seconds| seconds.is_nan() || *seconds <= 0.0) {
-            // No time to wait at all (or NaN): fail before queueing anything, as asyncio does.
-            return Err(timeout_error(seconds));
-        }
-        let deadline = deadline_after(timeout);
-        let call = PyCall::new(inputs, len, Waiter::Thread);
-        let shared = &*self.shared;
-        let scheduler = &shared.scheduler;
-        let submission = submission(&call, lengths, priority);
-        let submitted = if shared.block_when_full {
-            let submission = scheduler.check(submission).map_err(|r| shared.refuse(r))?;
-            shared.admit_blocking(py, len, deadline, timeout)?;
-            scheduler.submit_admitted(submission)
-        } else {
-            scheduler.submit(submission)
-        };
-        submitted.map_err(|rejected| shared.refuse(rejected))?;
-        call.wait(py, deadline, timeout, &|why, items| {
-            shared.record_unserved(why, items);
-        })
+        self.call_blocking(py, arg, priority, timeout, rows, lengths)
     }
 
     /// Submits `arg` for a caller awaiting `future` on `event_loop`. Returns `None` for an empty
@@ -426,6 +399,48 @@ impl Processor {
         size_bounds: Vec<u64>,
     ) -> PyResult<Bound<'py, PyDict>> {
         histograms_dict(py, &self.shared.scheduler.stats(), time_bounds, size_bounds)
+    }
+}
+
+impl Processor {
+    /// `Processor.call`, for Rust callers too (see [`CallEntry`]).
+    pub(crate) fn call_blocking(
+        &self,
+        py: Python<'_>,
+        arg: &Bound<'_, PyAny>,
+        priority: i32,
+        timeout: Option<f64>,
+        rows: Option<usize>,
+        lengths: Option<Vec<usize>>,
+    ) -> PyResult<Py<PyAny>> {
+        let CallSpec {
+            inputs,
+            len,
+            lengths,
+        } = call_spec(arg, rows, lengths)?;
+        if len == 0 {
+            return Ok(PyList::empty(py).into_any().unbind());
+        }
+        if let Some(seconds) = timeout.filter(|seconds| seconds.is_nan() || *seconds <= 0.0) {
+            // No time to wait at all (or NaN): fail before queueing anything, as asyncio does.
+            return Err(timeout_error(seconds));
+        }
+        let deadline = deadline_after(timeout);
+        let call = PyCall::new(inputs, len, Waiter::Thread);
+        let shared = &*self.shared;
+        let scheduler = &shared.scheduler;
+        let submission = submission(&call, lengths, priority);
+        let submitted = if shared.block_when_full {
+            let submission = scheduler.check(submission).map_err(|r| shared.refuse(r))?;
+            shared.admit_blocking(py, len, deadline, timeout)?;
+            scheduler.submit_admitted(submission)
+        } else {
+            scheduler.submit(submission)
+        };
+        submitted.map_err(|rejected| shared.refuse(rejected))?;
+        call.wait(py, deadline, timeout, &|why, items| {
+            shared.record_unserved(why, items);
+        })
     }
 }
 

@@ -1,0 +1,69 @@
+//! The callable face of a thread-flavour processor: `f(item)` enters the core straight from
+//! the interpreter's call slot, with no Python frame of ours on the way. Every blocked caller
+//! holds the GIL on the critical path between its wake-up and its next call, so a frame there
+//! costs every caller behind it too.
+
+use std::sync::{PoisonError, RwLock};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use super::errors::closed_error;
+use super::processor::Processor;
+
+/// Base class of `batched.BatchProcessor`: its `__call__`. The Python subclass binds the queue
+/// (again after a fork) with `_bind_core`.
+#[pyclass(subclass, frozen, module = "batched._core")]
+pub struct CallEntry {
+    binding: RwLock<Option<Binding>>,
+}
+
+struct Binding {
+    core: Py<Processor>,
+    /// Each item's lengths for length-aware packing, when an option needs them.
+    lengths_of: Option<Py<PyAny>>,
+}
+
+#[pymethods]
+impl CallEntry {
+    /// Takes (and ignores) the subclass's constructor arguments.
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+        Self {
+            binding: RwLock::new(None),
+        }
+    }
+
+    /// Sends later calls to `core`; `lengths_of(item)` gives the lengths of the call's items
+    /// (a list of ints) when length-aware packing needs them.
+    fn _bind_core(&self, core: Py<Processor>, lengths_of: Option<Py<PyAny>>) {
+        *self.binding.write().unwrap_or_else(PoisonError::into_inner) =
+            Some(Binding { core, lengths_of });
+    }
+
+    /// Processes one item (or a list of items) and returns its result (or their list).
+    #[pyo3(signature = (item, /, *, timeout = None, priority = 0))]
+    fn __call__(
+        &self,
+        py: Python<'_>,
+        item: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+        priority: i32,
+    ) -> PyResult<Py<PyAny>> {
+        let (core, lengths_of) = {
+            let binding = self.binding.read().unwrap_or_else(PoisonError::into_inner);
+            let Some(binding) = binding.as_ref() else {
+                return Err(closed_error());
+            };
+            let lengths_of = binding.lengths_of.as_ref().map(|f| f.clone_ref(py));
+            (binding.core.clone_ref(py), lengths_of)
+        };
+        let lengths = match lengths_of {
+            Some(lengths_of) => Some(lengths_of.call1(py, (item,))?.extract(py)?),
+            None => None,
+        };
+        core.get()
+            .call_blocking(py, item, priority, timeout, None, lengths)
+    }
+}
