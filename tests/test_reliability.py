@@ -590,3 +590,33 @@ def test_a_bound_method_can_be_wrapped_directly() -> None:
     with f:
         assert f(2) == 6
         assert f([1, 2]) == [3, 6]
+
+
+def test_a_batch_function_that_makes_blocking_calls_does_not_stall_other_callers() -> None:
+    # The worker of `outer` is itself a blocked caller of `inner`, sharing batches with threads
+    # that call `inner` directly; whatever baton it keeps, it hands over when it waits again.
+    with batched.BatchProcessor(lambda items: [item * 3 for item in items], timeout_ms=1) as inner:
+
+        def outer_batch(items: list[int]) -> list[int]:
+            return [value + 1 for value in inner(items)]
+
+        with batched.BatchProcessor(outer_batch, batch_size=4, timeout_ms=1) as outer:
+            results: dict[str, list[int]] = {}
+
+            def direct(k: int) -> None:
+                results[f"direct{k}"] = [inner(k * 1000 + i) for i in range(300)]
+
+            def nested(k: int) -> None:
+                results[f"nested{k}"] = [outer(k * 1000 + i) for i in range(300)]
+
+            threads = [threading.Thread(target=direct, args=(k,)) for k in range(4)]
+            threads += [threading.Thread(target=nested, args=(k,)) for k in range(4, 8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(GUARD)
+            assert not any(thread.is_alive() for thread in threads), "callers stuck"
+            for k in range(4):
+                assert results[f"direct{k}"] == [3 * (k * 1000 + i) for i in range(300)]
+            for k in range(4, 8):
+                assert results[f"nested{k}"] == [3 * (k * 1000 + i) + 1 for i in range(300)]

@@ -234,15 +234,22 @@ impl Rhythm {
             return next.wake();
         };
         let parked = keeper.park(next);
-        let earlier = KEPT.with(|kept| kept.borrow_mut().0.replace(parked));
+        // A thread already tearing down its locals hands the baton over at once instead.
+        let earlier = KEPT
+            .try_with(|kept| kept.borrow_mut().0.replace(Arc::clone(&parked)))
+            .unwrap_or(Some(parked));
         if let Some(earlier) = earlier {
             earlier.hand_over();
         }
     }
 
-    /// Hands over the baton this thread keeps, if any: call just before releasing the GIL.
+    /// Hands over the baton this thread keeps, if any: call just after releasing the GIL.
     pub(crate) fn hand_over_kept() {
-        if let Some(parked) = KEPT.with(|kept| kept.borrow_mut().0.take()) {
+        if let Some(parked) = KEPT
+            .try_with(|kept| kept.borrow_mut().0.take())
+            .ok()
+            .flatten()
+        {
             parked.hand_over();
         }
     }

@@ -342,6 +342,8 @@ impl Processor {
         let this = &self.shared;
         loop {
             let next = py.detach(|| {
+                // A batch function that itself made blocking calls may keep a baton.
+                Rhythm::hand_over_kept();
                 this.wake_waiting();
                 this.scheduler.next()
             });
