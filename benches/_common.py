@@ -25,7 +25,8 @@ import platform
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -536,3 +537,39 @@ def combine_quiet_runs(runs: list[dict[str, Any]], max_other_cpu: float) -> dict
         if is_number(r["metrics"].get("other_cpu")) and r["metrics"]["other_cpu"] <= max_other_cpu
     ]
     return {**combine_runs(quiet or runs), "quiet_runs": len(quiet)}
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points and targets shared by the benchmark scripts
+# --------------------------------------------------------------------------------------------
+
+
+def worker_entry(
+    argv: list[str], script: Path, worker_main: Callable[[str, str], int]
+) -> int | None:
+    """Runs the child side when ``argv`` is ``--worker <impl> <case-json>`` (how ``run_worker``
+    starts a script again) and returns its exit status; None for a parent's command line."""
+    if argv[:1] != ["--worker"]:
+        return None
+    if len(argv) != 3:
+        print(f"usage: {script.name} --worker <impl> <case-json>", file=sys.stderr)
+        return 2
+    return worker_main(argv[1], argv[2])
+
+
+@dataclass
+class Target:
+    """One of an issue's targets, checked against a run's figures."""
+
+    name: str
+    ok: bool | None  # None: could not be evaluated, or meaningless (the detail says why)
+    detail: str
+
+
+def targets_markdown(targets: Sequence[Target]) -> list[str]:
+    """The "Targets" section of a report: one PASS / FAIL / N/A line per target."""
+    lines = ["", "### Targets", ""]
+    for target in targets:
+        mark = "PASS" if target.ok else "FAIL" if target.ok is False else "N/A "
+        lines.append(f"- {mark}  {target.name}: {target.detail}")
+    return lines

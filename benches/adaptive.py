@@ -616,10 +616,7 @@ def effective_cost(cases: list[Case]) -> dict[str, float]:
 
 
 @dataclass
-class Target:
-    name: str
-    ok: bool | None  # None: could not be evaluated, or meaningless (see detail)
-    detail: str
+class Target(C.Target):
     curve: str = ""
     rate: int = 0
     kind: str = ""
@@ -880,10 +877,7 @@ def render_report(
             for key in ("stderr", "stdout"):
                 if case.result.get(key):
                     out.append(f"  {key}:\n```\n{case.result[key].rstrip()}\n```")
-    out += ["", "### Targets", ""]
-    for target in targets:
-        mark = "PASS" if target.ok else "FAIL" if target.ok is False else "N/A "
-        out.append(f"- {mark}  {target.name}: {target.detail}")
+    out += C.targets_markdown(targets)
     passed = sum(t.ok is True for t in targets)
     failed = sum(t.ok is False for t in targets)
     na = sum(t.ok is None for t in targets)
@@ -1212,11 +1206,9 @@ def parent_main(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--worker"]:
-        if len(argv) != 3:
-            print("usage: adaptive.py --worker <impl> <case-json>", file=sys.stderr)
-            return 2
-        return worker_main(argv[1], argv[2])
+    status = C.worker_entry(argv, SCRIPT, worker_main)
+    if status is not None:
+        return status
 
     doc = __doc__ or ""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])

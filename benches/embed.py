@@ -577,10 +577,7 @@ def log_result(tag: str, result: dict[str, Any], seconds: float) -> None:
 
 
 @dataclass
-class Target:
-    name: str
-    ok: bool | None  # None: could not be evaluated
-    detail: str
+class Target(C.Target):
     ratio: float | None = None
 
 
@@ -693,10 +690,7 @@ def render_report(
             out.append(f"- {case.label}: {result['error']}")
             if result.get("stderr"):
                 out.append(f"```\n{result['stderr'].rstrip()}\n```")
-    out += ["", "### Targets", ""]
-    for target in targets:
-        mark = "PASS" if target.ok else "FAIL" if target.ok is False else "N/A "
-        out.append(f"- {mark}  {target.name}: {target.detail}")
+    out += C.targets_markdown(targets)
     return "\n".join(out) + "\n"
 
 
@@ -754,11 +748,9 @@ def parent_main(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--worker"]:
-        if len(argv) != 3:
-            print("usage: embed.py --worker <impl> <case-json>", file=sys.stderr)
-            return 2
-        return worker_main(argv[1], argv[2])
+    status = C.worker_entry(argv, SCRIPT, worker_main)
+    if status is not None:
+        return status
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     length = parser.add_mutually_exclusive_group()

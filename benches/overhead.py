@@ -812,11 +812,7 @@ def metric_value(case: Case, impl: str, key: str) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Target:
-    name: str
-    ok: bool | None  # None: could not be evaluated
-    detail: str
+Target = C.Target
 
 
 def evaluate_targets(cases: dict[str, Case], impls: list[str]) -> list[Target]:
@@ -1022,10 +1018,7 @@ def render_report(
             for key in ("stderr", "stdout"):
                 if result.get(key):
                     out.append(f"  {key}:\n```\n{result[key].rstrip()}\n```")
-    out += ["", "### Targets", ""]
-    for target in targets:
-        mark = "PASS" if target.ok else "FAIL" if target.ok is False else "N/A "
-        out.append(f"- {mark}  {target.name}: {target.detail}")
+    out += C.targets_markdown(targets)
     return "\n".join(out) + "\n"
 
 
@@ -1139,11 +1132,9 @@ def parent_main(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--worker"]:
-        if len(argv) != 3:
-            print("usage: overhead.py --worker <impl> <case-json>", file=sys.stderr)
-            return 2
-        return worker_main(argv[1], argv[2])
+    status = C.worker_entry(argv, SCRIPT, worker_main)
+    if status is not None:
+        return status
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     length = parser.add_mutually_exclusive_group()

@@ -414,11 +414,7 @@ def metric(case: Case | None, key: str) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Target:
-    name: str
-    ok: bool | None  # None: could not be evaluated
-    detail: str
+Target = C.Target
 
 
 def evaluate_targets(cases: list[Case]) -> list[Target]:
@@ -555,10 +551,7 @@ def render_report(
             for key in ("stderr", "stdout"):
                 if case.result.get(key):
                     out.append(f"  {key}:\n```\n{case.result[key].rstrip()}\n```")
-    out += ["", "### Targets", ""]
-    for target in targets:
-        mark = "PASS" if target.ok else "FAIL" if target.ok is False else "N/A "
-        out.append(f"- {mark}  {target.name}: {target.detail}")
+    out += C.targets_markdown(targets)
     return "\n".join(out) + "\n"
 
 
@@ -669,11 +662,9 @@ def parent_main(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--worker"]:
-        if len(argv) != 3:
-            print("usage: padding.py --worker <impl> <case-json>", file=sys.stderr)
-            return 2
-        return worker_main(argv[1], argv[2])
+    status = C.worker_entry(argv, SCRIPT, worker_main)
+    if status is not None:
+        return status
 
     doc = __doc__ or ""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
