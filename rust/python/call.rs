@@ -147,10 +147,7 @@ impl PyCall {
     ) -> PyResult<Py<PyAny>> {
         let mut wait = Interruptible::new(deadline);
         loop {
-            if py.detach(|| {
-                Rhythm::hand_over_kept();
-                self.outcome.wait(wait.slice_end())
-            }) {
+            if release_gil(py, || self.outcome.wait(wait.slice_end())) {
                 return self.take_outcome(py);
             }
             match wait.check(py) {
@@ -244,7 +241,7 @@ impl Rhythm {
     }
 
     /// Hands over the baton this thread keeps, if any: call just after releasing the GIL.
-    pub(crate) fn hand_over_kept() {
+    fn hand_over_kept() {
         if let Some(parked) = KEPT
             .try_with(|kept| kept.borrow_mut().0.take())
             .ok()
@@ -274,6 +271,15 @@ impl Rhythm {
         std::mem::forget(KEEPER.lock().unwrap_or_else(PoisonError::into_inner).take());
         KEPT.with(|kept| std::mem::forget(kept.borrow_mut().0.take()));
     }
+}
+
+/// Runs `f` with the GIL released. Every wait of the bindings goes through here, so a thread
+/// that keeps a baton hands it over whenever it lets the GIL go, whatever it waits for.
+pub(crate) fn release_gil<T: Send>(py: Python<'_>, f: impl Send + FnOnce() -> T) -> T {
+    py.detach(|| {
+        Rhythm::hand_over_kept();
+        f()
+    })
 }
 
 /// When a wait should stop early.

@@ -51,6 +51,8 @@ impl CallEntry {
         timeout: Option<f64>,
         priority: i32,
     ) -> PyResult<Py<PyAny>> {
+        // Held only with the GIL, for two increfs, never across the wait: a fork (made with the
+        // GIL) cannot find it locked, and `_bind_core` never waits on a blocked caller.
         let (core, lengths_of) = {
             let binding = self.binding.read().unwrap_or_else(PoisonError::into_inner);
             let Some(binding) = binding.as_ref() else {

@@ -10,7 +10,8 @@ use pyo3::types::{PyDict, PyList};
 
 use super::batch::{Batch, BatchOwner};
 use super::call::{
-    deadline_after, timeout_error, CallRef, Inputs, Interruptible, PyCall, Rhythm, Stop, Waiter,
+    deadline_after, release_gil, timeout_error, CallRef, Inputs, Interruptible, PyCall, Rhythm,
+    Stop, Waiter,
 };
 use super::errors::{closed_error, refusal_error};
 use super::options::QueueOptions;
@@ -94,10 +95,7 @@ impl Shared {
         let mut wait = Interruptible::new(deadline);
         loop {
             let slice_end = wait.slice_end();
-            let admitted = py.detach(|| {
-                Rhythm::hand_over_kept();
-                admission.admit_blocking(count, slice_end)
-            });
+            let admitted = release_gil(py, || admission.admit_blocking(count, slice_end));
             match admitted {
                 Ok(Some(_)) => return Ok(()),
                 Ok(None) => {}
@@ -341,9 +339,9 @@ impl Processor {
     fn next_batch(&self, py: Python<'_>) -> Option<Batch> {
         let this = &self.shared;
         loop {
-            let next = py.detach(|| {
-                // A batch function that itself made blocking calls may keep a baton.
-                Rhythm::hand_over_kept();
+            // A batch function that itself made blocking calls may keep a baton: release_gil
+            // hands it over.
+            let next = release_gil(py, || {
                 this.wake_waiting();
                 this.scheduler.next()
             });
