@@ -8,8 +8,10 @@
 //!
 //! The scheduler itself runs on a crossbeam channel and parker, which loom cannot see into, so
 //! its wake-up protocol is checked on a model ([`protocol`]) that mirrors `Scheduler::submit`,
-//! `close`, `next_batch` and `take_remaining` step by step, with the real [`Admission`] counting
-//! the queue.
+//! `close`, `next` and `take_remaining` step by step, with the real [`Admission`] counting the
+//! queue. Its submissions hold one item each, so the items it counts in the channel are its
+//! messages; that a list call counts for all its items is the unit test
+//! `a_list_call_that_fills_the_batch_wakes_the_worker`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
@@ -559,7 +561,7 @@ mod protocol {
             }
         }
 
-        /// `Scheduler::next_batch`.
+        /// `Scheduler::next`.
         pub fn next_batch(&self) -> Option<Vec<Item>> {
             let mut assembly = self.assembly.lock().unwrap();
             let mut disconnected = false;

@@ -81,6 +81,8 @@ impl<C> Level<C> {
 pub struct Taken<C> {
     pub entries: Vec<Entry<C>>,
     pub discarded: usize,
+    /// The lengths of the discarded items, which leave the queue's token count too.
+    discarded_tokens: usize,
 }
 
 #[derive(Debug)]
@@ -177,6 +179,7 @@ impl<C: Clone + Cancellable> Pending<C> {
         Taken {
             entries,
             discarded: window.discarded,
+            discarded_tokens: window.discarded_tokens,
         }
     }
 
@@ -184,6 +187,7 @@ impl<C: Clone + Cancellable> Pending<C> {
         let mut taken = Taken {
             entries: Vec::with_capacity(max.min(self.len)),
             discarded: 0,
+            discarded_tokens: 0,
         };
         for level in self.levels.values_mut() {
             let room = max - taken.entries.len();
@@ -206,7 +210,8 @@ impl<C: Clone + Cancellable> Pending<C> {
         }
         self.levels.retain(|_, level| !level.is_empty());
         self.len -= taken.entries.len() + taken.discarded;
-        self.tokens -= taken.entries.iter().map(|e| e.length).sum::<usize>();
+        self.tokens -=
+            taken.entries.iter().map(|e| e.length).sum::<usize>() + taken.discarded_tokens;
         taken
     }
 
@@ -241,6 +246,7 @@ fn move_live<C: Cancellable>(from: &mut VecDeque<Entry<C>>, count: usize, into: 
         let Some(entry) = from.pop_front() else { break };
         if entry.call.is_cancelled() {
             into.discarded += 1;
+            into.discarded_tokens += entry.length;
         } else {
             into.entries.push(entry);
             moved += 1;
@@ -470,6 +476,26 @@ mod tests {
         assert_eq!(ids(&batch), vec![(2, 0), (2, 1)]);
         assert_eq!(batch.discarded, 3);
         assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn discarded_items_leave_the_token_count() {
+        let mut pending = Pending::new(8);
+        let gone = call(1);
+        submit_lengths(&mut pending, &gone, &[90]);
+        submit_lengths(&mut pending, &call(2), &[20, 30]);
+        gone.cancelled.store(true, Ordering::Relaxed);
+        let sorted = Packing {
+            max_batch_tokens: Some(100),
+            sort_by_length: true,
+        };
+        let batch = pending.take(1, &sorted);
+        assert_eq!((batch.entries.len(), batch.discarded), (1, 1));
+        // Only the live item still queued counts: a stale count would make a budget look full.
+        assert_eq!(pending.tokens(), 30);
+        let batch = pending.take(1, &IN_ORDER);
+        assert_eq!(ids(&batch), vec![(2, 1)]);
+        assert_eq!(pending.tokens(), 0);
     }
 
     #[test]

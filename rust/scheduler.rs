@@ -5,8 +5,8 @@
 //! The channel is used only as a lock-free queue. The worker sleeps on a parker that producers
 //! wake only when their submission changes what the worker would decide: before it sleeps, the
 //! worker publishes how many more items it waits for (one when idle: the first item starts the
-//! deadline; the rest of a batch otherwise), and a producer that finds that many in the channel
-//! after its send wakes it. Waking the worker on every item would cost a context switch per item
+//! deadline; the rest of a batch otherwise), and a producer that finds that many items in the
+//! channel after its send wakes it (items, not messages: one list call brings many). Waking the worker on every item would cost a context switch per item
 //! for nothing.
 
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
@@ -208,6 +208,9 @@ pub struct Scheduler<C, W = ()> {
     /// While the worker sleeps: how many items in the channel make it worth waking (the rest of
     /// a batch, or of the size adaptive dispatch waits for); `AWAKE` otherwise.
     sleeping_for: AtomicUsize,
+    /// Items sent on the channel and not yet received: counted before the send and after the
+    /// receive, so it is never less than the channel holds.
+    items_in_channel: AtomicUsize,
 }
 
 const AWAKE: usize = usize::MAX;
@@ -243,6 +246,7 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
             wake_worker: parker.unparker().clone(),
             assembly: Mutex::new((Assembly::new(&policy), parker)),
             sleeping_for: AtomicUsize::new(AWAKE),
+            items_in_channel: AtomicUsize::new(0),
             policy,
             admission: Admission::new(max_queued),
             woken: Mutex::new(Vec::new()),
@@ -311,15 +315,17 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
             self.release(count);
             return Err(Rejected::Closed(submission));
         };
+        self.items_in_channel.fetch_add(count, Ordering::SeqCst);
         // The receiver lives as long as `self`, so the channel cannot be disconnected here.
-        sender
-            .send(submission)
-            .map_err(|returned| Rejected::Closed(returned.into_inner()))?;
+        if let Err(returned) = sender.send(submission) {
+            self.items_in_channel.fetch_sub(count, Ordering::SeqCst);
+            return Err(Rejected::Closed(returned.into_inner()));
+        }
         // Pairs with the worker's fence before it sleeps: either it sees this item in the
         // channel, or this producer sees that it sleeps and for how many items.
         fence(Ordering::SeqCst);
         let sleeping_for = self.sleeping_for.load(Ordering::SeqCst);
-        if sleeping_for != AWAKE && self.receiver.len() >= sleeping_for {
+        if sleeping_for != AWAKE && self.items_in_channel.load(Ordering::SeqCst) >= sleeping_for {
             self.wake_worker.unpark();
         }
         Ok(())
@@ -360,7 +366,7 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
         let mut disconnected = false;
         loop {
             loop {
-                match self.receiver.try_recv() {
+                match self.receive() {
                     Ok(submission) => assembly.push(submission),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
@@ -413,11 +419,18 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
         }
     }
 
+    fn receive(&self) -> Result<Submission<C>, TryRecvError> {
+        let submission = self.receiver.try_recv()?;
+        self.items_in_channel
+            .fetch_sub(submission.count, Ordering::SeqCst);
+        Ok(submission)
+    }
+
     /// Everything still queued after the worker stopped, so each caller can be told why.
     pub fn take_remaining(&self) -> Vec<Entry<C>> {
         let mut guard = lock(&self.assembly);
         let assembly = &mut guard.0;
-        while let Ok(submission) = self.receiver.try_recv() {
+        while let Ok(submission) = self.receive() {
             assembly.push(submission);
         }
         let remaining = assembly.drain();
@@ -425,9 +438,10 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
         remaining
     }
 
-    pub fn record_batch(&self, items: usize, elapsed: std::time::Duration) {
+    /// Counts a settled batch; only a `succeeded` one teaches adaptive dispatch its cost.
+    pub fn record_batch(&self, items: usize, elapsed: std::time::Duration, succeeded: bool) {
         lock(&self.stats).record_batch(items, elapsed);
-        if self.policy.adaptive {
+        if succeeded && self.policy.adaptive {
             lock(&self.cost).observe(items, elapsed);
         }
     }
@@ -623,6 +637,21 @@ mod tests {
             }
         });
         receiver
+    }
+
+    #[test]
+    fn a_list_call_that_fills_the_batch_wakes_the_worker() {
+        // The worker waits for 3 more items; they come in one message.
+        let scheduler = scheduler(4, 60_000.0);
+        let batches = worker(&scheduler);
+        scheduler.submit(submission(1, 1)).unwrap();
+        thread::sleep(Duration::from_millis(20));
+        scheduler.submit(submission(2, 3)).unwrap();
+        assert_eq!(
+            batches.recv_timeout(Duration::from_secs(10)),
+            Ok(vec![1, 2, 2, 2])
+        );
+        scheduler.close(false);
     }
 
     #[test]

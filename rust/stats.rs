@@ -16,13 +16,14 @@ pub struct LatencyHistogram {
 
 const SUB_BUCKET_BITS: u32 = 3;
 const SUB_BUCKETS: u64 = 1 << SUB_BUCKET_BITS;
-// 2^44 ns is about 4.9 hours; anything longer lands in the last bucket.
+// 2^44 ns is about 4.9 hours; anything from 2^45 ns on lands in the last bucket.
 const MAX_EXPONENT: u32 = 44;
+const BUCKETS: usize = ((MAX_EXPONENT - SUB_BUCKET_BITS + 2) as u64 * SUB_BUCKETS) as usize;
 
 impl Default for LatencyHistogram {
     fn default() -> Self {
         Self {
-            counts: vec![0; ((MAX_EXPONENT + 1) as usize) * SUB_BUCKETS as usize],
+            counts: vec![0; BUCKETS],
             total: 0,
             sum: Duration::ZERO,
         }
@@ -34,7 +35,10 @@ impl LatencyHistogram {
         if nanos < SUB_BUCKETS {
             return nanos as usize;
         }
-        let exponent = (63 - nanos.leading_zeros()).min(MAX_EXPONENT);
+        let exponent = 63 - nanos.leading_zeros();
+        if exponent > MAX_EXPONENT {
+            return BUCKETS - 1;
+        }
         let shift = exponent - SUB_BUCKET_BITS;
         let sub = (nanos >> shift) & (SUB_BUCKETS - 1);
         ((exponent - SUB_BUCKET_BITS + 1) as u64 * SUB_BUCKETS + sub) as usize
@@ -53,7 +57,7 @@ impl LatencyHistogram {
 
     pub fn record(&mut self, value: Duration) {
         let nanos = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
-        let bucket = Self::bucket_of(nanos).min(self.counts.len() - 1);
+        let bucket = Self::bucket_of(nanos);
         self.counts[bucket] += 1;
         self.total += 1;
         self.sum = self.sum.saturating_add(value);
@@ -197,7 +201,7 @@ impl Stats {
         if self.total_batches == 0 {
             Duration::ZERO
         } else {
-            self.total_batch_time / self.total_batches as u32
+            self.total_batch_time.div_f64(self.total_batches as f64)
         }
     }
 }
@@ -223,6 +227,22 @@ mod tests {
                 "{nanos} -> {upper}"
             );
         }
+    }
+
+    #[test]
+    fn durations_beyond_the_range_land_in_the_last_bucket() {
+        let last = BUCKETS - 1;
+        let top = LatencyHistogram::bucket_of((1 << 45) - 1);
+        assert_eq!(
+            top, last,
+            "the largest value in range fills the last bucket"
+        );
+        for nanos in [1u64 << 45, (1 << 45) + 12345, 1 << 50, u64::MAX] {
+            assert_eq!(LatencyHistogram::bucket_of(nanos), last, "{nanos}");
+        }
+        let mut histogram = LatencyHistogram::default();
+        histogram.record(Duration::MAX);
+        assert_eq!(histogram.count(), 1);
     }
 
     #[test]

@@ -8,14 +8,10 @@
 //! use the untimed waits.
 
 #[cfg(loom)]
-pub use loom::sync::{atomic, Arc, Condvar, Mutex, MutexGuard, RwLock};
-#[cfg(loom)]
-pub use loom::thread;
+pub use loom::sync::{atomic, Condvar, Mutex, MutexGuard};
 
 #[cfg(not(loom))]
-pub use std::sync::{atomic, Arc, Condvar, Mutex, MutexGuard, RwLock};
-#[cfg(not(loom))]
-pub use std::thread;
+pub use std::sync::{atomic, Condvar, Mutex, MutexGuard};
 
 // Poisoning is the standard library's in both cases: loom's locks return std's `LockResult`.
 pub use std::sync::PoisonError;

@@ -848,6 +848,27 @@ def test_timeout_raises_and_undispatched_item_never_runs(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("timeout", [None, GUARD])
+def test_a_timeout_error_of_the_batch_function_is_not_taken_for_the_callers(
+    kind: str, timeout: float | None
+) -> None:
+    def body(items: list[Any]) -> list[Any]:
+        raise TimeoutError("the upstream service did not answer")
+
+    f = make(kind, body, batch_size=1)
+
+    async def main() -> None:
+        with pytest.raises(TimeoutError, match="upstream service") as raised:
+            await f(1, timeout=timeout)
+        assert raised.value.args == ("the upstream service did not answer",)
+
+    try:
+        run(main)
+    finally:
+        f.shutdown()
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_timeout_while_item_is_running(kind: str) -> None:
     gate = Gate()
     f = make(

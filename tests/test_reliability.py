@@ -268,6 +268,50 @@ def test_async_call_times_out_waiting_for_room(kind: str) -> None:
     asyncio.run(asyncio.wait_for(main(), GUARD))
 
 
+@pytest.mark.parametrize("kind", ["acall", "plain_def"])
+def test_a_call_that_got_room_and_then_timed_out_names_its_own_timeout(kind: str) -> None:
+    gates = {1: threading.Event(), 2: threading.Event()}
+
+    def body(items: list[int]) -> list[int]:
+        for item in items:
+            if item in gates:
+                assert gates[item].wait(GUARD)
+        return items
+
+    options: dict[str, Any] = {
+        "batch_size": 1,
+        "timeout_ms": 0,
+        "max_queue_size": 1,
+        "on_full": "block",
+    }
+
+    async def main() -> None:
+        if kind == "acall":
+            processor = batched.BatchProcessor(body, **options)
+            call, stats = processor.acall, lambda: processor.stats
+        else:
+            f = aio.AsyncBatchProcessor(body, **options)
+            call, stats = f, lambda: f.stats
+        first = asyncio.ensure_future(call(1))
+        second = asyncio.ensure_future(call(2))
+        await await_until(lambda: stats().queue_size == 1)
+        third = asyncio.ensure_future(call(3, timeout=0.4))
+        await asyncio.sleep(0.1)
+        gates[1].set()  # 2 runs (and waits for its gate), 3 gets its room and then times out
+        with pytest.raises(
+            TimeoutError, match=r"the call did not complete within its timeout of 0\.4 s"
+        ):
+            await third
+        gates[2].set()
+        assert await asyncio.gather(first, second) == [1, 2]
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), GUARD))
+    finally:
+        for gate in gates.values():
+            gate.set()
+
+
 # --------------------------------------------------------------------------------------------
 # isolating bad items
 

@@ -272,6 +272,19 @@ def _call_from_threads(processor: Any, values: list[int]) -> list[Any]:
     return [caller.outcome() for caller in callers]
 
 
+def test_a_list_call_that_fills_the_batch_sends_it_without_waiting(make_processor: Any) -> None:
+    # The worker waits for three more items after the first; they come as one list call. A
+    # deadline of a minute shows whether the full batch left at once.
+    f = make_processor(lambda xs: [x * 2 for x in xs], batch_size=4, timeout_ms=60_000)
+    first = Caller(f, 1)
+    wait_until(lambda: f.stats.queue_size == 1, "the first item queued")
+    started = time.monotonic()
+    assert f([2, 3, 4]) == [4, 6, 8]
+    assert first.outcome() == 2
+    assert time.monotonic() - started < WAIT
+    assert f.stats.total_batches == 1
+
+
 def test_method_processors_are_per_instance_and_do_not_keep_it_alive() -> None:
     class Scaler:
         def __init__(self, factor: int) -> None:

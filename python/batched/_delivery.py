@@ -46,17 +46,28 @@ def deliver(
         loop.call_soon_threadsafe(_settle, futures, values, failed_futures, errors)
 
 
-async def outcome(future: asyncio.Future[Any], ticket: _core.Ticket, timeout: float | None) -> Any:
+async def outcome(
+    future: asyncio.Future[Any],
+    ticket: _core.Ticket,
+    timeout: float | None,
+    stated_timeout: float | None = None,
+) -> Any:
     """Awaits a submitted call's future; a caller that gives up (cancelled, or past `timeout`
-    seconds, raising ``TimeoutError``) withdraws the call through its ``ticket``."""
+    seconds, raising ``TimeoutError``) withdraws the call through its ``ticket``. The error
+    names `stated_timeout`, the caller's own figure, when `timeout` is what was left of it.
+
+    A ``TimeoutError`` raised by the batch function itself reaches the caller unchanged.
+    """
+    limit = asyncio.timeout(timeout)
     try:
-        if timeout is None:
-            return await future
-        async with asyncio.timeout(timeout):
+        async with limit:
             return await future
     except TimeoutError:
+        if not limit.expired():
+            raise
         ticket.cancel(timed_out=True)
-        raise TimeoutError(f"the call did not complete within its timeout of {timeout} s") from None
+        stated = timeout if stated_timeout is None else stated_timeout
+        raise TimeoutError(f"the call did not complete within its timeout of {stated} s") from None
     except BaseException:
         ticket.cancel()
         raise
@@ -101,7 +112,7 @@ async def submit_when_room(
         if ticket is None:
             return []
         left = None if deadline is None else max(deadline - loop.time(), 0.0)
-        return await outcome(future, ticket, left)
+        return await outcome(future, ticket, left, stated_timeout=timeout)
 
 
 def item_count(item: Any, rows: int | None) -> int:

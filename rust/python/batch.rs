@@ -17,7 +17,8 @@ use crate::stats::Unserved;
 
 /// What a batch reports back to: the processor or event-loop queue it came from.
 pub(crate) trait BatchOwner: Send + Sync {
-    fn record_batch(&self, items: usize, elapsed: std::time::Duration);
+    /// Counts a settled batch; only a `succeeded` one teaches adaptive dispatch its cost.
+    fn record_batch(&self, items: usize, elapsed: std::time::Duration, succeeded: bool);
     fn record_padding(&self, real: u64, padded: u64);
     fn record_unserved(&self, why: Unserved, items: usize);
     /// The Python hook that resolves futures on their own loop (see `Settlement::flush`).
@@ -53,9 +54,10 @@ impl Batch {
     }
 
     fn finish(&self, py: Python<'_>, entries: &[Entry<CallRef>], outcome: Outcome) {
+        let failed = matches!(outcome, Outcome::Failed(_));
         self.owner
-            .record_batch(entries.len(), self.dispatched.elapsed());
-        if matches!(outcome, Outcome::Failed(_)) {
+            .record_batch(entries.len(), self.dispatched.elapsed(), !failed);
+        if failed {
             self.owner.record_unserved(Unserved::Failed, entries.len());
         }
         let mut settlement = Settlement::default();
@@ -275,10 +277,12 @@ impl Batch {
             return Err(PyValueError::new_err("the batch has already been settled"));
         };
         let second = first.split_off(at);
+        // Each half is timed from now: the failed attempt on the whole is not its cost.
+        let dispatched = std::time::Instant::now();
         let part = |entries: Vec<Entry<CallRef>>| Batch {
             len: entries.len(),
             entries: Mutex::new(Some(entries)),
-            dispatched: self.dispatched,
+            dispatched,
             owner: Arc::clone(&self.owner),
         };
         Ok((part(first), part(second)))

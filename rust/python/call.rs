@@ -124,18 +124,13 @@ impl PyCall {
         timeout: Option<f64>,
         unserved: &dyn Fn(Unserved, usize),
     ) -> PyResult<Py<PyAny>> {
-        let straight_back = Rhythm::came_straight_back();
-        let outcome = self.wait_unrelayed(py, deadline, timeout, unserved);
-        // Served or not, this caller leaves now: the next one in its chain must not wait on it.
-        if let Some(next) = self.relay.pass() {
-            if straight_back && !self.woken_late.load(Ordering::Acquire) {
-                Rhythm::keep_until_release(next);
-            } else {
-                next.wake();
-            }
-        }
-        Rhythm::returning();
-        outcome
+        // Served or not (a panic included), this caller leaves: the next one in its chain must
+        // not wait on it.
+        let _leaving = PassOnLeave {
+            call: self,
+            straight_back: Rhythm::came_straight_back(),
+        };
+        self.wait_unrelayed(py, deadline, timeout, unserved)
     }
 
     fn wait_unrelayed(
@@ -170,6 +165,25 @@ impl PyCall {
                 }
             }
         }
+    }
+}
+
+/// Hands on a leaving caller's baton, however it leaves.
+struct PassOnLeave<'a> {
+    call: &'a PyCall,
+    straight_back: bool,
+}
+
+impl Drop for PassOnLeave<'_> {
+    fn drop(&mut self) {
+        if let Some(next) = self.call.relay.pass() {
+            if self.straight_back && !self.call.woken_late.load(Ordering::Acquire) {
+                Rhythm::keep_until_release(next);
+            } else {
+                next.wake();
+            }
+        }
+        Rhythm::returning();
     }
 }
 

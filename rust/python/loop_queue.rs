@@ -77,9 +77,9 @@ impl Drop for Inner {
 }
 
 impl BatchOwner for Inner {
-    fn record_batch(&self, items: usize, elapsed: Duration) {
+    fn record_batch(&self, items: usize, elapsed: Duration, succeeded: bool) {
         lock(&self.totals.stats).record_batch(items, elapsed);
-        if self.policy.adaptive {
+        if succeeded && self.policy.adaptive {
             lock(&self.cost).observe(items, elapsed);
         }
     }
