@@ -329,6 +329,139 @@ def test_method_processors_are_per_instance_and_do_not_keep_it_alive() -> None:
     wait_until(lambda: workers() == 0, "every worker to stop")
 
 
+def test_a_method_of_a_temporary_instance_runs_and_then_lets_it_go() -> None:
+    import batched.aio
+    import batched.aio.inference
+    import batched.inference
+    import numpy as np
+
+    class Threads:
+        @batched.dynamically(batch_size=4, timeout_ms=1)
+        def double(self, xs: list[int]) -> list[int]:
+            return [x * 2 for x in xs]
+
+    class Tasks:
+        @batched.aio.dynamically(batch_size=4, timeout_ms=1)
+        async def triple(self, xs: list[int]) -> list[int]:
+            return [x * 3 for x in xs]
+
+        @batched.aio.dynamically(batch_size=4, timeout_ms=1)
+        def quadruple(self, xs: list[int]) -> list[int]:
+            return [x * 4 for x in xs]
+
+    class Model:
+        @batched.inference.dynamically(batch_size=4, timeout_ms=1)
+        def total(self, features: dict[str, Any]) -> Any:
+            return features["x"].sum(axis=1, keepdims=True)
+
+        @batched.aio.inference.dynamically(batch_size=4, timeout_ms=1)
+        async def atotal(self, features: dict[str, Any]) -> Any:
+            return features["x"].sum(axis=1, keepdims=True)
+
+    # Each instance is referenced only by the expression: collected as soon as it is fetched
+    # from, unless its processor keeps it for the call. (Outside `assert`, whose rewriting
+    # would keep the instance in a temporary.)
+    got = [
+        Threads().double(1),
+        asyncio.run(Threads().double.acall([2, 3])),
+        asyncio.run(Tasks().triple(1)),
+        asyncio.run(Tasks().quadruple(1)),
+        Model().total({"x": np.ones((1, 3))}).tolist(),
+        asyncio.run(Model().total.acall(x=np.ones((1, 2)))).tolist(),
+        asyncio.run(Model().atotal(x=np.ones((1, 5)))).tolist(),
+    ]
+    assert got == [2, [4, 6], 3, 4, [[3.0]], [[2.0]], [[5.0]]]
+
+    # Once its call returned, the processor holds the instance no more: it goes at once.
+    kept = Threads()
+    assert kept.double(5) == 10
+    assert asyncio.run(kept.double.acall(6)) == 12
+    gone = weakref.ref(kept)
+    del kept
+    assert gone() is None
+
+    # A processor kept past its instance's collection refuses calls, and its worker stops.
+    orphan = Threads().double
+    assert orphan(7) == 14  # the fetch pinned the instance; this call was its last holder
+    with pytest.raises(batched.ProcessorClosedError, match="was collected"):
+        orphan(8)
+    name = f"batched:{Threads.double.__qualname__}"
+    del orphan
+    gc.collect()
+    wait_until(
+        lambda: not any(thread.name == name for thread in threading.enumerate()),
+        "every worker of a collected instance to stop",
+    )
+
+
+class Tagger:
+    """Module level, so that pickle can find it."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+    @batched.dynamically(batch_size=4, timeout_ms=1)
+    def tagged(self, xs: list[int]) -> list[str]:
+        return [f"{self.tag}:{x}" for x in xs]
+
+
+def test_copies_and_unpickled_instances_get_processors_of_their_own() -> None:
+    import copy
+    import pickle
+
+    original = Tagger("original")
+    assert original.tagged(1) == "original:1"  # its processor is now in its __dict__
+    shallow = copy.copy(original)
+    shallow.tag = "shallow"
+    deep = copy.deepcopy(original)
+    deep.tag = "deep"
+    revived = pickle.loads(pickle.dumps(original))
+    revived.tag = "revived"
+    for instance in (shallow, deep, revived):
+        assert instance.tagged is not original.tagged
+        assert instance.tagged(2) == f"{instance.tag}:2"
+    assert original.tagged(3) == "original:3"
+
+
+def test_static_methods_batch_like_functions_and_classmethods_are_refused() -> None:
+    class Tools:
+        @batched.dynamically(batch_size=4, timeout_ms=1)
+        @staticmethod
+        def increment(xs: list[int]) -> list[int]:
+            return [x + 1 for x in xs]
+
+    try:
+        assert Tools.increment(1) == 2
+        assert Tools().increment([1, 2]) == [2, 3]
+        assert Tools.increment is Tools().increment  # one processor, no instance involved
+    finally:
+        Tools.increment.shutdown()
+
+    with pytest.raises(TypeError, match="cannot decorate a classmethod"):
+
+        class Built:
+            @batched.dynamically
+            @classmethod
+            def make(cls, xs: list[int]) -> list[int]:
+                return xs
+
+    class Late:
+        @classmethod
+        @batched.dynamically
+        def make(cls, xs: list[int]) -> list[int]:
+            return xs
+
+        @staticmethod
+        @batched.dynamically
+        def other(xs: list[int]) -> list[int]:
+            return xs
+
+    with pytest.raises(TypeError, match="cannot be a classmethod"):
+        Late.make(1)  # type: ignore[operator]
+    with pytest.raises(TypeError, match="put @staticmethod below the batched decorator"):
+        Late().other(1)
+
+
 # --- 3. errors and bad arguments --------------------------------------------------------------
 
 
@@ -804,25 +937,6 @@ def test_collected_processor_stops_its_worker() -> None:
     wait_until(
         lambda: not any(thread.name == name for thread in threading.enumerate()),
         "the collected processor's worker to stop",
-    )
-
-
-def test_method_call_on_a_temporary_instance_fails_instead_of_hanging() -> None:
-    class Temporary:
-        @batched.dynamically(timeout_ms=1)
-        def run(self, xs: list[Any]) -> list[Any]:
-            return xs
-
-    name = f"batched:{Temporary.run.__qualname__}"
-    # Nothing holds the instance once ``.run`` is looked up, so no batch can run for it.
-    caller = Caller(lambda: Temporary().run("x"))
-    error = caller.failure()
-    assert isinstance(error, batched.ProcessorClosedError)
-    del caller, error
-    gc.collect()
-    wait_until(
-        lambda: not any(thread.name == name for thread in threading.enumerate()),
-        "the orphaned worker to stop",
     )
 
 

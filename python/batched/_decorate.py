@@ -7,9 +7,14 @@ import functools
 import inspect
 import weakref
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-P = TypeVar("P")
+
+class _Pinnable(Protocol):
+    def _pin(self, owner: object) -> None: ...
+
+
+P = TypeVar("P", bound=_Pinnable)
 
 
 def check_callable(func: object) -> None:
@@ -39,11 +44,53 @@ def weak_bound(
     return resolve
 
 
+class Pinning:
+    """What a method's processor does with the instance it was fetched from: keeps it until its
+    next call takes it, and that call keeps it until it returns (``_pin``, ``_take_pin``).
+
+    The worker sees the instance only through a weak reference, so without this a method
+    fetched from a temporary instance (``Model().embed(x)``) would lose its instance before
+    the call reached the worker. Once its calls are over, nothing of the processor's holds the
+    instance.
+    """
+
+    _pinned: object = None
+
+    def _pin(self, owner: object) -> None:
+        self._pinned = owner
+
+    def _take_pin(self) -> object:
+        owner, self._pinned = self._pinned, None
+        return owner
+
+
+def _no_slot() -> None:
+    """What a pickled :class:`_Slot` unpickles to: nothing, so the copy builds its own."""
+    return None
+
+
+class _Slot(Generic[P]):
+    """A processor in its instance's ``__dict__``, with a weak reference to that instance: a
+    copy of the instance (whose ``__dict__`` shares the slot) or an unpickled one then gets a
+    processor of its own instead of calling the original's."""
+
+    __slots__ = ("owner", "processor")
+
+    def __init__(self, owner: object, processor: P) -> None:
+        self.owner = weakref.ref(owner)
+        self.processor = processor
+
+    def __reduce__(self) -> tuple[Callable[[], None], tuple[()]]:
+        return _no_slot, ()
+
+
 class PerInstance(Generic[P]):
     """Descriptor holding one processor per instance, stored in the instance's ``__dict__``.
 
     The processor's worker sees the instance only through a weak reference, so collecting the
-    instance collects the processor too, and its finalizer stops the worker.
+    instance collects the processor too, and its finalizer stops the worker. The processor
+    holds the instance from each fetch to the end of the call that follows (see
+    :class:`Pinning`).
     """
 
     def __init__(self, func: Callable[..., Any], make: Callable[[Callable[[], Any]], P]) -> None:
@@ -55,9 +102,20 @@ class PerInstance(Generic[P]):
     def __set_name__(self, owner: type, name: str) -> None:
         self._slot = f"__batched_{name}"
 
+    def __call__(self, *args: object, **kwargs: object) -> Any:
+        # Reached through the class, or through staticmethod(...) applied after batched.
+        raise TypeError(
+            f"{self._func.__qualname__} is batched per instance: call it on an instance. For "
+            "a static batched function, put @staticmethod below the batched decorator."
+        )
+
     def __get__(self, instance: object | None, owner: type | None = None) -> Any:
         if instance is None:
             return self
+        if isinstance(instance, type):  # reached through classmethod(...)
+            raise TypeError(
+                f"{self._func.__qualname__} is batched per instance and cannot be a classmethod"
+            )
         try:
             namespace = instance.__dict__
         except AttributeError:
@@ -65,11 +123,17 @@ class PerInstance(Generic[P]):
                 f"batched methods need instances with a __dict__; {type(instance).__name__} "
                 "uses __slots__ without one. Add '__dict__' to its __slots__."
             ) from None
-        processor = namespace.get(self._slot)
-        if processor is None:
-            processor = namespace.setdefault(
-                self._slot, self._make(weak_bound(self._func, instance))
-            )
+        slot: _Slot[P] | None = namespace.get(self._slot)
+        if slot is None or slot.owner() is not instance:
+            fresh = _Slot(instance, self._make(weak_bound(self._func, instance)))
+            current = namespace.get(self._slot)
+            if current is slot:
+                namespace[self._slot] = slot = fresh
+            else:  # another thread put one in meanwhile: everyone uses that one
+                slot = current
+            assert slot is not None
+        processor = slot.processor
+        processor._pin(instance)
         return processor
 
 
@@ -80,6 +144,15 @@ def apply_or_defer(
     per instance for a method) when used bare, else a decorator that builds it."""
 
     def decorate(target: Callable[..., Any]) -> Any:
+        if isinstance(target, classmethod):
+            raise TypeError(
+                "batched cannot decorate a classmethod: batch a plain function, a static "
+                "method or a method of instances"
+            )
+        if isinstance(target, staticmethod):
+            target = target.__func__  # batched like a plain function: no instance to bind
+            check_callable(target)
+            return make(target, **options)
         check_callable(target)
         if is_method(target):
             return PerInstance(target, lambda resolve: make(target, _resolve=resolve, **options))

@@ -167,6 +167,7 @@ class BatchProcessor(_core.CallEntry, Generic[T, U]):
         lengths: list[int] | None,
     ) -> Any:
         """``acall`` with the core's options: a row payload and per-item lengths."""
+        _owner = self._take_pin()  # a method's instance lives until this call returns
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         core = self._core

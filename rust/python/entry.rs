@@ -3,7 +3,7 @@
 //! holds the GIL on the critical path between its wake-up and its next call, so a frame there
 //! costs every caller behind it too.
 
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError, RwLock};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
@@ -16,6 +16,9 @@ use super::processor::Processor;
 #[pyclass(subclass, frozen, module = "batched._core")]
 pub struct CallEntry {
     binding: RwLock<Option<Binding>>,
+    /// For a method's processor: the instance it was last fetched from, kept alive until a
+    /// call takes it (see `_pin`).
+    pinned: Mutex<Option<Py<PyAny>>>,
 }
 
 struct Binding {
@@ -32,6 +35,7 @@ impl CallEntry {
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
         Self {
             binding: RwLock::new(None),
+            pinned: Mutex::new(None),
         }
     }
 
@@ -40,6 +44,21 @@ impl CallEntry {
     fn _bind_core(&self, core: Py<Processor>, lengths_of: Option<Py<PyAny>>) {
         *self.binding.write().unwrap_or_else(PoisonError::into_inner) =
             Some(Binding { core, lengths_of });
+    }
+
+    /// Keeps `owner` alive until the next call takes it (`_take_pin`): a method fetched from a
+    /// temporary instance, as in `Model().embed(x)`, must not lose its instance before the
+    /// call reaches the worker, which sees the instance only through a weak reference.
+    fn _pin(&self, owner: Py<PyAny>) {
+        *self.pinned.lock().unwrap_or_else(PoisonError::into_inner) = Some(owner);
+    }
+
+    /// The instance last pinned, if no call took it yet; the caller keeps it for its call.
+    fn _take_pin(&self) -> Option<Py<PyAny>> {
+        self.pinned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     /// Processes one item (or a list of items) and returns its result (or their list).
@@ -51,6 +70,8 @@ impl CallEntry {
         timeout: Option<f64>,
         priority: i32,
     ) -> PyResult<Py<PyAny>> {
+        // Dropped when the call returns, with the instance's last reference if it was the last.
+        let _owner = self._take_pin();
         // Held only with the GIL, for two increfs, never across the wait: a fork (made with the
         // GIL) cannot find it locked, and `_bind_core` never waits on a blocked caller.
         let (core, lengths_of) = {

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, Protocol, Self, TypeVar, Unpack, overload
 
 from batched import _core
-from batched._decorate import apply_or_defer, check_callable
+from batched._decorate import Pinning, apply_or_defer, check_callable
 from batched._delivery import deliver, item_count, outcome, submit_when_room
 from batched._options import AsyncBatchOptions, Settings
 from batched._plan import ITEMS, Plan, Resolver, item_lengths, run_batch_async
@@ -207,7 +207,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_restart_all_after_fork)
 
 
-class AsyncBatchProcessor(Generic[T, U]):
+class AsyncBatchProcessor(Pinning, Generic[T, U]):
     """Collects single-item awaits from many tasks into batched calls of ``func``.
 
     ``func`` takes a list of items and returns (or, if ``async``, resolves to) one result per
@@ -267,6 +267,7 @@ class AsyncBatchProcessor(Generic[T, U]):
         rows: int | None,
         lengths: list[int] | None,
     ) -> Any:
+        _owner = self._take_pin()  # a method's instance lives until this call returns
         if self._async is None:
             assert self._threaded is not None
             return await self._threaded.acall_rows(item, timeout, priority, rows, lengths)

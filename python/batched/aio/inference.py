@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Unpack, overload
 
-from batched._decorate import apply_or_defer, check_callable
+from batched._decorate import Pinning, apply_or_defer, check_callable
 from batched._features import merge_parts
 from batched._inference_options import AsyncInferenceOptions, call_features, plan_from
 from batched._options import Settings
@@ -20,7 +20,7 @@ from batched.aio._processor import AsyncBatchProcessor
 __all__ = ["AsyncInferenceProcessor", "dynamically"]
 
 
-class AsyncInferenceProcessor:
+class AsyncInferenceProcessor(Pinning):
     """Batches awaited calls of an inference function: ``await f(features)`` or
     ``await f(**features)``."""
 
@@ -51,6 +51,7 @@ class AsyncInferenceProcessor:
         **keywords: Any,
     ) -> Any:
         """Awaits the output rows for this call's features."""
+        _owner = self._take_pin()  # a method's instance lives until this call returns
         call, lengths = call_features(self._schema, features, keywords)
         parts = await self._processor._submit(call, timeout, priority, call.rows, lengths)
         return merge_parts(parts, self._plan.left)

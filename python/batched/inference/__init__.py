@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Unpack, overload
 
-from batched._decorate import apply_or_defer, check_callable
+from batched._decorate import Pinning, apply_or_defer, check_callable
 from batched._features import merge_parts
 from batched._inference_options import InferenceOptions, call_features, plan_from
 from batched._options import Settings
@@ -22,7 +22,7 @@ from batched._stats import BatchStats
 __all__ = ["InferenceProcessor", "dynamically"]
 
 
-class InferenceProcessor:
+class InferenceProcessor(Pinning):
     """Batches single calls of an inference function from many threads.
 
     Call it as ``f({"input_ids": ids, ...})`` or ``f(input_ids=ids, ...)``; await it with
@@ -54,6 +54,7 @@ class InferenceProcessor:
         **keywords: Any,
     ) -> Any:
         """Runs the call's rows through the batched function and returns its output rows."""
+        _owner = self._take_pin()  # a method's instance lives until this call returns
         call, lengths = call_features(self._schema, features, keywords)
         parts = self._processor._core.call(call, priority, timeout, call.rows, lengths)
         return merge_parts(parts, self._plan.left)
@@ -68,6 +69,7 @@ class InferenceProcessor:
         **keywords: Any,
     ) -> Any:
         """Like calling the processor, but awaits the result without blocking the event loop."""
+        _owner = self._take_pin()  # a method's instance lives until this call returns
         call, lengths = call_features(self._schema, features, keywords)
         parts = await self._processor.acall_rows(call, timeout, priority, call.rows, lengths)
         return merge_parts(parts, self._plan.left)
