@@ -1151,3 +1151,40 @@ def test_plain_def_shutdown_drains_queued_items() -> None:
             await f("c")
 
     run(main)
+
+
+# --------------------------------------------------------------------------------------------
+# context managers, closed, names
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_async_processors_are_context_managers_and_say_when_closed(kind: str) -> None:
+    import batched.aio.inference
+    import numpy as np
+
+    f = make(kind, lambda items: [x + 1 for x in items], batch_size=4, timeout_ms=1.0)
+
+    @batched.aio.inference.dynamically(batch_size=4, timeout_ms=1.0)
+    async def total(features: dict[str, Any]) -> Any:
+        return features["x"].sum(axis=1, keepdims=True)
+
+    async def main() -> None:
+        async with f, total:
+            assert not f.closed
+            assert not total.closed
+            assert await f(1) == 2
+            assert (await total(x=np.ones((1, 3)))).tolist() == [[3.0]]
+        assert f.closed
+        assert total.closed
+        assert "closed" in repr(f)
+        assert "closed" in repr(total)
+        with pytest.raises(batched.ProcessorClosedError):
+            await f(2)
+
+    run(main)
+    assert total.__name__ == "total"
+
+    g = make(kind, lambda items: items, batch_size=4, timeout_ms=1.0)
+    with g:
+        assert run(lambda: g(5)) == 5
+    assert g.closed

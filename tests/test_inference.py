@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from batched import inference
+from batched import ProcessorClosedError, inference
 from batched.aio import inference as aio_inference
 
 try:
@@ -1317,3 +1317,19 @@ def test_calls_from_another_device_than_the_first_call_fail_at_call_time() -> No
         with pytest.raises(ValueError, match="on meta but the first call's were on cpu"):
             model({"x": torch.ones(1, 2, device="meta")})
         assert model({"x": torch.zeros(1, 2)}).tolist() == [[0.0, 0.0]]
+
+
+def test_the_thread_flavour_wraps_its_function_and_says_when_closed() -> None:
+    @inference.dynamically(batch_size=4, timeout_ms=1.0)
+    def total(features: dict[str, Any]) -> Any:
+        """Sums each row."""
+        return features["x"].sum(axis=1, keepdims=True)
+
+    with total:
+        assert total(x=np.ones((1, 3))).tolist() == [[3.0]]
+        assert not total.closed
+    assert total.closed
+    assert (total.__name__, total.__doc__) == ("total", "Sums each row.")
+    assert "closed" in repr(total)
+    with pytest.raises(ProcessorClosedError):
+        total(x=np.ones((1, 3)))

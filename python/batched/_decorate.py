@@ -97,7 +97,7 @@ class PerInstance(Generic[P]):
         self._func = func
         self._make = make
         self._slot = f"__batched_{func.__name__}"
-        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+        functools.update_wrapper(self, func)
 
     def __set_name__(self, owner: type, name: str) -> None:
         self._slot = f"__batched_{name}"

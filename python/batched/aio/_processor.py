@@ -149,6 +149,10 @@ class _AsyncCore:
     def stats(self) -> dict[str, Any]:
         return self._stats_anchor.stats()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def histograms(self, time_bounds: list[float], size_bounds: list[int]) -> dict[str, Any]:
         return self._stats_anchor.histograms(time_bounds, size_bounds)
 
@@ -329,6 +333,30 @@ class AsyncBatchProcessor(Pinning, Generic[T, U]):
         else:
             assert self._threaded is not None
             await asyncio.to_thread(self._threaded.shutdown, drain)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`shutdown` (or :meth:`ashutdown`) was called."""
+        if self._async is not None:
+            return self._async.closed
+        assert self._threaded is not None
+        return self._threaded.closed
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.ashutdown()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "running"
+        return f"<AsyncBatchProcessor {getattr(self, '__qualname__', '?')} ({state})>"
 
 
 class AsyncBatchMethod(Protocol[S_contra, T, U]):

@@ -6,6 +6,7 @@ flavour: an ``async def`` function runs on the caller's loop, a plain ``def`` of
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, Unpack, overload
 
@@ -40,6 +41,7 @@ class AsyncInferenceProcessor(Pinning):
         self._processor: AsyncBatchProcessor[Any, Any] = AsyncBatchProcessor(
             func, _resolve=_resolve, _plan=self._plan, _settings=settings
         )
+        functools.update_wrapper(self, func)
 
     async def __call__(
         self,
@@ -69,6 +71,27 @@ class AsyncInferenceProcessor(Pinning):
 
     async def ashutdown(self, drain: bool = True) -> None:
         await self._processor.ashutdown(drain)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`shutdown` (or :meth:`ashutdown`) was called."""
+        return self._processor.closed
+
+    def __enter__(self) -> AsyncInferenceProcessor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    async def __aenter__(self) -> AsyncInferenceProcessor:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.ashutdown()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "running"
+        return f"<AsyncInferenceProcessor {getattr(self, '__qualname__', '?')} ({state})>"
 
 
 @overload

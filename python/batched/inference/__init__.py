@@ -8,6 +8,7 @@ device, and each caller gets back its own rows as views of the batched output.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, Unpack, overload
 
@@ -43,6 +44,7 @@ class InferenceProcessor(Pinning):
         self._processor: BatchProcessor[Any, Any] = BatchProcessor(
             func, _resolve=_resolve, _plan=self._plan, _settings=settings
         )
+        functools.update_wrapper(self, func)
 
     def __call__(
         self,
@@ -87,11 +89,20 @@ class InferenceProcessor(Pinning):
         """Stops the processor; see :meth:`batched.BatchProcessor.shutdown`."""
         self._processor.shutdown(drain)
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`shutdown` was called."""
+        return self._processor.closed
+
     def __enter__(self) -> InferenceProcessor:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.shutdown()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "running"
+        return f"<InferenceProcessor {getattr(self, '__qualname__', '?')} ({state})>"
 
 
 @overload
