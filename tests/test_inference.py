@@ -665,6 +665,8 @@ def test_option_errors_at_decoration_time() -> None:
         aio_inference.dynamically(pad_tokens={"a": 0}, pad_token={"a": 0})
     with pytest.raises(ValueError, match="padding_side"):
         inference.dynamically(padding_side="middle")
+    with pytest.raises(TypeError, match="spread_kwargs must be True or False"):
+        inference.dynamically(spread_kwargs="yes")  # type: ignore[typeddict-item]
     with pytest.raises(TypeError, match="pad_tokens must map"):
         inference.dynamically(pad_tokens=0)
     with pytest.raises(TypeError, match="batch_size"):
@@ -883,7 +885,21 @@ BAD_CALLS: list[Any] = [
         TypeError,
         "holds a int",
     ),
+    (
+        "one_value_per_row_after_rows_with_a_length",
+        GOOD_NUMPY,
+        lambda: {"a": ints(2), "b": ints(2, 3)},
+        ValueError,
+        r"has one value per row \(no axis to pad\) but had rows of shape \(length\)",
+    ),
     ("zero_d", GOOD_NUMPY, lambda: {"a": np.array(1), "b": ints(1, 3)}, ValueError, "0-d"),
+    (
+        "zero_d_row_after_the_first",
+        GOOD_NUMPY,
+        lambda: {"a": [ints(3), np.array(5)], "b": [ints(3), ints(1)]},
+        ValueError,
+        "0-d rows",
+    ),
     ("empty_rows", GOOD_NUMPY, lambda: {"a": ints(0, 3), "b": ints(0, 3)}, ValueError, "row"),
     ("empty_list", GOOD_NUMPY, lambda: {"a": [], "b": []}, ValueError, "empty list"),
     ("not_a_dict", GOOD_NUMPY, lambda: ints(2, 3), TypeError, "dict of features"),

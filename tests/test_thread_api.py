@@ -555,6 +555,7 @@ def _func(xs: list[Any]) -> list[Any]:
         pytest.param({"batch_size": True}, TypeError, id="batch_size=bool"),
         pytest.param({"timeout_ms": "5"}, TypeError, id="timeout_ms=str"),
         pytest.param({"small_batch_threshold": 1.5}, TypeError, id="threshold=float"),
+        pytest.param({"sort_by_length": "no"}, TypeError, id="sort_by_length=str"),
     ],
 )
 def test_bad_options_fail_at_decoration_time(options: dict[str, Any], error: type) -> None:
@@ -576,6 +577,43 @@ def test_bad_options_on_a_method_fail_when_the_class_is_defined() -> None:
 
     with pytest.raises(ValueError, match="batch_size"):
         define()
+
+
+@pytest.mark.parametrize(
+    ("length", "error", "message"),
+    [
+        (-1, ValueError, "cannot be negative, got -1"),
+        ("7", TypeError, "must be a whole number, got '7'"),
+        (2.5, TypeError, "must be a whole number, got 2.5"),
+    ],
+)
+def test_a_bad_length_from_length_fn_is_a_clear_error_at_call_time(
+    make_processor: Any, length: Any, error: type, message: str
+) -> None:
+    f = make_processor(lambda xs: xs, sort_by_length=True, length_fn=lambda item: length)
+    with pytest.raises(error, match=message):
+        f("a")
+    with pytest.raises(error, match=message):
+        f(["a", "b"])
+    with pytest.raises(error, match=message):
+        asyncio.run(f.acall("a"))
+    assert f.stats.queue_size == 0
+
+
+def test_a_timeout_that_is_not_a_number_is_refused_before_queueing(make_processor: Any) -> None:
+    import batched.aio
+
+    f = make_processor(lambda xs: xs)
+    g = batched.aio.dynamically(lambda xs: xs)
+    try:
+        for call in (lambda: f.acall(1, timeout="1"), lambda: g(1, timeout="1")):
+            with pytest.raises(TypeError, match="timeout must be a number of seconds"):
+                asyncio.run(call())  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            f(1, timeout="1")  # type: ignore[arg-type]
+    finally:
+        g.shutdown()
+    assert f.stats.total_processed == 0
 
 
 def test_non_callable_is_a_type_error_at_decoration_time() -> None:

@@ -1,7 +1,8 @@
 """Dynamic batching: many concurrent single-item calls become batched calls of one function.
 
 The queue, the batch rules and every wait live in a Rust core that runs with the GIL released.
-Neither numpy nor torch is imported here; the inference flavours import them when first used.
+Neither numpy nor torch is ever imported by the package: it works with them once the program
+has imported them.
 """
 
 from batched import aio, inference

@@ -19,7 +19,7 @@ P = TypeVar("P", bound=_Pinnable)
 
 def check_callable(func: object) -> None:
     if not callable(func):
-        raise TypeError(f"batched needs a callable taking a list of items, got {func!r}")
+        raise TypeError(f"batched needs a callable batch function, got {func!r}")
 
 
 def is_method(func: Callable[..., Any]) -> bool:

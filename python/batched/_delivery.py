@@ -46,6 +46,13 @@ def deliver(
         loop.call_soon_threadsafe(_settle, futures, values, failed_futures, errors)
 
 
+def check_timeout(timeout: object) -> None:
+    """Refuses a ``timeout=`` that is not a number of seconds (or None) before anything is
+    queued."""
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)):
+        raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
+
+
 async def outcome(
     future: asyncio.Future[Any],
     ticket: _core.Ticket,

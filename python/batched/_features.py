@@ -1,7 +1,8 @@
 """Features for the inference flavours: checking a call's features, collating a batch of them
 with padding, and slicing the batched output back into each call's rows.
 
-numpy and torch are imported only when a call uses them.
+This module never imports numpy or torch: it recognises their values only once the program
+has imported them itself (it looks them up in ``sys.modules``).
 """
 
 from __future__ import annotations
@@ -225,9 +226,25 @@ class FeatureSchema:
                 )
             if spec.trailing != first.trailing:
                 raise ValueError(
-                    f"feature {name!r} has rows of shape (length, *{spec.trailing}) but had "
-                    f"(length, *{first.trailing}) in the first call"
+                    f"feature {name!r} has {_row_shape(spec.trailing)} but had "
+                    f"{_row_shape(first.trailing)} in the first call"
                 )
+
+
+def _row_shape(trailing: tuple[int, ...] | None) -> str:
+    if trailing is None:
+        return "one value per row (no axis to pad)"
+    return f"rows of shape ({', '.join(['length', *map(str, trailing)])})"
+
+
+def _row_library(name: str, row: object) -> str:
+    library = _library(row)
+    if library is None:
+        raise TypeError(
+            f"feature {name!r} holds a {type(row).__name__}; rows must be numpy arrays or "
+            "torch tensors"
+        )
+    return library
 
 
 def _describe(name: str, value: Any) -> tuple[FeatureSpec, int, list[int] | None, str | None]:
@@ -235,17 +252,11 @@ def _describe(name: str, value: Any) -> tuple[FeatureSpec, int, list[int] | None
     if isinstance(value, list | tuple):
         if not value:
             raise ValueError(f"feature {name!r} is an empty list; give at least one row")
-        libraries = {_library(row) for row in value}
-        if None in libraries:
-            bad = next(row for row in value if _library(row) is None)
-            raise TypeError(
-                f"feature {name!r} holds a {type(bad).__name__}; rows must be numpy arrays or "
-                "torch tensors"
-            )
+        libraries = {_row_library(name, row) for row in value}
         if len(libraries) > 1:
             raise TypeError(f"feature {name!r} mixes numpy arrays and torch tensors")
         first = value[0]
-        if first.ndim == 0:
+        if any(row.ndim == 0 for row in value):
             raise ValueError(f"feature {name!r} has 0-d rows; each row needs a length axis")
         trailing = tuple(first.shape[1:])
         for row in value:
@@ -257,7 +268,7 @@ def _describe(name: str, value: Any) -> tuple[FeatureSpec, int, list[int] | None
         devices = {str(row.device) for row in value} if _is_tensor(first) else set()
         if len(devices) > 1:
             raise ValueError(f"feature {name!r} has rows on different devices: {sorted(devices)}")
-        spec = FeatureSpec(_library(first) or "", first.dtype, trailing)
+        spec = FeatureSpec(libraries.pop(), first.dtype, trailing)
         return spec, len(value), [int(row.shape[0]) for row in value], next(iter(devices), None)
     library = _library(value)
     if library is None:

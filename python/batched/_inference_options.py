@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from batched._features import FeatureSchema, FeaturesPlan
-from batched._options import QueueOptions
+from batched._options import QueueOptions, flag
 
 
 class InferenceOptions(QueueOptions, total=False):
@@ -52,7 +52,7 @@ def make_plan(
         schema,
         pad_values(pad_tokens, pad_token),
         "left" if padding_side == "left" else "right",
-        bool(spread_kwargs),
+        flag("spread_kwargs", spread_kwargs),
         device,
     )
     return schema, plan

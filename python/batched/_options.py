@@ -48,6 +48,12 @@ def _int(name: str, value: object) -> int:
     return value
 
 
+def flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def _optional_int(name: str, value: object) -> int | None:
     return None if value is None else _int(name, value)
 
@@ -102,7 +108,7 @@ class Settings:
             raise TypeError(
                 f'timeout_ms must be a number of milliseconds or "auto", got {timeout_ms!r}'
             )
-        sort_by_length = bool(options.get("sort_by_length", False))
+        sort_by_length = flag("sort_by_length", options.get("sort_by_length", False))
         max_batch_tokens = _optional_int("max_batch_tokens", options.get("max_batch_tokens"))
         on_full = _choice("on_full", options.get("on_full", "raise"), ("raise", "block"))
         queue = _core.QueueOptions(

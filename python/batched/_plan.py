@@ -6,6 +6,7 @@ inference flavours collate feature segments and hand each call its slice of the 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -119,4 +120,20 @@ def item_lengths(length_of: Callable[[Any], int] | None, item: Any) -> list[int]
     """Each item's length for length-aware packing, or None when no option needs lengths."""
     if length_of is None:
         return None
-    return [length_of(x) for x in (item if isinstance(item, list) else [item])]
+    lengths = [length_of(x) for x in (item if isinstance(item, list) else [item])]
+    if not all(type(length) is int and length >= 0 for length in lengths):
+        return [_checked_length(length) for length in lengths]
+    return lengths
+
+
+def _checked_length(length: Any) -> int:
+    try:
+        count = operator.index(length)  # numpy integers too
+    except TypeError:
+        raise TypeError(
+            f"an item's length must be a whole number, got {length!r} "
+            f"({type(length).__name__}); check length_fn"
+        ) from None
+    if count < 0:
+        raise ValueError(f"an item's length cannot be negative, got {count}; check length_fn")
+    return count

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, Unpack,
 
 from batched import _core
 from batched._decorate import apply_or_defer, check_callable
-from batched._delivery import deliver, item_count, outcome, submit_when_room
+from batched._delivery import check_timeout, deliver, item_count, outcome, submit_when_room
 from batched._log import logger
 from batched._options import BatchOptions, Settings
 from batched._plan import ITEMS, Plan, Resolver, item_lengths, run_batch
@@ -156,9 +156,9 @@ class BatchProcessor(_core.CallEntry, Generic[T, U]):
     async def acall(self, item: Any, /, *, timeout: float | None = None, priority: int = 0) -> Any:
         """Like calling the processor, but awaits the result without blocking the event loop."""
         lengths = item_lengths(self._length_of, item)
-        return await self.acall_rows(item, timeout, priority, None, lengths)
+        return await self._acall_rows(item, timeout, priority, None, lengths)
 
-    async def acall_rows(
+    async def _acall_rows(
         self,
         item: Any,
         timeout: float | None,
@@ -168,6 +168,7 @@ class BatchProcessor(_core.CallEntry, Generic[T, U]):
     ) -> Any:
         """``acall`` with the core's options: a row payload and per-item lengths."""
         _owner = self._take_pin()  # a method's instance lives until this call returns
+        check_timeout(timeout)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         core = self._core

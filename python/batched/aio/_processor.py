@@ -13,7 +13,7 @@ from typing import Any, Generic, Protocol, Self, TypeVar, Unpack, overload
 
 from batched import _core
 from batched._decorate import Pinning, apply_or_defer, check_callable
-from batched._delivery import deliver, item_count, outcome, submit_when_room
+from batched._delivery import check_timeout, deliver, item_count, outcome, submit_when_room
 from batched._options import AsyncBatchOptions, Settings
 from batched._plan import ITEMS, Plan, Resolver, item_lengths, run_batch_async
 from batched._processor import BatchProcessor
@@ -272,9 +272,10 @@ class AsyncBatchProcessor(Pinning, Generic[T, U]):
         lengths: list[int] | None,
     ) -> Any:
         _owner = self._take_pin()  # a method's instance lives until this call returns
+        check_timeout(timeout)
         if self._async is None:
             assert self._threaded is not None
-            return await self._threaded.acall_rows(item, timeout, priority, rows, lengths)
+            return await self._threaded._acall_rows(item, timeout, priority, rows, lengths)
         loop = asyncio.get_running_loop()
         batcher = self._async.batcher(loop)
 

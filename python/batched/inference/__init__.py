@@ -73,7 +73,7 @@ class InferenceProcessor(Pinning):
         """Like calling the processor, but awaits the result without blocking the event loop."""
         _owner = self._take_pin()  # a method's instance lives until this call returns
         call, lengths = call_features(self._schema, features, keywords)
-        parts = await self._processor.acall_rows(call, timeout, priority, call.rows, lengths)
+        parts = await self._processor._acall_rows(call, timeout, priority, call.rows, lengths)
         return merge_parts(parts, self._plan.left)
 
     @property
