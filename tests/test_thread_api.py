@@ -380,6 +380,14 @@ def test_a_method_of_a_temporary_instance_runs_and_then_lets_it_go() -> None:
     del kept
     assert gone() is None
 
+    # Fetched and never called, the processor pins its instance in a cycle the collector sees.
+    idle = Threads()
+    fetched, idle_gone = weakref.ref(idle.double), weakref.ref(idle)
+    del idle
+    gc.collect()
+    assert idle_gone() is None
+    assert fetched() is None
+
     # A processor kept past its instance's collection refuses calls, and its worker stops.
     orphan = Threads().double
     assert orphan(7) == 14  # the fetch pinned the instance; this call was its last holder

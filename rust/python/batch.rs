@@ -67,10 +67,9 @@ impl Batch {
             Outcome::Failed(error) => fail_all(py, entries, &error, &mut settlement),
         }));
         if scattered.is_err() {
-            let failure = || Failure::Internal("a panic while delivering results".into());
-            for entry in entries {
-                settlement.ended(py, &entry.call, entry.call.outcome.fail(failure()));
-            }
+            settlement.fail_all(py, entries, || {
+                Failure::Internal("a panic while delivering results".into())
+            });
         }
         let threads = settlement.flush(py, self.owner.deliver());
         self.owner.wake(threads);
@@ -310,10 +309,9 @@ impl Drop for Batch {
         self.owner.record_unserved(Unserved::Failed, entries.len());
         Python::attach(|py| {
             let mut settlement = Settlement::default();
-            let failure = || Failure::Internal("a batch was discarded before it completed".into());
-            for entry in &entries {
-                settlement.ended(py, &entry.call, entry.call.outcome.fail(failure()));
-            }
+            settlement.fail_all(py, &entries, || {
+                Failure::Internal("a batch was discarded before it completed".into())
+            });
             settlement.flush_and_wake(py, self.owner.deliver());
         });
     }

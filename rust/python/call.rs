@@ -12,7 +12,7 @@ use pyo3::types::PyList;
 
 use super::errors::failure_to_err;
 use crate::call::{Call, Delivery, Failure};
-use crate::pending::Cancellable;
+use crate::pending::{Cancellable, Submission};
 use crate::relay::{self, Keeper, Parked, Relay, Wake};
 use crate::stats::Unserved;
 
@@ -48,6 +48,21 @@ pub(crate) struct PyCall {
 }
 
 pub(crate) type CallRef = Arc<PyCall>;
+
+/// What the core queues for `call`: all its items, arriving now.
+pub(crate) fn submission(
+    call: &CallRef,
+    lengths: Option<Vec<usize>>,
+    priority: i32,
+) -> Submission<CallRef> {
+    Submission {
+        call: Arc::clone(call),
+        count: call.len,
+        priority,
+        arrival: Instant::now(),
+        lengths,
+    }
+}
 
 impl Cancellable for CallRef {
     fn is_cancelled(&self) -> bool {

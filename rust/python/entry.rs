@@ -7,6 +7,7 @@ use std::sync::{Mutex, PoisonError, RwLock};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
 
 use super::errors::closed_error;
 use super::processor::Processor;
@@ -51,6 +52,21 @@ impl CallEntry {
     /// call reaches the worker, which sees the instance only through a weak reference.
     fn _pin(&self, owner: Py<PyAny>) {
         *self.pinned.lock().unwrap_or_else(PoisonError::into_inner) = Some(owner);
+    }
+
+    // The pinned instance usually holds this processor (in its `__dict__`): the collector must
+    // see that cycle to free it when the instance is fetched from and then dropped uncalled.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Ok(pinned) = self.pinned.try_lock() {
+            if let Some(owner) = pinned.as_ref() {
+                visit.call(owner)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        self._take_pin();
     }
 
     /// The instance last pinned, if no call took it yet; the caller keeps it for its call.

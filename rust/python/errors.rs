@@ -27,7 +27,7 @@ create_exception!(
     "The processor's queue had no room for this call (see max_queue_size)."
 );
 
-pub(crate) const CLOSED_MESSAGE: &str =
+const CLOSED_MESSAGE: &str =
     "the batch processor has been shut down; create a new one (or stop calling it after shutdown())";
 
 pub(crate) fn closed_error() -> PyErr {

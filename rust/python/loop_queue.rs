@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::batch::{Batch, BatchOwner};
-use super::call::{CallRef, PyCall, Waiter};
+use super::call::{submission, CallRef, PyCall, Waiter};
 use super::errors::closed_error;
 use super::errors::refusal_error;
 use super::options::QueueOptions;
@@ -21,7 +21,6 @@ use super::settle::{wake_room_waiters, RoomWaiter, Settlement};
 use crate::adaptive::CostModel;
 use crate::admission::Admission;
 use crate::call::Failure;
-use crate::pending::Submission;
 use crate::policy::BatchPolicy;
 use crate::scheduler::{check_lengths, Assembly, Poll};
 use crate::stats::{Stats, Unserved};
@@ -136,7 +135,8 @@ impl LoopQueue {
         }
     }
 
-    /// Queues `arg` (one item or a list) for a caller awaiting `future`. Returns the ticket (or
+    /// Queues `arg` (one item, a list, or a payload of `rows` rows with per-item `lengths`) for
+    /// a caller awaiting `future`. Returns the ticket (or
     /// `None` for an empty list) and whether the loop should ask for a batch now: true when this
     /// call started the deadline or filled a batch.
     #[pyo3(signature = (arg, event_loop, future, priority = 0, rows = None, lengths = None))]
@@ -163,20 +163,11 @@ impl LoopQueue {
         let call = PyCall::new(inputs, len, Waiter::Future { event_loop, future });
         let inner = &self.inner;
         let policy = &inner.policy;
-        let submission = check_lengths(
-            Submission {
-                call: Arc::clone(&call),
-                count: len,
-                priority,
-                arrival: Instant::now(),
-                lengths,
-            },
-            policy,
-        )
-        .map_err(|rejected| {
-            inner.record_unserved(Unserved::Rejected, len);
-            rejected_error(rejected)
-        })?;
+        let submission =
+            check_lengths(submission(&call, lengths, priority), policy).map_err(|rejected| {
+                inner.record_unserved(Unserved::Rejected, len);
+                rejected_error(rejected)
+            })?;
         if let Err(refusal) = inner.admission.try_admit(len) {
             // Under on_full="block" the task waits for room (`wait_for_room`) and tries again.
             if !inner.block_when_full {
@@ -263,9 +254,7 @@ impl LoopQueue {
         let remaining = lock(&self.inner.assembly).drain();
         self.inner.release(py, remaining.len());
         let mut settlement = Settlement::default();
-        for entry in &remaining {
-            settlement.ended(py, &entry.call, entry.call.outcome.fail(Failure::Closed));
-        }
+        settlement.fail_all(py, &remaining, || Failure::Closed);
         settlement.flush_and_wake(py, &self.inner.deliver);
     }
 

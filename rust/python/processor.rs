@@ -10,15 +10,14 @@ use pyo3::types::{PyDict, PyList};
 
 use super::batch::{Batch, BatchOwner};
 use super::call::{
-    deadline_after, release_gil, timeout_error, CallRef, Inputs, Interruptible, PyCall, Rhythm,
-    Stop, Waiter,
+    deadline_after, release_gil, submission, timeout_error, CallRef, Inputs, Interruptible, PyCall,
+    Rhythm, Stop, Waiter,
 };
 use super::errors::{closed_error, refusal_error};
 use super::options::QueueOptions;
 use super::settle::{wake_room_waiters, RoomWaiter, Settlement};
 use crate::admission::{Admission, Refusal};
 use crate::call::{Delivery, Failure};
-use crate::pending::Submission;
 use crate::scheduler::{Next, Rejected, Scheduler};
 use crate::stats::{Stats, Unserved};
 
@@ -239,16 +238,6 @@ pub(crate) fn rejected_error<C>(rejected: Rejected<C>) -> PyErr {
     }
 }
 
-fn submission(call: &CallRef, lengths: Option<Vec<usize>>, priority: i32) -> Submission<CallRef> {
-    Submission {
-        call: Arc::clone(call),
-        count: call.len,
-        priority,
-        arrival: Instant::now(),
-        lengths,
-    }
-}
-
 #[pymethods]
 impl Processor {
     #[new]
@@ -369,9 +358,7 @@ impl Processor {
         self.shared.wake_waiting();
         let remaining = self.shared.scheduler.take_remaining();
         let mut settlement = Settlement::default();
-        for entry in &remaining {
-            settlement.ended(py, &entry.call, entry.call.outcome.fail(Failure::Closed));
-        }
+        settlement.fail_all(py, &remaining, || Failure::Closed);
         settlement.flush_and_wake(py, &self.shared.deliver);
         self.shared.wake_room(py);
     }

@@ -5,7 +5,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use super::call::{CallRef, Waiter};
-use crate::call::Delivery;
+use crate::call::{Delivery, Failure};
+use crate::pending::Entry;
 
 struct LoopGroup {
     event_loop: Py<PyAny>,
@@ -24,6 +25,18 @@ pub(crate) struct Settlement {
 }
 
 impl Settlement {
+    /// Ends every call of `entries` that has not ended yet with `failure()`.
+    pub fn fail_all(
+        &mut self,
+        py: Python<'_>,
+        entries: &[Entry<CallRef>],
+        failure: impl Fn() -> Failure<Py<PyAny>>,
+    ) {
+        for entry in entries {
+            self.ended(py, &entry.call, entry.call.outcome.fail(failure()));
+        }
+    }
+
     /// Notes that `call` just ended (`delivery` says whether it did).
     pub fn ended(&mut self, py: Python<'_>, call: &CallRef, delivery: Delivery) {
         if delivery != Delivery::Completed {
