@@ -90,6 +90,27 @@ class RoomQueue(Protocol):
     def record_timed_out(self, items: int) -> None: ...
 
 
+async def submit_and_await(
+    queue: RoomQueue,
+    count: int,
+    submit: Callable[[asyncio.Future[Any]], _core.Ticket | None],
+    timeout: float | None,
+    block_when_full: bool,
+) -> Any:
+    """Submits a call of ``count`` items with ``submit(future)`` and awaits its outcome; with
+    ``block_when_full``, a full queue makes it wait for room instead of raising."""
+    future = asyncio.get_running_loop().create_future()
+    try:
+        ticket = submit(future)
+    except _core.QueueFullError:
+        if not block_when_full:
+            raise
+        return await submit_when_room(queue, count, submit, timeout)
+    if ticket is None:
+        return []
+    return await outcome(future, ticket, timeout)
+
+
 async def submit_when_room(
     queue: RoomQueue,
     count: int,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, Unpack,
 
 from batched import _core
 from batched._decorate import apply_or_defer, check_callable
-from batched._delivery import check_timeout, deliver, item_count, outcome, submit_when_room
+from batched._delivery import check_timeout, deliver, item_count, submit_and_await
 from batched._log import logger
 from batched._options import BatchOptions, Settings
 from batched._plan import ITEMS, Plan, Resolver, item_lengths, run_batch
@@ -170,22 +170,14 @@ class BatchProcessor(_core.CallEntry, Generic[T, U]):
         _owner = self._take_pin()  # a method's instance lives until this call returns
         check_timeout(timeout)
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
         core = self._core
-        try:
-            ticket = core.submit(item, loop, future, priority, rows, lengths)
-        except _core.QueueFullError:
-            if not self._block_when_full:
-                raise
-            return await submit_when_room(
-                core,
-                item_count(item, rows),
-                lambda future: core.submit(item, loop, future, priority, rows, lengths),
-                timeout,
-            )
-        if ticket is None:
-            return []
-        return await outcome(future, ticket, timeout)
+        return await submit_and_await(
+            core,
+            item_count(item, rows),
+            lambda future: core.submit(item, loop, future, priority, rows, lengths),
+            timeout,
+            self._block_when_full,
+        )
 
     @property
     def stats(self) -> BatchStats:

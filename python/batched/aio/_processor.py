@@ -13,7 +13,7 @@ from typing import Any, Generic, Protocol, Self, TypeVar, Unpack, overload
 
 from batched import _core
 from batched._decorate import Pinning, apply_or_defer, check_callable
-from batched._delivery import check_timeout, deliver, item_count, outcome, submit_when_room
+from batched._delivery import check_timeout, deliver, item_count, submit_and_await
 from batched._options import AsyncBatchOptions, Settings
 from batched._plan import ITEMS, Plan, Resolver, item_lengths, run_batch_async
 from batched._processor import BatchProcessor
@@ -285,16 +285,9 @@ class AsyncBatchProcessor(Pinning, Generic[T, U]):
                 batcher.nudge()
             return ticket
 
-        future = loop.create_future()
-        try:
-            ticket = submit(future)
-        except _core.QueueFullError:
-            if not self._block_when_full:
-                raise
-            return await submit_when_room(batcher.queue, item_count(item, rows), submit, timeout)
-        if ticket is None:
-            return []
-        return await outcome(future, ticket, timeout)
+        return await submit_and_await(
+            batcher.queue, item_count(item, rows), submit, timeout, self._block_when_full
+        )
 
     @property
     def stats(self) -> BatchStats:
