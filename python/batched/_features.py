@@ -473,7 +473,8 @@ def _split(output: Any, sizes: Sequence[int], bounds: list[tuple[int, int]]) -> 
         parts = [_split(value, sizes, bounds) for value in output]
         return [_rebuild(output, [part[i] for part in parts]) for i in range(len(sizes))]
     if _is_tensor(output) and len(sizes) > 1:
-        return list(output.split(list(sizes)))  # one C call for every segment's view
+        # One C call for every segment's view (Tensor.split adds a Python layer around it).
+        return list(output.split_with_sizes(list(sizes)))
     return [output[start:stop] for start, stop in bounds]
 
 
