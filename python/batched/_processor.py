@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, Unpack,
 from batched import _core
 from batched._decorate import apply_or_defer, check_callable
 from batched._delivery import check_timeout, deliver, item_count, submit_and_await
+from batched._lifecycle import Lifecycle
 from batched._log import logger
 from batched._options import BatchOptions, Settings
 from batched._plan import ITEMS, Plan, Resolver, item_lengths, run_batch
@@ -67,7 +68,7 @@ def _stop(
     core.fail_remaining()
 
 
-class BatchProcessor(_core.CallEntry, Generic[T, U]):
+class BatchProcessor(_core.CallEntry, Lifecycle, Generic[T, U]):
     """Collects single-item calls from many threads into batched calls of ``func``.
 
     ``func`` takes a list of items and returns one result per item, in order (a list, a tuple or
@@ -203,16 +204,6 @@ class BatchProcessor(_core.CallEntry, Generic[T, U]):
         self._finalizer.detach()
         _stop(self._core, self._workers, drain, None)
         logger.debug("shut down %s (drain=%s)", self, drain)
-
-    def __enter__(self) -> BatchProcessor[T, U]:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.shutdown()
-
-    def __repr__(self) -> str:
-        state = "closed" if self.closed else "running"
-        return f"<BatchProcessor {getattr(self, '__qualname__', '?')} ({state})>"
 
 
 class BatchMethod(Protocol[S_contra, T, U]):

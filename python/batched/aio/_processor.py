@@ -14,6 +14,7 @@ from typing import Any, Generic, Protocol, Self, TypeVar, Unpack, overload
 from batched import _core
 from batched._decorate import Pinning, apply_or_defer, check_callable
 from batched._delivery import check_timeout, deliver, item_count, submit_and_await
+from batched._lifecycle import AsyncLifecycle
 from batched._options import AsyncBatchOptions, Settings
 from batched._plan import ITEMS, Plan, Resolver, item_lengths, run_batch_async
 from batched._processor import BatchProcessor
@@ -211,7 +212,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_restart_all_after_fork)
 
 
-class AsyncBatchProcessor(Pinning, Generic[T, U]):
+class AsyncBatchProcessor(Pinning, AsyncLifecycle, Generic[T, U]):
     """Collects single-item awaits from many tasks into batched calls of ``func``.
 
     ``func`` takes a list of items and returns (or, if ``async``, resolves to) one result per
@@ -335,22 +336,6 @@ class AsyncBatchProcessor(Pinning, Generic[T, U]):
             return self._async.closed
         assert self._threaded is not None
         return self._threaded.closed
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.shutdown()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.ashutdown()
-
-    def __repr__(self) -> str:
-        state = "closed" if self.closed else "running"
-        return f"<AsyncBatchProcessor {getattr(self, '__qualname__', '?')} ({state})>"
 
 
 class AsyncBatchMethod(Protocol[S_contra, T, U]):

@@ -13,6 +13,7 @@ from typing import Any, Unpack, overload
 from batched._decorate import Pinning, apply_or_defer, check_callable
 from batched._features import merge_parts
 from batched._inference_options import AsyncInferenceOptions, call_features, plan_from
+from batched._lifecycle import AsyncLifecycle
 from batched._options import Settings
 from batched._plan import Resolver
 from batched._stats import BatchStats
@@ -21,7 +22,7 @@ from batched.aio._processor import AsyncBatchProcessor
 __all__ = ["AsyncInferenceProcessor", "dynamically"]
 
 
-class AsyncInferenceProcessor(Pinning):
+class AsyncInferenceProcessor(Pinning, AsyncLifecycle):
     """Batches awaited calls of an inference function: ``await f(features)`` or
     ``await f(**features)``."""
 
@@ -76,22 +77,6 @@ class AsyncInferenceProcessor(Pinning):
     def closed(self) -> bool:
         """True once :meth:`shutdown` (or :meth:`ashutdown`) was called."""
         return self._processor.closed
-
-    def __enter__(self) -> AsyncInferenceProcessor:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.shutdown()
-
-    async def __aenter__(self) -> AsyncInferenceProcessor:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.ashutdown()
-
-    def __repr__(self) -> str:
-        state = "closed" if self.closed else "running"
-        return f"<AsyncInferenceProcessor {getattr(self, '__qualname__', '?')} ({state})>"
 
 
 @overload

@@ -15,6 +15,7 @@ from typing import Any, Unpack, overload
 from batched._decorate import Pinning, apply_or_defer, check_callable
 from batched._features import merge_parts
 from batched._inference_options import InferenceOptions, call_features, plan_from
+from batched._lifecycle import Lifecycle
 from batched._options import Settings
 from batched._plan import Resolver
 from batched._processor import BatchProcessor
@@ -23,7 +24,7 @@ from batched._stats import BatchStats
 __all__ = ["InferenceProcessor", "dynamically"]
 
 
-class InferenceProcessor(Pinning):
+class InferenceProcessor(Pinning, Lifecycle):
     """Batches single calls of an inference function from many threads.
 
     Call it as ``f({"input_ids": ids, ...})`` or ``f(input_ids=ids, ...)``; await it with
@@ -93,16 +94,6 @@ class InferenceProcessor(Pinning):
     def closed(self) -> bool:
         """True once :meth:`shutdown` was called."""
         return self._processor.closed
-
-    def __enter__(self) -> InferenceProcessor:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.shutdown()
-
-    def __repr__(self) -> str:
-        state = "closed" if self.closed else "running"
-        return f"<InferenceProcessor {getattr(self, '__qualname__', '?')} ({state})>"
 
 
 @overload
