@@ -15,6 +15,7 @@ What is here:
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as _dt
 import importlib.util
@@ -452,6 +453,29 @@ def _clean(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_clean(v) for v in value]
     return value
+
+
+def add_report_arguments(
+    parser: argparse.ArgumentParser,
+    name: str,
+    *,
+    repeat_help: str | None = None,
+    strict_help: str = "exit 1 when a target is missed or a case fails",
+) -> None:
+    """The options every benchmark's report takes: ``--json`` and ``--md`` (a bare name goes to
+    benches/results/), ``--strict`` and, given ``repeat_help``, ``--repeat N``."""
+    where = "(a bare name goes to benches/results/)"
+    parser.add_argument("--json", default=f"{name}.json", help=f"output file {where}")
+    parser.add_argument("--md", default=f"{name}.md", help=f"markdown report file {where}")
+    if repeat_help is not None:
+        parser.add_argument("--repeat", type=int, default=1, metavar="N", help=repeat_help)
+    parser.add_argument("--strict", action="store_true", help=strict_help)
+
+
+def at_least(parser: argparse.ArgumentParser, option: str, value: int | None, low: int) -> None:
+    """Exits with a usage error when ``option`` was given below ``low``."""
+    if value is not None and value < low:
+        parser.error(f"{option} must be at least {low}")
 
 
 def results_path(name_or_path: str | Path) -> Path:

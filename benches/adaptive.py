@@ -1251,10 +1251,8 @@ def main(argv: list[str] | None = None) -> int:
         "--strict", action="store_true", help="exit 1 when a target is missed or a case fails"
     )
     args = parser.parse_args(argv)
-    if args.repeat is not None and args.repeat < 1:
-        parser.error("--repeat must be at least 1")
-    if args.retries is not None and args.retries < 0:
-        parser.error("--retries must be at least 0")
+    C.at_least(parser, "--repeat", args.repeat, 1)
+    C.at_least(parser, "--retries", args.retries, 0)
     return replot_main(args) if args.from_json else parent_main(args)
 
 

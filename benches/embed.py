@@ -772,14 +772,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="torch.set_num_threads in every case (default: the number of CPUs)",
     )
-    parser.add_argument("--json", default="embed.json", help="a bare name goes to benches/results/")
-    parser.add_argument("--md", default="embed.md", help="a bare name goes to benches/results/")
-    parser.add_argument(
-        "--strict", action="store_true", help="exit 1 when a target is missed or a case fails"
-    )
+    C.add_report_arguments(parser, "embed")
     args = parser.parse_args(argv)
-    if args.rounds is not None and args.rounds < 1:
-        parser.error("--rounds must be at least 1")
+    C.at_least(parser, "--rounds", args.rounds, 1)
     return parent_main(args)
 
 

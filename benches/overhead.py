@@ -107,6 +107,54 @@ def check_one(f: Any, item: int) -> None:
         raise BenchError(f"f({item!r}) returned {got!r}, expected {2 * item!r}")
 
 
+@dataclass(frozen=True)
+class Mark:
+    """One edge of a measured window: the clocks and the batch function's counters."""
+
+    wall: float
+    cpu: float
+    batches: int
+    items: int
+
+    @staticmethod
+    def now(counts: list[int]) -> Mark:
+        return Mark(time.perf_counter(), time.process_time(), counts[0], counts[1])
+
+
+def window_metrics(
+    ends: list[array[float]],
+    lats: list[array[float]],
+    start: Mark,
+    end: Mark,
+    stats: dict[str, Any],
+) -> dict[str, Any]:
+    """Throughput, latency and CPU of the calls that completed between ``start`` and ``end``
+    (``ends``/``lats``: each caller's completion times and latencies)."""
+    window = [
+        lat
+        for e_arr, l_arr in zip(ends, lats, strict=True)
+        for e, lat in zip(e_arr, l_arr, strict=True)
+        if start.wall <= e <= end.wall
+    ]
+    items = len(window)
+    wall = end.wall - start.wall
+    cpu = end.cpu - start.cpu
+    batches = end.batches - start.batches
+    lat = C.latency_summary(window)
+    return {
+        "items_per_s": items / wall,
+        "p50_us": lat["p50_us"],
+        "p99_us": lat["p99_us"],
+        "cpu_us_per_item": cpu / items * 1e6 if items else math.nan,
+        "mean_batch": (end.items - start.items) / batches if batches > 0 else math.nan,
+        "items": items,
+        "window_s": wall,
+        "cpu_s": cpu,
+        "latency": lat,
+        "impl_stats": stats,
+    }
+
+
 @scenario("threads")
 def threads_scenario(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
     """``threads`` callers, each calling ``f(item)`` in a loop for the whole run.
@@ -148,9 +196,9 @@ def threads_scenario(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
         w.start()
     start.wait()
     time.sleep(p["warmup_s"])
-    t0, cpu0, b0, i0 = time.perf_counter(), time.process_time(), counts[0], counts[1]
+    window_start = Mark.now(counts)
     time.sleep(p["duration_s"])
-    t1, cpu1, b1, i1 = time.perf_counter(), time.process_time(), counts[0], counts[1]
+    window_end = Mark.now(counts)
     running[0] = False
     deadline = time.monotonic() + p["join_s"]
     for w in workers:
@@ -165,28 +213,7 @@ def threads_scenario(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
         )
     stats = impl_stats(f)
     shut(f)
-
-    window = [
-        lat
-        for e_arr, l_arr in zip(ends, lats, strict=True)
-        for e, lat in zip(e_arr, l_arr, strict=True)
-        if t0 <= e <= t1
-    ]
-    items = len(window)
-    wall = t1 - t0
-    lat = C.latency_summary(window)
-    return {
-        "items_per_s": items / wall,
-        "p50_us": lat["p50_us"],
-        "p99_us": lat["p99_us"],
-        "cpu_us_per_item": (cpu1 - cpu0) / items * 1e6 if items else math.nan,
-        "mean_batch": (i1 - i0) / (b1 - b0) if b1 > b0 else math.nan,
-        "items": items,
-        "window_s": wall,
-        "cpu_s": cpu1 - cpu0,
-        "latency": lat,
-        "impl_stats": stats,
-    }
+    return window_metrics(ends, lats, window_start, window_end, stats)
 
 
 @scenario("big_list")
@@ -391,9 +418,9 @@ async def _aio_tasks(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
 
     tasks = [asyncio.create_task(caller(k)) for k in range(n_tasks)]
     await asyncio.sleep(p["warmup_s"])
-    t0, cpu0, b0, i0 = time.perf_counter(), time.process_time(), counts[0], counts[1]
+    window_start = Mark.now(counts)
     await asyncio.sleep(p["duration_s"])
-    t1, cpu1, b1, i1 = time.perf_counter(), time.process_time(), counts[0], counts[1]
+    window_end = Mark.now(counts)
     running[0] = False
     _done, pending = await asyncio.wait(tasks, timeout=p["join_s"])
     for task in pending:
@@ -407,28 +434,7 @@ async def _aio_tasks(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
         )
     stats = impl_stats(f)
     shut(f)
-
-    window = [
-        lat
-        for e_arr, l_arr in zip(ends, lats, strict=True)
-        for e, lat in zip(e_arr, l_arr, strict=True)
-        if t0 <= e <= t1
-    ]
-    items = len(window)
-    wall = t1 - t0
-    lat = C.latency_summary(window)
-    return {
-        "items_per_s": items / wall,
-        "p50_us": lat["p50_us"],
-        "p99_us": lat["p99_us"],
-        "cpu_us_per_item": (cpu1 - cpu0) / items * 1e6 if items else math.nan,
-        "mean_batch": (i1 - i0) / (b1 - b0) if b1 > b0 else math.nan,
-        "items": items,
-        "window_s": wall,
-        "cpu_s": cpu1 - cpu0,
-        "latency": lat,
-        "impl_stats": stats,
-    }
+    return window_metrics(ends, lats, window_start, window_end, stats)
 
 
 @scenario("aio_big_list")
@@ -1149,27 +1155,11 @@ def main(argv: list[str] | None = None) -> int:
         "(repeatable); ids: threads<N>_t<ms>, big_list_100k, idle, lone, "
         "aio_<async|def>_tasks<N>, aio_big_list_100k, aio_idle_<baseline|async|def>",
     )
-    parser.add_argument(
-        "--json", default="overhead.json", help="output file (a bare name goes to benches/results/)"
-    )
-    parser.add_argument(
-        "--md",
-        default="overhead.md",
-        help="markdown report file (a bare name goes to benches/results/)",
-    )
-    parser.add_argument(
-        "--repeat",
-        type=int,
-        default=1,
-        metavar="N",
-        help="run every case N times (interleaved) and report medians",
-    )
-    parser.add_argument(
-        "--strict", action="store_true", help="exit 1 when a target is missed or a case fails"
+    C.add_report_arguments(
+        parser, "overhead", repeat_help="run every case N times (interleaved) and report medians"
     )
     args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
+    C.at_least(parser, "--repeat", args.repeat, 1)
     return parent_main(args)
 
 

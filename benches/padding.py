@@ -685,27 +685,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help=f"max_batch_tokens of the sort_budget variant (default {MAX_BATCH_TOKENS})",
     )
-    parser.add_argument(
-        "--json", default="padding.json", help="output file (a bare name goes to benches/results/)"
-    )
-    parser.add_argument(
-        "--md",
-        default="padding.md",
-        help="markdown report file (a bare name goes to benches/results/)",
-    )
-    parser.add_argument(
-        "--repeat",
-        type=int,
-        default=1,
-        metavar="N",
-        help="run every variant N times (interleaved) and report medians",
-    )
-    parser.add_argument(
-        "--strict", action="store_true", help="exit 1 when a target is missed or a variant fails"
+    C.add_report_arguments(
+        parser,
+        "padding",
+        repeat_help="run every variant N times (interleaved) and report medians",
+        strict_help="exit 1 when a target is missed or a variant fails",
     )
     args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
+    C.at_least(parser, "--repeat", args.repeat, 1)
     return parent_main(args)
 
 

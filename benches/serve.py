@@ -503,12 +503,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=E.BATCH_SIZE, metavar="N")
     parser.add_argument("--timeout-ms", type=float, default=E.TIMEOUT_MS, metavar="MS")
     parser.add_argument("--torch-threads", type=int, default=E.default_torch_threads(), metavar="N")
-    parser.add_argument("--json", default="serve.json", help="a bare name goes to benches/results/")
-    parser.add_argument("--md", default="serve.md", help="a bare name goes to benches/results/")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a variant fails")
+    C.add_report_arguments(parser, "serve", strict_help="exit 1 when a variant fails")
     args = parser.parse_args(argv)
-    if args.rounds is not None and args.rounds < 1:
-        parser.error("--rounds must be at least 1")
+    C.at_least(parser, "--rounds", args.rounds, 1)
     return parent_main(args)
 
 
