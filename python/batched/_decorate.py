@@ -60,7 +60,9 @@ class Pinning:
         self._pinned = owner
 
     def _take_pin(self) -> object:
-        owner, self._pinned = self._pinned, None
+        owner = self._pinned
+        if owner is not None:  # plain functions never pin: no write on their calls
+            self._pinned = None
         return owner
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from asyncio import events as _events
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from batched import _core
@@ -65,12 +65,14 @@ async def outcome(
 
     A ``TimeoutError`` raised by the batch function itself reaches the caller unchanged.
     """
-    limit = asyncio.timeout(timeout)
     try:
+        if timeout is None:  # the common case: no timer, no context manager
+            return await future
+        limit = asyncio.timeout(timeout)
         async with limit:
             return await future
     except TimeoutError:
-        if not limit.expired():
+        if timeout is None or not limit.expired():
             raise
         ticket.cancel(timed_out=True)
         stated = timeout if stated_timeout is None else stated_timeout
@@ -90,25 +92,27 @@ class RoomQueue(Protocol):
     def record_timed_out(self, items: int) -> None: ...
 
 
-async def submit_and_await(
+def submit_call(
     queue: RoomQueue,
     count: int,
     submit: Callable[[asyncio.Future[Any]], _core.Ticket | None],
     timeout: float | None,
     block_when_full: bool,
-) -> Any:
-    """Submits a call of ``count`` items with ``submit(future)`` and awaits its outcome; with
-    ``block_when_full``, a full queue makes it wait for room instead of raising."""
+) -> Awaitable[Any]:
+    """Submits a call of ``count`` items with ``submit(future)`` now, and returns what to await
+    for its outcome; with ``block_when_full``, a full queue makes that wait for room instead of
+    raising. (A plain function, so that a call costs no extra coroutine on the loop.)"""
     future = asyncio.get_running_loop().create_future()
     try:
         ticket = submit(future)
     except _core.QueueFullError:
         if not block_when_full:
             raise
-        return await submit_when_room(queue, count, submit, timeout)
+        return submit_when_room(queue, count, submit, timeout)
     if ticket is None:
-        return []
-    return await outcome(future, ticket, timeout)
+        future.set_result([])
+        return future
+    return outcome(future, ticket, timeout)
 
 
 async def submit_when_room(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, Unpack,
 
 from batched import _core
 from batched._decorate import apply_or_defer, check_callable
-from batched._delivery import check_timeout, deliver, item_count, submit_and_await
+from batched._delivery import check_timeout, deliver, item_count, submit_call
 from batched._lifecycle import Lifecycle
 from batched._log import logger
 from batched._options import BatchOptions, Settings
@@ -172,7 +172,7 @@ class BatchProcessor(_core.CallEntry, Lifecycle, Generic[T, U]):
         check_timeout(timeout)
         loop = asyncio.get_running_loop()
         core = self._core
-        return await submit_and_await(
+        return await submit_call(
             core,
             item_count(item, rows),
             lambda future: core.submit(item, loop, future, priority, rows, lengths),

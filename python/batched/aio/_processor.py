@@ -13,7 +13,7 @@ from typing import Any, Generic, Protocol, Self, TypeVar, Unpack, overload
 
 from batched import _core
 from batched._decorate import Pinning, apply_or_defer, check_callable
-from batched._delivery import check_timeout, deliver, item_count, submit_and_await
+from batched._delivery import check_timeout, deliver, item_count, submit_call
 from batched._lifecycle import AsyncLifecycle
 from batched._options import AsyncBatchOptions, Settings
 from batched._plan import ITEMS, Plan, Resolver, item_lengths, run_batch_async
@@ -273,10 +273,10 @@ class AsyncBatchProcessor(Pinning, AsyncLifecycle, Generic[T, U]):
         lengths: list[int] | None,
     ) -> Any:
         _owner = self._take_pin()  # a method's instance lives until this call returns
-        check_timeout(timeout)
         if self._async is None:
             assert self._threaded is not None
             return await self._threaded._acall_rows(item, timeout, priority, rows, lengths)
+        check_timeout(timeout)
         loop = asyncio.get_running_loop()
         batcher = self._async.batcher(loop)
 
@@ -286,7 +286,7 @@ class AsyncBatchProcessor(Pinning, AsyncLifecycle, Generic[T, U]):
                 batcher.nudge()
             return ticket
 
-        return await submit_and_await(
+        return await submit_call(
             batcher.queue, item_count(item, rows), submit, timeout, self._block_when_full
         )
 
