@@ -129,11 +129,9 @@ class PerInstance(Generic[P]):
         if slot is None or slot.owner() is not instance:
             fresh = _Slot(instance, self._make(weak_bound(self._func, instance)))
             current = namespace.get(self._slot)
-            if current is slot:
-                namespace[self._slot] = slot = fresh
-            else:  # another thread put one in meanwhile: everyone uses that one
-                slot = current
-            assert slot is not None
+            # Another thread may have put one in meanwhile: then everyone uses that one.
+            slot = current if current is not None and current is not slot else fresh
+            namespace[self._slot] = slot
         processor = slot.processor
         processor._pin(instance)
         return processor
