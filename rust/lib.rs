@@ -8,6 +8,7 @@
 pub mod adaptive;
 pub mod admission;
 pub mod call;
+pub mod late_timer;
 pub mod pending;
 pub mod policy;
 pub mod relay;

@@ -18,6 +18,7 @@ use crossbeam_utils::sync::{Parker, Unparker};
 
 use crate::adaptive::{ArrivalRate, CostModel, Learned};
 use crate::admission::{Admission, Refusal};
+use crate::late_timer::LateTimer;
 use crate::pending::{Cancellable, Entry, Pending, Submission};
 use crate::policy::BatchPolicy;
 use crate::rules::{decide, Decision, DispatchReason, QueueShape};
@@ -195,7 +196,7 @@ pub struct Scheduler<C, W = ()> {
     sender: RwLock<Option<Sender<Submission<C>>>>,
     receiver: Receiver<Submission<C>>,
     // The parker lives with the assembly: only the worker holding that lock sleeps on it.
-    assembly: Mutex<(Assembly<C>, Parker)>,
+    assembly: Mutex<(Assembly<C>, Parker, LateTimer)>,
     wake_worker: Unparker,
     policy: BatchPolicy,
     admission: Admission<W>,
@@ -244,7 +245,7 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
             sender: RwLock::new(Some(sender)),
             receiver,
             wake_worker: parker.unparker().clone(),
-            assembly: Mutex::new((Assembly::new(&policy), parker)),
+            assembly: Mutex::new((Assembly::new(&policy), parker, LateTimer::default())),
             sleeping_for: AtomicUsize::new(AWAKE),
             items_in_channel: AtomicUsize::new(0),
             policy,
@@ -362,7 +363,7 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
     pub fn next(&self) -> Next<C> {
         precise_timers_for_this_thread();
         let mut guard = lock(&self.assembly);
-        let (assembly, parker) = &mut *guard;
+        let (assembly, parker, late_timer) = &mut *guard;
         let mut disconnected = false;
         loop {
             loop {
@@ -412,10 +413,28 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
             if self.receiver.is_empty() {
                 match until {
                     None => parker.park(),
-                    Some(until) => parker.park_deadline(until),
+                    Some(until) => self.sleep_until(parker, late_timer, until),
                 }
             }
             self.sleeping_for.store(AWAKE, Ordering::SeqCst);
+        }
+    }
+
+    /// Sleeps until `deadline` or a wake-up. The timed sleep asks to end early by as much as
+    /// such sleeps have lately been late (see [`LateTimer`]) and spins the rest of the way,
+    /// unless a submission arrives or the queue closes meanwhile.
+    fn sleep_until(&self, parker: &Parker, late_timer: &mut LateTimer, deadline: Instant) {
+        let asked = late_timer.wake_at(deadline);
+        if asked > Instant::now() {
+            parker.park_deadline(asked);
+            let woke = Instant::now();
+            if woke < asked {
+                return; // a producer woke it: decide again
+            }
+            late_timer.observe(asked, woke);
+        }
+        while Instant::now() < deadline && self.receiver.is_empty() && !self.is_closed() {
+            std::hint::spin_loop();
         }
     }
 
@@ -523,6 +542,23 @@ mod tests {
         assert!(arrival.elapsed() >= Duration::from_millis(30));
         assert_eq!(batch.reason, DispatchReason::Deadline);
         assert_eq!(batch.entries.len(), 2);
+    }
+
+    #[test]
+    fn deadline_batches_never_leave_early_however_late_the_timer_was_learnt_to_be() {
+        // Each round teaches the worker's late timer; none may make a batch leave before its
+        // oldest item's deadline (the early wake-up only spins the rest of the way).
+        let scheduler = scheduler(8, 2.0);
+        for id in 0..20 {
+            let submitted = submission(id, 1);
+            let arrival = submitted.arrival;
+            scheduler.submit(submitted).unwrap();
+            let batch = scheduler.next_batch().unwrap();
+            assert!(arrival.elapsed() >= Duration::from_millis(2), "round {id}");
+            assert_eq!(batch.reason, DispatchReason::Deadline);
+        }
+        let learnt = lock(&scheduler.assembly).2.lateness();
+        assert!(learnt <= Duration::from_secs(1));
     }
 
     #[test]
