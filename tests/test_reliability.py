@@ -180,6 +180,25 @@ def test_shutdown_wakes_callers_blocked_for_room() -> None:
     assert outcome == [30] or isinstance(outcome[0], batched.ProcessorClosedError)
 
 
+def blocking_queue(
+    kind: str, body: Callable[[list[int]], Any], size: int
+) -> tuple[Callable[..., Any], Callable[[], batched.BatchStats]]:
+    """An awaitable call over ``body`` whose queue holds ``size`` items and makes callers wait
+    for room (``on_full="block"``), with its stats: the thread flavour's ``acall`` for
+    ``kind="acall"``, else the asyncio flavour."""
+    options: dict[str, Any] = {
+        "batch_size": size,
+        "timeout_ms": 0,
+        "max_queue_size": size,
+        "on_full": "block",
+    }
+    if kind == "acall":
+        processor = batched.BatchProcessor(body, **options)
+        return processor.acall, lambda: processor.stats
+    f = aio.AsyncBatchProcessor(body, **options)
+    return f, lambda: f.stats
+
+
 @pytest.mark.parametrize("kind", ["acall", "async_def", "plain_def"])
 def test_async_callers_block_for_room_without_blocking_the_loop(kind: str) -> None:
     release = asyncio.Event() if kind == "async_def" else None
@@ -197,21 +216,8 @@ def test_async_callers_block_for_room_without_blocking_the_loop(kind: str) -> No
         assert thread_release.wait(GUARD)
         return [x * 10 for x in items]
 
-    options: dict[str, Any] = {
-        "batch_size": 2,
-        "timeout_ms": 0,
-        "max_queue_size": 2,
-        "on_full": "block",
-    }
-
     async def main() -> None:
-        call: Callable[[int], Any]
-        if kind == "acall":
-            processor = batched.BatchProcessor(body, **options)
-            call, stats = processor.acall, lambda: processor.stats
-        else:
-            f = aio.AsyncBatchProcessor(async_body if kind == "async_def" else body, **options)
-            call, stats = f, lambda: f.stats
+        call, stats = blocking_queue(kind, async_body if kind == "async_def" else body, 2)
         tasks = [asyncio.ensure_future(call(n)) for n in range(1, 9)]
         await await_until(lambda: len(batches) == 1 and stats().queue_size == 2)
         ticks = 0
@@ -242,20 +248,8 @@ def test_async_call_times_out_waiting_for_room(kind: str) -> None:
             await asyncio.sleep(0.001)
         return items
 
-    options: dict[str, Any] = {
-        "batch_size": 1,
-        "timeout_ms": 0,
-        "max_queue_size": 1,
-        "on_full": "block",
-    }
-
     async def main() -> None:
-        if kind == "acall":
-            processor = batched.BatchProcessor(body, **options)
-            call, stats = processor.acall, lambda: processor.stats
-        else:
-            f = aio.AsyncBatchProcessor(async_body, **options)
-            call, stats = f, lambda: f.stats
+        call, stats = blocking_queue(kind, async_body if kind == "async_def" else body, 1)
         first = asyncio.ensure_future(call(1))
         second = asyncio.ensure_future(call(2))
         await await_until(lambda: stats().queue_size == 1)
@@ -278,20 +272,8 @@ def test_a_call_that_got_room_and_then_timed_out_names_its_own_timeout(kind: str
                 assert gates[item].wait(GUARD)
         return items
 
-    options: dict[str, Any] = {
-        "batch_size": 1,
-        "timeout_ms": 0,
-        "max_queue_size": 1,
-        "on_full": "block",
-    }
-
     async def main() -> None:
-        if kind == "acall":
-            processor = batched.BatchProcessor(body, **options)
-            call, stats = processor.acall, lambda: processor.stats
-        else:
-            f = aio.AsyncBatchProcessor(body, **options)
-            call, stats = f, lambda: f.stats
+        call, stats = blocking_queue(kind, body, 1)
         first = asyncio.ensure_future(call(1))
         second = asyncio.ensure_future(call(2))
         await await_until(lambda: stats().queue_size == 1)

@@ -7,6 +7,7 @@ has imported them itself (it looks them up in ``sys.modules``).
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,25 +18,12 @@ from batched import _core
 PaddingSide = Literal["left", "right"]
 
 
-_imported: dict[str, Any] = {}
-
-
-def _module(name: str) -> Any:
-    """`name` if something imported it already (a module never changes once imported)."""
-    module = _imported.get(name)
-    if module is None:
-        module = sys.modules.get(name)
-        if module is not None:
-            _imported[name] = module
-    return module
-
-
 def _torch() -> Any:
-    return _module("torch")
+    return sys.modules.get("torch")
 
 
 def _numpy() -> Any:
-    return _module("numpy")
+    return sys.modules.get("numpy")
 
 
 def _is_tensor(value: object) -> bool:
@@ -456,26 +444,22 @@ def split_output(output: Any, sizes: Sequence[int]) -> list[Any]:
             f"the inference function returned {rows} rows for a batch of {total} items; "
             "return one row per item"
         )
-    bounds = []
-    start = 0
-    for size in sizes:
-        bounds.append((start, start + size))
-        start += size
-    return _split(output, sizes, bounds)
+    return _split(output, sizes)
 
 
-def _split(output: Any, sizes: Sequence[int], bounds: list[tuple[int, int]]) -> list[Any]:
-    """`output` cut into one part per segment: `sizes` rows each, starting at `bounds`."""
+def _split(output: Any, sizes: Sequence[int]) -> list[Any]:
+    """`output` cut into one part per segment, of `sizes` rows each, in order."""
     if isinstance(output, Mapping):
-        columns = {key: _split(value, sizes, bounds) for key, value in output.items()}
+        columns = {key: _split(value, sizes) for key, value in output.items()}
         return [{key: column[i] for key, column in columns.items()} for i in range(len(sizes))]
     if isinstance(output, list | tuple) and not _is_array(output):
-        parts = [_split(value, sizes, bounds) for value in output]
+        parts = [_split(value, sizes) for value in output]
         return [_rebuild(output, [part[i] for part in parts]) for i in range(len(sizes))]
     if _is_tensor(output) and len(sizes) > 1:
         # One C call for every segment's view (Tensor.split adds a Python layer around it).
         return list(output.split_with_sizes(list(sizes)))
-    return [output[start:stop] for start, stop in bounds]
+    ends = list(itertools.accumulate(sizes))
+    return [output[end - size : end] for size, end in zip(sizes, ends, strict=True)]
 
 
 def merge_parts(parts: list[Any], left: bool) -> Any:

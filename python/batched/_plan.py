@@ -120,7 +120,10 @@ def item_lengths(length_of: Callable[[Any], int] | None, item: Any) -> list[int]
     """Each item's length for length-aware packing, or None when no option needs lengths."""
     if length_of is None:
         return None
-    lengths = [length_of(x) for x in (item if isinstance(item, list) else [item])]
+    if not isinstance(item, list):  # the common case: one item, no list to walk
+        length = length_of(item)
+        return [length if type(length) is int and length >= 0 else _checked_length(length)]
+    lengths = [length_of(x) for x in item]
     if not all(type(length) is int and length >= 0 for length in lengths):
         return [_checked_length(length) for length in lengths]
     return lengths

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyTimeoutError, PyTypeError};
+use pyo3::exceptions::{PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
@@ -49,19 +49,45 @@ pub(crate) struct PyCall {
 
 pub(crate) type CallRef = Arc<PyCall>;
 
-/// What the core queues for `call`: all its items, arriving now.
-pub(crate) fn submission(
-    call: &CallRef,
+/// The call `arg` makes and what the core queues for it (all its items, arriving now); `None`
+/// for an empty list, which has nothing to wait for.
+///
+/// A list means many items; anything else is one item; with `rows`, `arg` is an opaque payload
+/// of that many rows. A list is copied so that a caller mutating it later cannot change what
+/// the batch sees.
+pub(crate) fn new_call(
+    arg: &Bound<'_, PyAny>,
+    rows: Option<usize>,
     lengths: Option<Vec<usize>>,
     priority: i32,
-) -> Submission<CallRef> {
-    Submission {
-        call: Arc::clone(call),
-        count: call.len,
+    waiter: Waiter,
+) -> PyResult<Option<(CallRef, Submission<CallRef>)>> {
+    let (inputs, len) = match (rows, arg.cast::<PyList>()) {
+        (Some(rows), _) => (Inputs::Rows(arg.clone().unbind()), rows),
+        (None, Ok(list)) => {
+            let copy = list.get_slice(0, list.len());
+            let len = copy.len();
+            (Inputs::Many(copy.unbind()), len)
+        }
+        (None, Err(_)) => (Inputs::One(arg.clone().unbind()), 1),
+    };
+    if let Some(given) = lengths.as_ref().map(Vec::len).filter(|&given| given != len) {
+        return Err(PyValueError::new_err(format!(
+            "got {given} lengths for a call of {len} items; give one length per item"
+        )));
+    }
+    if len == 0 {
+        return Ok(None);
+    }
+    let call = PyCall::new(inputs, len, waiter);
+    let submission = Submission {
+        call: Arc::clone(&call),
+        count: len,
         priority,
         arrival: Instant::now(),
         lengths,
-    }
+    };
+    Ok(Some((call, submission)))
 }
 
 impl Cancellable for CallRef {

@@ -10,13 +10,11 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::batch::{Batch, BatchOwner};
-use super::call::{submission, CallRef, PyCall, Waiter};
+use super::call::{new_call, CallRef, Waiter};
 use super::errors::closed_error;
 use super::errors::refusal_error;
 use super::options::QueueOptions;
-use super::processor::{
-    call_spec, histograms_dict, register_room_waiter, rejected_error, stats_dict, CallSpec, Ticket,
-};
+use super::processor::{histograms_dict, register_room_waiter, rejected_error, stats_dict, Ticket};
 use super::settle::{wake_room_waiters, RoomWaiter, Settlement};
 use crate::adaptive::CostModel;
 use crate::admission::Admission;
@@ -152,22 +150,17 @@ impl LoopQueue {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(closed_error());
         }
-        let CallSpec {
-            inputs,
-            len,
-            lengths,
-        } = call_spec(arg, rows, lengths)?;
-        if len == 0 {
+        let waiter = Waiter::Future { event_loop, future };
+        let Some((call, submission)) = new_call(arg, rows, lengths, priority, waiter)? else {
             return Ok((None, false));
-        }
-        let call = PyCall::new(inputs, len, Waiter::Future { event_loop, future });
+        };
+        let len = call.len;
         let inner = &self.inner;
         let policy = &inner.policy;
-        let submission =
-            check_lengths(submission(&call, lengths, priority), policy).map_err(|rejected| {
-                inner.record_unserved(Unserved::Rejected, len);
-                rejected_error(rejected)
-            })?;
+        let submission = check_lengths(submission, policy).map_err(|rejected| {
+            inner.record_unserved(Unserved::Rejected, len);
+            rejected_error(rejected)
+        })?;
         if let Err(refusal) = inner.admission.try_admit(len) {
             // Under on_full="block" the task waits for room (`wait_for_room`) and tries again.
             if !inner.block_when_full {

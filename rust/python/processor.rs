@@ -10,8 +10,8 @@ use pyo3::types::{PyDict, PyList};
 
 use super::batch::{Batch, BatchOwner};
 use super::call::{
-    deadline_after, release_gil, submission, timeout_error, CallRef, Inputs, Interruptible, PyCall,
-    Rhythm, Stop, Waiter,
+    deadline_after, new_call, release_gil, timeout_error, CallRef, Interruptible, PyCall, Rhythm,
+    Stop, Waiter,
 };
 use super::errors::{closed_error, refusal_error};
 use super::options::QueueOptions;
@@ -182,45 +182,6 @@ impl Ticket {
     }
 }
 
-/// What one call submits: its inputs, how many items they hold and, optionally, their lengths.
-pub(crate) struct CallSpec {
-    pub inputs: Inputs,
-    pub len: usize,
-    pub lengths: Option<Vec<usize>>,
-}
-
-/// A list means many items; anything else is one item; with `rows`, `arg` is an opaque payload
-/// of that many rows. A list is copied so that a caller mutating it later cannot change what
-/// the batch sees.
-pub(crate) fn call_spec(
-    arg: &Bound<'_, PyAny>,
-    rows: Option<usize>,
-    lengths: Option<Vec<usize>>,
-) -> PyResult<CallSpec> {
-    let (inputs, len) = match (rows, arg.cast::<PyList>()) {
-        (Some(rows), _) => (Inputs::Rows(arg.clone().unbind()), rows),
-        (None, Ok(list)) => {
-            let copy = list.get_slice(0, list.len());
-            let len = copy.len();
-            (Inputs::Many(copy.unbind()), len)
-        }
-        (None, Err(_)) => (Inputs::One(arg.clone().unbind()), 1),
-    };
-    if let Some(lengths) = &lengths {
-        if lengths.len() != len {
-            return Err(PyValueError::new_err(format!(
-                "got {} lengths for a call of {len} items; give one length per item",
-                lengths.len()
-            )));
-        }
-    }
-    Ok(CallSpec {
-        inputs,
-        len,
-        lengths,
-    })
-}
-
 /// The exception for a refused submission.
 pub(crate) fn rejected_error<C>(rejected: Rejected<C>) -> PyErr {
     match rejected {
@@ -280,19 +241,14 @@ impl Processor {
         rows: Option<usize>,
         lengths: Option<Vec<usize>>,
     ) -> PyResult<Option<Ticket>> {
-        let CallSpec {
-            inputs,
-            len,
-            lengths,
-        } = call_spec(arg, rows, lengths)?;
-        if len == 0 {
+        let waiter = Waiter::Future { event_loop, future };
+        let Some((call, submission)) = new_call(arg, rows, lengths, priority, waiter)? else {
             return Ok(None);
-        }
-        let call = PyCall::new(inputs, len, Waiter::Future { event_loop, future });
+        };
         let shared = &self.shared;
         shared
             .scheduler
-            .submit(submission(&call, lengths, priority))
+            .submit(submission)
             .map_err(|rejected| shared.refuse(rejected))?;
         let owner: Arc<dyn BatchOwner> = shared.clone();
         Ok(Some(Ticket { call, owner }))
@@ -400,23 +356,18 @@ impl Processor {
         rows: Option<usize>,
         lengths: Option<Vec<usize>>,
     ) -> PyResult<Py<PyAny>> {
-        let CallSpec {
-            inputs,
-            len,
-            lengths,
-        } = call_spec(arg, rows, lengths)?;
-        if len == 0 {
+        let Some((call, submission)) = new_call(arg, rows, lengths, priority, Waiter::Thread)?
+        else {
             return Ok(PyList::empty(py).into_any().unbind());
-        }
+        };
         if let Some(seconds) = timeout.filter(|seconds| seconds.is_nan() || *seconds <= 0.0) {
             // No time to wait at all (or NaN): fail before queueing anything, as asyncio does.
             return Err(timeout_error(seconds));
         }
         let deadline = deadline_after(timeout);
-        let call = PyCall::new(inputs, len, Waiter::Thread);
+        let len = call.len;
         let shared = &*self.shared;
         let scheduler = &shared.scheduler;
-        let submission = submission(&call, lengths, priority);
         let submitted = if shared.block_when_full {
             let submission = scheduler.check(submission).map_err(|r| shared.refuse(r))?;
             shared.admit_blocking(py, len, deadline, timeout)?;
