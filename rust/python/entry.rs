@@ -102,7 +102,6 @@ impl CallEntry {
             Some(lengths_of) => Some(lengths_of.call1(py, (item,))?.extract(py)?),
             None => None,
         };
-        core.get()
-            .call_blocking(py, item, priority, timeout, None, lengths)
+        core.get().call(py, item, priority, timeout, None, lengths)
     }
 }

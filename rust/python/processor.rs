@@ -215,9 +215,10 @@ impl Processor {
 
     /// Submits `arg` (one item, a list of items, or with `rows` a payload of that many rows)
     /// and blocks, with the GIL released, until its results are in. Raises `TimeoutError` after
-    /// `timeout` seconds. `lengths` gives each item's length for length-aware packing.
+    /// `timeout` seconds. `lengths` gives each item's length for length-aware packing. Also
+    /// called from Rust, by [`super::entry::CallEntry`].
     #[pyo3(signature = (arg, priority = 0, timeout = None, rows = None, lengths = None))]
-    fn call(
+    pub(crate) fn call(
         &self,
         py: Python<'_>,
         arg: &Bound<'_, PyAny>,
@@ -226,7 +227,29 @@ impl Processor {
         rows: Option<usize>,
         lengths: Option<Vec<usize>>,
     ) -> PyResult<Py<PyAny>> {
-        self.call_blocking(py, arg, priority, timeout, rows, lengths)
+        let Some((call, submission)) = new_call(arg, rows, lengths, priority, Waiter::Thread)?
+        else {
+            return Ok(PyList::empty(py).into_any().unbind());
+        };
+        if let Some(seconds) = timeout.filter(|seconds| seconds.is_nan() || *seconds <= 0.0) {
+            // No time to wait at all (or NaN): fail before queueing anything, as asyncio does.
+            return Err(timeout_error(seconds));
+        }
+        let deadline = deadline_after(timeout);
+        let len = call.len;
+        let shared = &*self.shared;
+        let scheduler = &shared.scheduler;
+        let submitted = if shared.block_when_full {
+            let submission = scheduler.check(submission).map_err(|r| shared.refuse(r))?;
+            shared.admit_blocking(py, len, deadline, timeout)?;
+            scheduler.submit_admitted(submission)
+        } else {
+            scheduler.submit(submission)
+        };
+        submitted.map_err(|rejected| shared.refuse(rejected))?;
+        call.wait(py, deadline, timeout, &|why, items| {
+            shared.record_unserved(why, items);
+        })
     }
 
     /// Submits `arg` for a caller awaiting `future` on `event_loop`. Returns `None` for an empty
@@ -342,43 +365,6 @@ impl Processor {
         size_bounds: Vec<u64>,
     ) -> PyResult<Bound<'py, PyDict>> {
         histograms_dict(py, &self.shared.scheduler.stats(), time_bounds, size_bounds)
-    }
-}
-
-impl Processor {
-    /// `Processor.call`, for Rust callers too (see [`CallEntry`]).
-    pub(crate) fn call_blocking(
-        &self,
-        py: Python<'_>,
-        arg: &Bound<'_, PyAny>,
-        priority: i32,
-        timeout: Option<f64>,
-        rows: Option<usize>,
-        lengths: Option<Vec<usize>>,
-    ) -> PyResult<Py<PyAny>> {
-        let Some((call, submission)) = new_call(arg, rows, lengths, priority, Waiter::Thread)?
-        else {
-            return Ok(PyList::empty(py).into_any().unbind());
-        };
-        if let Some(seconds) = timeout.filter(|seconds| seconds.is_nan() || *seconds <= 0.0) {
-            // No time to wait at all (or NaN): fail before queueing anything, as asyncio does.
-            return Err(timeout_error(seconds));
-        }
-        let deadline = deadline_after(timeout);
-        let len = call.len;
-        let shared = &*self.shared;
-        let scheduler = &shared.scheduler;
-        let submitted = if shared.block_when_full {
-            let submission = scheduler.check(submission).map_err(|r| shared.refuse(r))?;
-            shared.admit_blocking(py, len, deadline, timeout)?;
-            scheduler.submit_admitted(submission)
-        } else {
-            scheduler.submit(submission)
-        };
-        submitted.map_err(|rejected| shared.refuse(rejected))?;
-        call.wait(py, deadline, timeout, &|why, items| {
-            shared.record_unserved(why, items);
-        })
     }
 }
 
