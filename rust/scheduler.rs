@@ -361,6 +361,12 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
     /// Like [`Scheduler::next_batch`], but also returns when discarding cancelled items freed
     /// room that registered waiters wait for, so the caller can wake them at once.
     pub fn next(&self) -> Next<C> {
+        self.next_or_before_waiting(&mut || {})
+    }
+
+    /// Like [`Scheduler::next`], calling `before_waiting` each time before the worker sleeps:
+    /// work that can wait while a batch is ready at once, but not while the worker idles.
+    pub fn next_or_before_waiting(&self, before_waiting: &mut dyn FnMut()) -> Next<C> {
         precise_timers_for_this_thread();
         let mut guard = lock(&self.assembly);
         let (assembly, parker, late_timer) = &mut *guard;
@@ -408,6 +414,7 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
             } else {
                 wake_at_items.saturating_sub(assembly.len()).max(1)
             };
+            before_waiting();
             self.sleeping_for.store(sleeping_for, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             if self.receiver.is_empty() {
@@ -559,6 +566,35 @@ mod tests {
         }
         let learnt = lock(&scheduler.assembly).2.lateness();
         assert!(learnt <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn work_deferred_until_waiting_runs_only_when_the_worker_must_wait() {
+        let scheduler = scheduler(2, 60_000.0);
+        let mut deferred_runs = 0;
+        scheduler.submit(submission(1, 2)).unwrap();
+        let ready = scheduler.next_or_before_waiting(&mut || deferred_runs += 1);
+        assert!(matches!(ready, Next::Batch(_)));
+        assert_eq!(
+            deferred_runs, 0,
+            "a batch was ready: nothing had to run first"
+        );
+
+        scheduler.submit(submission(2, 1)).unwrap();
+        let producer = {
+            let scheduler = Arc::clone(&scheduler);
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(20));
+                scheduler.submit(submission(3, 1)).unwrap();
+            })
+        };
+        let filled = scheduler.next_or_before_waiting(&mut || deferred_runs += 1);
+        producer.join().unwrap();
+        assert!(matches!(filled, Next::Batch(batch) if batch.entries.len() == 2));
+        assert!(
+            deferred_runs >= 1,
+            "the worker slept without running the deferred work"
+        );
     }
 
     #[test]

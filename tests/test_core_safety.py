@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import batched
@@ -55,6 +56,36 @@ def test_a_batch_settles_once() -> None:
     assert core.next_batch() is None
     thread.join(10)
     assert outcome == [30]
+
+
+def test_served_callers_wake_once_the_next_batch_is_about_to_run() -> None:
+    # While a next batch is ready, the worker leaves the callers it served asleep until that
+    # batch's arguments are built (so that they do not compete with it for the GIL), then
+    # wakes them with wake_served().
+    core = _core.Processor(_core.QueueOptions(1, 0.0, 8), deliver)
+    first, first_outcome = _call_in_thread(core, "a")
+    batch = core.next_batch()
+    assert batch is not None
+    assert batch.items() == ["a"]
+    second, second_outcome = _call_in_thread(core, "b")
+    deadline = time.monotonic() + 10
+    while core.stats()["queue_size"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    batch.complete(["A"])
+    following = core.next_batch()  # ready at once: nobody is woken yet
+    assert following is not None
+    assert following.items() == ["b"]
+    first.join(0.2)
+    assert first.is_alive()
+    assert first_outcome == []
+    following.wake_served()
+    first.join(10)
+    assert first_outcome == ["A"]
+    following.complete(["B"])
+    core.close(False)
+    assert core.next_batch() is None  # a worker that stops wakes whoever it served
+    second.join(10)
+    assert second_outcome == ["B"]
 
 
 class _CoreFailure(BaseException):

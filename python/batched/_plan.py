@@ -59,7 +59,12 @@ def run_batch(batch: _core.Batch, resolve: Resolver, plan: Plan, isolate: bool) 
 
 def _run(batch: _core.Batch, func: Callable[..., Any], plan: Plan, isolate: bool) -> None:
     try:
-        args, kwargs, state = plan.arguments(batch)
+        try:
+            args, kwargs, state = plan.arguments(batch)
+        finally:
+            # Callers served by earlier batches wake only now: woken while the arguments
+            # were built, they would have competed with it for the GIL.
+            batch.wake_served()
         output = func(*args, **kwargs)
         plan.settle(batch, output, state)
     except Exception as error:

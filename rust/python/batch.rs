@@ -8,7 +8,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
-use super::call::CallRef;
+use super::call::{release_gil, CallRef};
 use super::settle::Settlement;
 use crate::call::Failure;
 use crate::pending::Entry;
@@ -25,6 +25,8 @@ pub(crate) trait BatchOwner: Send + Sync {
     fn deliver(&self) -> &Py<PyAny>;
     /// Wakes blocked callers whose results are in, now or at a better moment.
     fn wake(&self, calls: Vec<CallRef>);
+    /// Wakes the callers that [`BatchOwner::wake`] deferred, if any.
+    fn wake_served(&self) {}
 }
 
 #[pyclass(frozen, module = "batched._core")]
@@ -188,6 +190,12 @@ fn length_error(got: usize, expected: usize) -> PyErr {
 
 #[pymethods]
 impl Batch {
+    /// Wakes the callers of earlier batches whose results are in and who still sleep; call
+    /// once this batch's arguments are ready, just before the user function runs.
+    fn wake_served(&self, py: Python<'_>) {
+        release_gil(py, || self.owner.wake_served());
+    }
+
     fn __len__(&self) -> usize {
         self.len
     }

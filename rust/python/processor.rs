@@ -26,8 +26,9 @@ struct Shared {
     /// `on_full="block"`: a call finding the queue full waits for room instead of failing.
     block_when_full: bool,
     deliver: Py<PyAny>,
-    /// Blocked callers whose results are in, woken once the worker has released the GIL: woken
-    /// earlier, each would find the GIL taken and sleep a second time.
+    /// Blocked callers whose results are in. They are woken with the GIL released (woken
+    /// earlier, each would find it taken and sleep a second time), and only once the worker
+    /// must wait or has built its next batch's arguments (see `next_batch`).
     wake_later: Mutex<Vec<CallRef>>,
 }
 
@@ -53,6 +54,10 @@ impl BatchOwner for Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .extend(calls);
+    }
+
+    fn wake_served(&self) {
+        self.wake_waiting();
     }
 }
 
@@ -309,9 +314,17 @@ impl Processor {
         loop {
             // A batch function that itself made blocking calls may keep a baton: release_gil
             // hands it over.
+            // Callers served by the last batch are woken only if the worker must wait: while
+            // it prepares a batch that is ready now, they would compete with it for the GIL.
+            // The batch wakes them (`Batch.wake_served`) when it calls the user function.
             let next = release_gil(py, || {
-                this.wake_waiting();
-                this.scheduler.next()
+                let next = this
+                    .scheduler
+                    .next_or_before_waiting(&mut || this.wake_waiting());
+                if matches!(next, Next::Closed) {
+                    this.wake_waiting(); // no next batch will wake them
+                }
+                next
             });
             this.wake_room(py);
             match next {
