@@ -27,6 +27,7 @@ Variants, for numpy arrays and for CPU torch tensors, each in a fresh interprete
     python benches/padding.py --strict     # exit 1 when a target is missed
     python benches/padding.py --lib numpy --only default --only ref
     python benches/padding.py --only sort_budget --max-batch-tokens 4096
+    python benches/padding.py --only ref --also-budget 1280 --also-budget 1536   # a budget sweep
 
 Results: a markdown report on stdout and in benches/results/padding.md, JSON in
 benches/results/padding.json.
@@ -334,18 +335,15 @@ class Variant:
     length_aware: bool = False
 
 
-def make_variants(max_batch_tokens: int = MAX_BATCH_TOKENS) -> list[Variant]:
+def make_variants(
+    max_batch_tokens: int = MAX_BATCH_TOKENS, more_budgets: tuple[int, ...] = ()
+) -> list[Variant]:
+    """The variants; each of `more_budgets` adds a ``sort_budget_<N>`` variant with that budget."""
     return [
         Variant("ref", "ref", C.REF_VERSION, {}),
         Variant("default", "ours", "ours, default", {}),
         Variant("sort", "ours", "ours, sort_by_length", {"sort_by_length": True}, True),
-        Variant(
-            "sort_budget",
-            "ours",
-            f"ours, sort_by_length + max_batch_tokens={max_batch_tokens}",
-            {"sort_by_length": True, "max_batch_tokens": max_batch_tokens},
-            True,
-        ),
+        budget_variant("sort_budget", max_batch_tokens),
         Variant(
             "sort_budget_auto",
             "ours",
@@ -358,7 +356,18 @@ def make_variants(max_batch_tokens: int = MAX_BATCH_TOKENS) -> list[Variant]:
             },
             True,
         ),
+        *(budget_variant(f"sort_budget_{budget}", budget) for budget in more_budgets),
     ]
+
+
+def budget_variant(variant_id: str, budget: int) -> Variant:
+    return Variant(
+        variant_id,
+        "ours",
+        f"ours, sort_by_length + max_batch_tokens={budget}",
+        {"sort_by_length": True, "max_batch_tokens": budget},
+        True,
+    )
 
 
 VARIANT_IDS = [v.id for v in make_variants()]
@@ -564,8 +573,12 @@ def parent_main(args: argparse.Namespace) -> int:
     profile_name = "full" if args.full else "quick"
     profile = PROFILES[profile_name]
     libs = list(LIBS) if args.lib == "both" else [args.lib]
+    more_budgets = tuple(args.also_budget or ())
+    swept = {budget_variant(f"sort_budget_{b}", b).id for b in more_budgets}
     variants = [
-        v for v in make_variants(args.max_batch_tokens) if not args.only or v.id in args.only
+        v
+        for v in make_variants(args.max_batch_tokens, more_budgets)
+        if not args.only or v.id in args.only or v.id in swept
     ]
     if not variants:
         C.log(f"no variant matches --only {args.only}")
@@ -684,6 +697,13 @@ def main(argv: list[str] | None = None) -> int:
         default=MAX_BATCH_TOKENS,
         metavar="N",
         help=f"max_batch_tokens of the sort_budget variant (default {MAX_BATCH_TOKENS})",
+    )
+    parser.add_argument(
+        "--also-budget",
+        action="append",
+        type=int,
+        metavar="N",
+        help="also run sort_by_length with max_batch_tokens=N (repeatable; kept by any --only)",
     )
     C.add_report_arguments(
         parser,
