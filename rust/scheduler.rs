@@ -10,7 +10,7 @@
 //! for nothing.
 
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, TryLockError};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
@@ -368,7 +368,15 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
     /// work that can wait while a batch is ready at once, but not while the worker idles.
     pub fn next_or_before_waiting(&self, before_waiting: &mut dyn FnMut()) -> Next<C> {
         precise_timers_for_this_thread();
-        let mut guard = lock(&self.assembly);
+        // Another worker may hold the assembly for as long as it sleeps: that is waiting too.
+        let mut guard = match self.assembly.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                before_waiting();
+                lock(&self.assembly)
+            }
+        };
         let (assembly, parker, late_timer) = &mut *guard;
         let mut disconnected = false;
         loop {
@@ -595,6 +603,35 @@ mod tests {
             deferred_runs >= 1,
             "the worker slept without running the deferred work"
         );
+    }
+
+    #[test]
+    fn a_worker_blocked_behind_another_sleeping_worker_runs_its_deferred_work() {
+        // The second worker waits on the first, which holds the assembly while it sleeps: it
+        // must not keep the wake-ups it deferred until then.
+        let scheduler = scheduler(1, 60_000.0);
+        let first = {
+            let scheduler = Arc::clone(&scheduler);
+            thread::spawn(move || scheduler.next_batch())
+        };
+        thread::sleep(Duration::from_millis(20));
+        let (ran, deferred_ran) = std::sync::mpsc::channel();
+        let second = {
+            let scheduler = Arc::clone(&scheduler);
+            thread::spawn(move || {
+                let next = scheduler.next_or_before_waiting(&mut || {
+                    let _ = ran.send(());
+                });
+                matches!(next, Next::Batch(_))
+            })
+        };
+        deferred_ran
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the deferred work waited for the other worker");
+        scheduler.submit(submission(1, 1)).unwrap();
+        scheduler.submit(submission(2, 1)).unwrap();
+        assert!(first.join().unwrap().is_some());
+        assert!(second.join().unwrap());
     }
 
     #[test]
