@@ -312,11 +312,11 @@ impl Processor {
     fn next_batch(&self, py: Python<'_>) -> Option<Batch> {
         let this = &self.shared;
         loop {
-            // A batch function that itself made blocking calls may keep a baton: release_gil
-            // hands it over.
-            // Callers served by the last batch are woken only if the worker must wait: while
-            // it prepares a batch that is ready now, they would compete with it for the GIL.
-            // The batch wakes them (`Batch.wake_served`) when it calls the user function.
+            // Callers served by the last batch are woken here only if the worker must wait:
+            // while it prepares a batch that is ready now, they would compete with it for the
+            // GIL, so that batch wakes them (`Batch.wake_served`) just before the user function
+            // runs. (A batch function that itself made blocking calls may keep a baton:
+            // release_gil hands it over.)
             let next = release_gil(py, || {
                 let next = this
                     .scheduler
