@@ -213,7 +213,55 @@ def threads_scenario(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
         )
     stats = impl_stats(f)
     shut(f)
-    return window_metrics(ends, lats, window_start, window_end, stats)
+    metrics = window_metrics(ends, lats, window_start, window_end, stats)
+    if p.get("ring_s"):
+        metrics.update(token_ring(n_threads, p["warmup_s"], p["ring_s"], p["join_s"]))
+    return metrics
+
+
+def token_ring(n_threads: int, warmup_s: float, duration_s: float, join_s: float) -> dict[str, Any]:
+    """The machine's floor under the threads scenario: `n_threads` bare Python threads pass a
+    token round a ring, each blocked on its own lock until its predecessor releases it.
+
+    Every hand-off wakes one blocked thread, which takes the GIL and wakes the next, as each
+    item of a batcher with blocked callers must be handed back to its thread; there is no
+    batching and no work. Hand-offs per second bound the items per second of any such batcher.
+    """
+    locks = [threading.Lock() for _ in range(n_threads)]
+    for lock in locks:
+        lock.acquire()
+    passes = [0] * n_threads
+    running = [True]
+
+    def member(k: int) -> None:
+        mine, nexts = locks[k], locks[(k + 1) % n_threads]
+        while True:
+            mine.acquire()
+            if not running[0]:
+                nexts.release()
+                return
+            passes[k] += 1
+            nexts.release()
+
+    members = [threading.Thread(target=member, args=(k,), daemon=True) for k in range(n_threads)]
+    for thread in members:
+        thread.start()
+    locks[0].release()
+    time.sleep(warmup_s)
+    count0, wall0, cpu0 = sum(passes), time.perf_counter(), time.process_time()
+    time.sleep(duration_s)
+    count1, wall1, cpu1 = sum(passes), time.perf_counter(), time.process_time()
+    running[0] = False
+    deadline = time.monotonic() + join_s
+    for thread in members:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if any(thread.is_alive() for thread in members):
+        raise BenchError("the token ring did not stop")
+    handoffs = count1 - count0
+    return {
+        "ring_handoffs_per_s": handoffs / (wall1 - wall0),
+        "ring_cpu_us": (cpu1 - cpu0) / handoffs * 1e6 if handoffs else math.nan,
+    }
 
 
 @scenario("big_list")
@@ -588,6 +636,17 @@ THREAD_METRICS = [
     Metric("mean_batch", "mean batch size", higher_is_better=True, ratio=False, digits=1),
 ]
 
+RING_METRICS = [
+    Metric(
+        "ring_handoffs_per_s",
+        "baseline: bare ring of as many threads, hand-offs/s",
+        higher_is_better=True,
+        ratio=False,
+        digits=0,
+    ),
+    Metric("ring_cpu_us", "baseline: CPU µs per ring hand-off", ratio=False, digits=1),
+]
+
 PROFILES = {
     "quick": {
         "warmup_s": 0.5,
@@ -612,6 +671,8 @@ def build_cases(profile: dict[str, Any]) -> list[Case]:
     cases = []
     for timeout_ms in (5.0, 1.0):
         for n in (1, 4, 16, 64):
+            # The 64-thread target case also measures the machine's hand-off floor.
+            ring = n == 64 and timeout_ms == 5.0
             cases.append(
                 Case(
                     id=f"threads{n}_t{timeout_ms:g}",
@@ -624,9 +685,10 @@ def build_cases(profile: dict[str, Any]) -> list[Case]:
                         "warmup_s": profile["warmup_s"],
                         "duration_s": profile["duration_s"],
                         "join_s": 10.0,
+                        "ring_s": profile["duration_s"] if ring else 0.0,
                     },
-                    metrics=THREAD_METRICS,
-                    expected_s=profile["warmup_s"] + profile["duration_s"],
+                    metrics=THREAD_METRICS + (RING_METRICS if ring else []),
+                    expected_s=(profile["warmup_s"] + profile["duration_s"]) * (2 if ring else 1),
                 )
             )
     cases.append(

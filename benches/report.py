@@ -123,6 +123,19 @@ class Pick:
 OVERHEAD_PICKS = (
     Pick("threads64_t5", "items_per_s", "64 threads, items/s", chart=True),
     Pick("threads64_t5", "cpu_us_per_item", "64 threads, CPU µs per item", digits=1),
+    Pick(
+        "threads64_t5",
+        "ring_handoffs_per_s",
+        "floor: 64 bare threads passing a token round a ring, hand-offs/s",
+        ratio=False,
+    ),
+    Pick(
+        "threads64_t5",
+        "ring_cpu_us",
+        "floor: CPU µs per hand-off of that ring",
+        digits=1,
+        ratio=False,
+    ),
     Pick("big_list_100k", "items_per_s", "one call with a 100 000-item list, items/s", chart=True),
     Pick("idle", "wakeups_per_s", "idle processor, wake-ups/s", ratio=False),
     Pick("lone", "excess_p50_us", "lone caller, p50 latency minus timeout_ms, µs", ratio=False),
