@@ -10,7 +10,9 @@ The batch function is trivial (``[x * 2 for x in items]``), so what is measured 
 queueing, waking, batching and delivering. Cases cover the thread API (``batched.dynamically``:
 N caller threads, one big list, an idle processor, a lone caller) and the asyncio API
 (``batched.aio.dynamically`` on an ``async def`` and on a plain ``def``: N tasks, one big
-list, an idle processor against a bare event loop's baseline).
+list, an idle processor against a bare event loop's baseline). The 64-thread case also
+measures the machine's floor for it: 64 bare threads passing a token round a ring (see
+``token_ring``).
 
     python benches/overhead.py              # short run (default, ~4 minutes)
     python benches/overhead.py --full       # longer windows, steadier numbers
