@@ -561,7 +561,7 @@ mod protocol {
             }
         }
 
-        /// `Scheduler::next`.
+        /// `Scheduler::next` (its `before_waiting` hook plays no part in the wake-up protocol).
         pub fn next_batch(&self) -> Option<Vec<Item>> {
             let mut assembly = self.assembly.lock().unwrap();
             let mut disconnected = false;

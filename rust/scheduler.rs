@@ -6,8 +6,8 @@
 //! wake only when their submission changes what the worker would decide: before it sleeps, the
 //! worker publishes how many more items it waits for (one when idle: the first item starts the
 //! deadline; the rest of a batch otherwise), and a producer that finds that many items in the
-//! channel after its send wakes it (items, not messages: one list call brings many). Waking the worker on every item would cost a context switch per item
-//! for nothing.
+//! channel after its send wakes it (items, not messages: one list call brings many). Waking the
+//! worker on every item would cost a context switch per item for nothing.
 
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, TryLockError};
@@ -350,7 +350,7 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
     /// [`Scheduler::take_woken`]; a worker that must wake them uses [`Scheduler::next`].
     pub fn next_batch(&self) -> Option<Batch<C>> {
         loop {
-            match self.next() {
+            match self.next(&mut || {}) {
                 Next::Batch(batch) => return Some(batch),
                 Next::Closed => return None,
                 Next::RoomFreed => {}
@@ -359,14 +359,10 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
     }
 
     /// Like [`Scheduler::next_batch`], but also returns when discarding cancelled items freed
-    /// room that registered waiters wait for, so the caller can wake them at once.
-    pub fn next(&self) -> Next<C> {
-        self.next_or_before_waiting(&mut || {})
-    }
-
-    /// Like [`Scheduler::next`], calling `before_waiting` each time before the worker sleeps:
-    /// work that can wait while a batch is ready at once, but not while the worker idles.
-    pub fn next_or_before_waiting(&self, before_waiting: &mut dyn FnMut()) -> Next<C> {
+    /// room that registered waiters wait for, so the caller can wake them at once. Calls
+    /// `before_waiting` each time before the worker sleeps (or waits for another worker): work
+    /// that can wait while a batch is ready at once, but not while the worker idles.
+    pub fn next(&self, before_waiting: &mut dyn FnMut()) -> Next<C> {
         precise_timers_for_this_thread();
         // Another worker may hold the assembly for as long as it sleeps: that is waiting too.
         let mut guard = match self.assembly.try_lock() {
@@ -581,7 +577,7 @@ mod tests {
         let scheduler = scheduler(2, 60_000.0);
         let mut deferred_runs = 0;
         scheduler.submit(submission(1, 2)).unwrap();
-        let ready = scheduler.next_or_before_waiting(&mut || deferred_runs += 1);
+        let ready = scheduler.next(&mut || deferred_runs += 1);
         assert!(matches!(ready, Next::Batch(_)));
         assert_eq!(
             deferred_runs, 0,
@@ -596,7 +592,7 @@ mod tests {
                 scheduler.submit(submission(3, 1)).unwrap();
             })
         };
-        let filled = scheduler.next_or_before_waiting(&mut || deferred_runs += 1);
+        let filled = scheduler.next(&mut || deferred_runs += 1);
         producer.join().unwrap();
         assert!(matches!(filled, Next::Batch(batch) if batch.entries.len() == 2));
         assert!(
@@ -619,7 +615,7 @@ mod tests {
         let second = {
             let scheduler = Arc::clone(&scheduler);
             thread::spawn(move || {
-                let next = scheduler.next_or_before_waiting(&mut || {
+                let next = scheduler.next(&mut || {
                     let _ = ran.send(());
                 });
                 matches!(next, Next::Batch(_))

@@ -134,9 +134,9 @@ impl LoopQueue {
     }
 
     /// Queues `arg` (one item, a list, or a payload of `rows` rows with per-item `lengths`) for
-    /// a caller awaiting `future`. Returns the ticket (or
-    /// `None` for an empty list) and whether the loop should ask for a batch now: true when this
-    /// call started the deadline or filled a batch.
+    /// a caller awaiting `future`. Returns the ticket (or `None` for an empty list) and whether
+    /// the loop should ask for a batch now: true when this call started the deadline or filled a
+    /// batch.
     #[pyo3(signature = (arg, event_loop, future, priority = 0, rows = None, lengths = None))]
     fn submit(
         &self,

@@ -57,7 +57,13 @@ impl BatchOwner for Shared {
     }
 
     fn wake_served(&self) {
-        self.wake_waiting();
+        let calls = std::mem::take(
+            &mut *self
+                .wake_later
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        PyCall::wake_in_turn(&calls);
     }
 }
 
@@ -122,16 +128,6 @@ impl Shared {
                 }
             }
         }
-    }
-
-    fn wake_waiting(&self) {
-        let calls = std::mem::take(
-            &mut *self
-                .wake_later
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        PyCall::wake_in_turn(&calls);
     }
 }
 
@@ -318,11 +314,9 @@ impl Processor {
             // runs. (A batch function that itself made blocking calls may keep a baton:
             // release_gil hands it over.)
             let next = release_gil(py, || {
-                let next = this
-                    .scheduler
-                    .next_or_before_waiting(&mut || this.wake_waiting());
+                let next = this.scheduler.next(&mut || this.wake_served());
                 if matches!(next, Next::Closed) {
-                    this.wake_waiting(); // no next batch will wake them
+                    this.wake_served(); // no next batch will wake them
                 }
                 next
             });
@@ -347,7 +341,7 @@ impl Processor {
 
     /// Fails every still-queued call with `ProcessorClosedError`; call after the worker stopped.
     fn fail_remaining(&self, py: Python<'_>) {
-        self.shared.wake_waiting();
+        self.shared.wake_served();
         let remaining = self.shared.scheduler.take_remaining();
         let mut settlement = Settlement::default();
         settlement.fail_all(py, &remaining, || Failure::Closed);
