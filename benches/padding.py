@@ -44,6 +44,7 @@ import sys
 import threading
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -142,9 +143,15 @@ class PadCounter:
 
 
 def make_model(
-    batched: ModuleType, lib: str, options: dict[str, Any], counter: PadCounter, s_per_pos: float
+    batched: ModuleType,
+    lib: str,
+    options: dict[str, Any],
+    counter: PadCounter,
+    s_per_pos: float,
+    on_batch: Callable[[], None] | None = None,
 ) -> Any:
-    """The decorated simulated model."""
+    """The decorated simulated model; `on_batch`, if given, runs first in every call of it
+    (gil_cost.py uses it to hold the GIL longer on the worker's side)."""
     if lib == "torch":
 
         def reduce(ids: Any, mask: Any) -> Any:
@@ -165,6 +172,8 @@ def make_model(
     decorate = batched.inference.dynamically(**settings)
 
     def model(features: dict[str, Any]) -> Any:
+        if on_batch is not None:
+            on_batch()
         ids, mask = features["input_ids"], features["attention_mask"]
         if tuple(ids.shape) != tuple(mask.shape) or len(ids.shape) != 2:
             counter.errors.append(
