@@ -130,7 +130,13 @@ def measure(lib: str, extra_us: float, seconds: float) -> dict[str, Any]:
         }
         for name in STATES
     ]
-    return {"lib": lib, "extra_us": extra_us, "mean_batch": mean_batch, "cases": cases}
+    return {
+        "lib": lib,
+        "extra_us": extra_us,
+        "seconds": seconds,
+        "mean_batch": mean_batch,
+        "cases": cases,
+    }
 
 
 def report(result: dict[str, Any], info: dict[str, Any]) -> str:
@@ -155,9 +161,9 @@ def report(result: dict[str, Any], info: dict[str, Any]) -> str:
             f"## GIL cost in the padding workload ({result['lib']})",
             "",
             f"Machine: {info['cpus']} CPUs, Python {info['python']}, {info['platform']}, "
-            f"commit {str(info.get('git_commit', '?'))[:10]}. The states alternate every "
-            f"{SLOT_S * 1000:.0f} ms in one interpreter; items/s are medians of their slots; "
-            f"mean batch {result['mean_batch']:.1f} rows.",
+            f"commit {str(info.get('git_commit', '?'))[:10]}. One interpreter for "
+            f"{result['seconds']:g} s, the states alternating every {SLOT_S * 1000:.0f} ms; "
+            f"items/s are medians of their slots; mean batch {result['mean_batch']:.1f} rows.",
             "",
             table,
             "",
