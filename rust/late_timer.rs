@@ -37,7 +37,8 @@ impl LateTimer {
         self.lateness_nanos = kept + (late >> NEWEST_WEIGHT_SHIFT);
     }
 
-    /// The current estimate, for tests and statistics.
+    /// The current estimate.
+    #[cfg(test)]
     pub fn lateness(&self) -> Duration {
         Duration::from_nanos(self.lateness_nanos)
     }
@@ -47,6 +48,16 @@ impl LateTimer {
 mod tests {
     use super::*;
 
+    /// A timer taught by `sleeps` sleeps asked to end at `start` that each ended `late` after.
+    fn taught(late: Duration, sleeps: usize) -> (LateTimer, Instant) {
+        let mut timer = LateTimer::default();
+        let start = Instant::now();
+        for _ in 0..sleeps {
+            timer.observe(start, start + late);
+        }
+        (timer, start)
+    }
+
     #[test]
     fn with_nothing_learnt_it_wakes_at_the_deadline() {
         let deadline = Instant::now() + Duration::from_millis(5);
@@ -55,11 +66,7 @@ mod tests {
 
     #[test]
     fn learns_a_steady_lateness_and_wakes_that_much_early() {
-        let mut timer = LateTimer::default();
-        let start = Instant::now();
-        for _ in 0..100 {
-            timer.observe(start, start + Duration::from_micros(150));
-        }
+        let (timer, start) = taught(Duration::from_micros(150), 100);
         let learnt = timer.lateness().as_micros();
         assert!((140..=150).contains(&learnt), "learnt {learnt} µs");
         let deadline = start + Duration::from_millis(5);
@@ -69,11 +76,7 @@ mod tests {
 
     #[test]
     fn one_outlier_moves_the_estimate_by_an_eighth_at_most() {
-        let mut timer = LateTimer::default();
-        let start = Instant::now();
-        for _ in 0..100 {
-            timer.observe(start, start + Duration::from_micros(100));
-        }
+        let (mut timer, start) = taught(Duration::from_micros(100), 100);
         let before = timer.lateness();
         timer.observe(start, start + Duration::from_secs(1));
         let jump = timer.lateness() - before;
@@ -83,22 +86,14 @@ mod tests {
 
     #[test]
     fn never_wakes_more_than_max_early_before_the_deadline() {
-        let mut timer = LateTimer::default();
-        let start = Instant::now();
-        for _ in 0..200 {
-            timer.observe(start, start + Duration::from_millis(10));
-        }
+        let (timer, start) = taught(Duration::from_millis(10), 200);
         let deadline = start + Duration::from_millis(20);
         assert_eq!(deadline - timer.wake_at(deadline), MAX_EARLY);
     }
 
     #[test]
     fn a_sleep_that_ended_on_time_or_early_counts_as_not_late() {
-        let mut timer = LateTimer::default();
-        let start = Instant::now();
-        for _ in 0..50 {
-            timer.observe(start, start + Duration::from_micros(200));
-        }
+        let (mut timer, start) = taught(Duration::from_micros(200), 50);
         let before = timer.lateness();
         timer.observe(start + Duration::from_micros(10), start);
         assert!(timer.lateness() < before);

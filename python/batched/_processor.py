@@ -156,6 +156,7 @@ class BatchProcessor(_core.CallEntry, Lifecycle, Generic[T, U]):
     async def acall(self, item: T, /, *, timeout: float | None = ..., priority: int = ...) -> U: ...
     async def acall(self, item: Any, /, *, timeout: float | None = None, priority: int = 0) -> Any:
         """Like calling the processor, but awaits the result without blocking the event loop."""
+        _owner = self._take_pin()  # a method's instance lives until this call returns
         lengths = item_lengths(self._length_of, item)
         return await self._acall_rows(item, timeout, priority, None, lengths)
 
@@ -167,8 +168,8 @@ class BatchProcessor(_core.CallEntry, Lifecycle, Generic[T, U]):
         rows: int | None,
         lengths: list[int] | None,
     ) -> Any:
-        """``acall`` with the core's options: a row payload and per-item lengths."""
-        _owner = self._take_pin()  # a method's instance lives until this call returns
+        """``acall`` with the core's options: a row payload and per-item lengths. The public
+        entry point that called it holds the pinned instance."""
         check_timeout(timeout)
         loop = asyncio.get_running_loop()
         core = self._core

@@ -261,6 +261,7 @@ class AsyncBatchProcessor(Pinning, AsyncLifecycle, Generic[T, U]):
         self, item: Any, /, *, timeout: float | None = None, priority: int = 0
     ) -> Any:
         """Awaits the result for one item (or the list of results for a list of items)."""
+        _owner = self._take_pin()  # a method's instance lives until this call returns
         lengths = item_lengths(self._length_of, item)
         return await self._submit(item, timeout, priority, None, lengths)
 
@@ -272,7 +273,8 @@ class AsyncBatchProcessor(Pinning, AsyncLifecycle, Generic[T, U]):
         rows: int | None,
         lengths: list[int] | None,
     ) -> Any:
-        _owner = self._take_pin()  # a method's instance lives until this call returns
+        """Submits a call and awaits its outcome; the public entry point that called it holds
+        the pinned instance."""
         if self._async is None:
             assert self._threaded is not None
             return await self._threaded._acall_rows(item, timeout, priority, rows, lengths)
