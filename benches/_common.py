@@ -460,16 +460,18 @@ def add_report_arguments(
     name: str,
     *,
     repeat_help: str | None = None,
-    strict_help: str = "exit 1 when a target is missed or a case fails",
+    strict_help: str | None = "exit 1 when a target is missed or a case fails",
 ) -> None:
     """The options every benchmark's report takes: ``--json`` and ``--md`` (a bare name goes to
-    benches/results/), ``--strict`` and, given ``repeat_help``, ``--repeat N``."""
+    benches/results/), ``--strict`` unless ``strict_help`` is None (a script without targets),
+    and, given ``repeat_help``, ``--repeat N``."""
     where = "(a bare name goes to benches/results/)"
     parser.add_argument("--json", default=f"{name}.json", help=f"output file {where}")
     parser.add_argument("--md", default=f"{name}.md", help=f"markdown report file {where}")
     if repeat_help is not None:
         parser.add_argument("--repeat", type=int, default=1, metavar="N", help=repeat_help)
-    parser.add_argument("--strict", action="store_true", help=strict_help)
+    if strict_help is not None:
+        parser.add_argument("--strict", action="store_true", help=strict_help)
 
 
 def at_least(parser: argparse.ArgumentParser, option: str, value: int | None, low: int) -> None:

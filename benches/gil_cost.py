@@ -177,9 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lib", choices=P.LIBS, default="torch")
     parser.add_argument("--extra-us", type=float, default=50.0, metavar="X")
     parser.add_argument("--seconds", type=float, default=30.0, metavar="S")
-    where = "(a bare name goes to benches/results/)"
-    parser.add_argument("--json", default="gil_cost.json", help=f"output file {where}")
-    parser.add_argument("--md", default="gil_cost.md", help=f"markdown report file {where}")
+    C.add_report_arguments(parser, "gil_cost", strict_help=None)  # no targets: no --strict
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.extra_us <= 0 or args.seconds < 3 * (SLOT_S + SETTLE_S):
         parser.error("--extra-us must be positive and --seconds long enough for each state")
