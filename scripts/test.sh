@@ -1,8 +1,23 @@
 #!/usr/bin/env bash
-# Runs every check: Rust format, lints and unit tests, Python lints, types, stubs and pytest.
+# Runs every check: Rust format, lints and unit tests, Python lints, types and stubs, pytest
+# with no test skipped for a missing package, then the release artifacts built and tested as a
+# user installs them (scripts/wheel.sh, scripts/check_dist.sh).
+#
+#   scripts/test.sh          everything (what CI runs)
+#   scripts/test.sh --fast   the edit-test loop: no examples, no slow tests, no wheel; needs
+#                            neither the model packages nor Ray
+# Further arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+fast=false
+if [ "${1:-}" = --fast ]; then
+    fast=true
+    shift
+    export BATCHED_EXTRAS=${BATCHED_EXTRAS:-test,torch}
+fi
 source scripts/setup.sh
+export BATCHED_REQUIRE_ALL=1
 
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
@@ -11,6 +26,14 @@ cargo test
 ruff check python tests benches examples
 ruff format --check python tests benches examples
 mypy python/batched
-mypy --strict examples
 python -m mypy.stubtest batched._core
+
+if $fast; then
+    python -m pytest -m "not slow and not examples" "$@"
+    exit 0
+fi
+
+mypy --strict examples
 python -m pytest "$@"
+bash scripts/wheel.sh
+bash scripts/check_dist.sh

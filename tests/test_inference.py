@@ -37,9 +37,15 @@ WAIT = 20.0
 PAD_ID = -1
 
 needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed")
-needs_cuda = pytest.mark.skipif(
-    torch is None or not torch.cuda.is_available(), reason="CUDA is not available"
-)
+CUDA = torch is not None and torch.cuda.is_available()
+
+
+def needs_cuda(test: Callable[..., Any]) -> Callable[..., Any]:
+    """Marks a CUDA test (``cuda``: the one skip ``BATCHED_REQUIRE_ALL=1`` allows) and skips it
+    on a machine without CUDA."""
+    return pytest.mark.cuda(pytest.mark.skipif(not CUDA, reason="CUDA is not available")(test))
+
+
 LIBS = ["numpy", pytest.param("torch", marks=needs_torch)]
 
 
@@ -928,7 +934,7 @@ TORCH_BAD_CALLS: list[Any] = [
     ),
     (
         "library_changed",
-        GOOD_NUMPY,
+        lambda: GOOD_NUMPY,
         lambda: {"a": torch_ints(1, 3), "b": torch_ints(1, 3)},
         TypeError,
         "one library",
@@ -943,7 +949,7 @@ TORCH_BAD_CALLS: list[Any] = [
     ),
     (
         "device_changed",
-        {"a": torch_ints(2, 3), "b": torch_ints(2, 3)},
+        lambda: {"a": torch_ints(2, 3), "b": torch_ints(2, 3)},
         lambda: {"a": torch_ints(1, 3, device="meta"), "b": torch_ints(1, 3, device="meta")},
         ValueError,
         "first call's were on cpu",
@@ -1007,9 +1013,14 @@ def test_bad_input_fails_at_call_time(
     [pytest.param(*case[1:], id=case[0]) for case in TORCH_BAD_CALLS],
 )
 def test_bad_torch_input_fails_at_call_time(
-    first: dict[str, Any] | None, bad: Callable[[], Any], error: type[Exception], match: str
+    first: Callable[[], dict[str, Any]] | None,
+    bad: Callable[[], Any],
+    error: type[Exception],
+    match: str,
 ) -> None:
-    check_bad_call(first, bad, error, match, {"a": torch_ints(2, 3), "b": torch_ints(2, 3)})
+    # Tensors are made inside the test, so that the module imports without torch.
+    good = {"a": torch_ints(2, 3), "b": torch_ints(2, 3)}
+    check_bad_call(None if first is None else first(), bad, error, match, good)
 
 
 def test_dict_and_keywords_together_is_an_error(track: Callable[[Any], Any]) -> None:

@@ -32,6 +32,7 @@ pytestmark = pytest.mark.timeout(SECONDS + 4 * stress_workload.GUARD_SECONDS)
 GUARD = 10.0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(SECONDS <= 0, reason="BATCHED_STRESS_SECONDS=0")
 def test_every_call_ends_exactly_once_with_the_right_outcome() -> None:
     print(f"stress seed {SEED} ({SECONDS:g} s); rerun with BATCHED_STRESS_SEED={SEED}")
