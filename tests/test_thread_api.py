@@ -1242,3 +1242,12 @@ def _interrupt_once_started(child: subprocess.Popen[str]) -> list[str]:
     while (line := lines.get_nowait()) is not None:
         output.append(line)
     return output
+
+
+def test_printed_stats_give_durations_in_milliseconds_with_their_unit() -> None:
+    stats = batched.BatchStats(queue_wait_p50=0.0026, batch_time_p99=0.5, avg_batch_size=3.25)
+    text = str(stats)
+    assert "queue_wait_p50=2.600 ms" in text
+    assert "batch_time_p99=500.000 ms" in text
+    assert "avg_batch_size=3.250," in text
+    assert stats.queue_wait_p50 == 0.0026  # the attribute itself stays in seconds

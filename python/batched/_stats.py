@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+
+# The fields that hold durations in seconds, printed in milliseconds by ``str()``.
+_SECONDS = frozenset(
+    {"avg_processing_time", "queue_wait_p50", "queue_wait_p99", "batch_time_p50", "batch_time_p99"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,3 +50,17 @@ class BatchStats:
     items_timed_out: int = 0
     items_cancelled: int = 0
     items_rejected: int = 0
+
+    def __str__(self) -> str:
+        """Every field, with durations in milliseconds and their unit written out (the
+        attributes themselves are in seconds)."""
+        parts = []
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.name in _SECONDS:
+                parts.append(f"{field.name}={value * 1e3:.3f} ms")
+            elif isinstance(value, float):
+                parts.append(f"{field.name}={value:.3f}")
+            else:
+                parts.append(f"{field.name}={value}")
+        return f"BatchStats({', '.join(parts)})"
