@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from batched import _core
 from batched._log import logger
+from batched._reentry import enter_batch
 
 
 class Plan(Protocol):
@@ -79,12 +80,17 @@ def _run(batch: _core.Batch, func: Callable[..., Any], plan: Plan, isolate: bool
 
 
 async def run_batch_async(batch: _core.Batch, resolve: Resolver, plan: Plan, isolate: bool) -> None:
-    """Runs one batch of an ``async def`` function on the current event loop."""
+    """Runs one batch of an ``async def`` function on the current event loop, in a task of its
+    own: calls of the same processor from inside it are refused (see ``_reentry``)."""
     func = resolve()
     if func is None:
         owner_gone(batch)
         return
-    await _run_async(batch, func, plan, isolate)
+    scope = enter_batch(resolve)  # the resolver stands for its processor
+    try:
+        await _run_async(batch, func, plan, isolate)
+    finally:
+        scope.active = False
 
 
 async def _run_async(

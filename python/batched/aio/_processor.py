@@ -18,6 +18,7 @@ from batched._lifecycle import AsyncLifecycle
 from batched._options import AsyncBatchOptions, Settings
 from batched._plan import ITEMS, Plan, Resolver, item_lengths, run_batch_async
 from batched._processor import BatchProcessor
+from batched._reentry import refuse_call_inside_own_batch
 from batched._stats import BatchStats
 
 T = TypeVar("T")
@@ -108,7 +109,7 @@ class _AsyncCore:
     """Batching for an ``async def`` function: one queue per event loop, shared statistics."""
 
     def __init__(self, resolve: Resolver, settings: Settings, plan: Plan) -> None:
-        self._resolve = resolve
+        self.resolver = self._resolve = resolve  # public: identifies the processor's batches
         self._settings = settings
         self._plan = plan
         self._closed = False
@@ -278,6 +279,7 @@ class AsyncBatchProcessor(Pinning, AsyncLifecycle, Generic[T, U]):
         if self._async is None:
             assert self._threaded is not None
             return await self._threaded._acall_rows(item, timeout, priority, rows, lengths)
+        refuse_call_inside_own_batch(self._async.resolver, self)
         check_timeout(timeout)
         loop = asyncio.get_running_loop()
         batcher = self._async.batcher(loop)
