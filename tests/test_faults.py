@@ -11,6 +11,7 @@ Waits are handshakes (events), never sleeps that a slow machine could outrun.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -201,5 +202,129 @@ def test_an_async_inference_function_awaiting_itself_fails_at_once() -> None:
         with pytest.raises(RuntimeError, match=SELF_CALL):
             await model(input_ids=np.zeros((1, 2), dtype=np.int64))
         assert (await model(input_ids=np.ones((1, 2), dtype=np.int64))).tolist() == [[2, 2]]
+
+    asyncio.run(main())
+
+
+# --------------------------------------------------------------------------------------------
+# a batch function that never returns (until the test lets it)
+
+
+class Hang:
+    """A batch function that holds every batch until released."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, items: list[Any]) -> list[Any]:
+        self.entered.set()
+        assert self.release.wait(GUARD)
+        return [item * 10 for item in items]
+
+
+def test_a_hung_batch_times_out_its_callers_on_schedule() -> None:
+    hang = Hang()
+    f = batched.BatchProcessor(hang, batch_size=1, timeout_ms=0)
+    try:
+        first, first_outcome = in_thread(lambda: f(1, timeout=0.2))
+        assert hang.entered.wait(GUARD)
+        started = time.monotonic()
+        waits = [0.3, 0.6]
+        callers = [in_thread(lambda wait=wait: f(2, timeout=wait)) for wait in waits]
+        for (thread, _), wait in zip(callers, waits, strict=True):
+            thread.join(GUARD)
+            # On schedule: not before its timeout, and not held up by the hung batch.
+            assert wait <= time.monotonic() - started < wait + 2.0
+        first.join(GUARD)
+        for outcome in [first_outcome, *(outcome for _, outcome in callers)]:
+            assert isinstance(outcome[0], TimeoutError), outcome
+    finally:
+        hang.release.set()
+        f.shutdown()
+    assert f.stats.items_timed_out == 3
+
+
+def test_shutdown_without_drain_releases_queued_callers_while_a_batch_hangs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hang = Hang()
+    f = batched.BatchProcessor(hang, batch_size=1, timeout_ms=0)
+    running, running_outcome = in_thread(lambda: f(1))
+    assert hang.entered.wait(GUARD)
+    queued = [in_thread(lambda i=i: f(i)) for i in range(2, 6)]
+    deadline = time.monotonic() + GUARD
+    while f.stats.queue_size < 4:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    with caplog.at_level(logging.WARNING, logger="batched"):
+        started = time.monotonic()
+        assert f.shutdown(drain=False, timeout=0.1) is False  # the worker is still busy
+        elapsed = time.monotonic() - started
+    assert elapsed < GUARD / 3
+    assert "still running a batch" in caplog.text
+    for thread, outcome in queued:
+        thread.join(GUARD)  # released while the batch still hangs
+        assert isinstance(outcome[0], batched.ProcessorClosedError)
+    assert not hang.release.is_set() and running.is_alive()
+    hang.release.set()
+    running.join(GUARD)
+    assert running_outcome == [10]  # the running batch still delivers
+    assert f.shutdown(timeout=GUARD) is True  # now the worker has stopped
+
+
+def test_shutdown_with_drain_and_a_timeout_leaves_queued_items_to_the_worker() -> None:
+    hang = Hang()
+    f = batched.BatchProcessor(hang, batch_size=1, timeout_ms=0)
+    running, running_outcome = in_thread(lambda: f(1))
+    assert hang.entered.wait(GUARD)
+    queued, queued_outcome = in_thread(lambda: f(2))
+    deadline = time.monotonic() + GUARD
+    while f.stats.queue_size < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    assert f.shutdown(timeout=0.05) is False
+    with pytest.raises(batched.ProcessorClosedError):
+        f(3)
+    hang.release.set()
+    for thread in (running, queued):
+        thread.join(GUARD)
+    assert (running_outcome, queued_outcome) == ([10], [20])
+
+
+def test_shutdown_reports_a_stopped_worker_and_checks_its_timeout() -> None:
+    f = batched.BatchProcessor(lambda xs: xs, timeout_ms=1)
+    assert f(1) == 1
+    with pytest.raises(TypeError, match="timeout"):
+        f.shutdown(timeout="1")  # type: ignore[arg-type]
+    assert f.shutdown(timeout=GUARD) is True
+    assert f.shutdown() is True  # again: nothing left to stop
+
+
+def test_async_def_shutdown_without_drain_releases_queued_tasks_while_a_batch_hangs() -> None:
+    async def main() -> None:
+        entered = asyncio.Event()
+        release = asyncio.Event()
+
+        @aio.dynamically(batch_size=1, timeout_ms=0)
+        async def hang(items: list[int]) -> list[int]:
+            entered.set()
+            await release.wait()
+            return [item * 10 for item in items]
+
+        running = asyncio.create_task(hang(1))
+        await asyncio.wait_for(entered.wait(), GUARD)
+        timed = asyncio.create_task(hang(2, timeout=0.1))
+        queued = [asyncio.create_task(hang(i)) for i in range(3, 6)]
+        with pytest.raises(TimeoutError):
+            await timed
+        await asyncio.sleep(0)
+        assert hang.shutdown(drain=False) is False  # a batch still runs
+        for task in queued:
+            with pytest.raises(batched.ProcessorClosedError):
+                await asyncio.wait_for(task, GUARD)
+        assert not running.done()
+        release.set()
+        assert await asyncio.wait_for(running, GUARD) == 10
 
     asyncio.run(main())

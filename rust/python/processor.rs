@@ -344,13 +344,15 @@ impl Processor {
     }
 
     /// Stops accepting calls. With `drain`, queued items still run; otherwise the worker stops
-    /// after its current batch and `fail_remaining` tells the queued callers.
+    /// after its current batch and `fail_remaining` tells the queued callers (at once: it need
+    /// not wait for that batch).
     fn close(&self, py: Python<'_>, drain: bool) {
         self.shared.scheduler.close(drain);
         self.shared.wake_room(py);
     }
 
-    /// Fails every still-queued call with `ProcessorClosedError`; call after the worker stopped.
+    /// Fails every still-queued call with `ProcessorClosedError`; call after `close`. A batch
+    /// the worker is still running is left to it.
     fn fail_remaining(&self, py: Python<'_>) {
         self.shared.wake_served();
         let remaining = self.shared.scheduler.take_remaining();
