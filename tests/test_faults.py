@@ -14,7 +14,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import batched
@@ -266,7 +266,8 @@ def test_shutdown_without_drain_releases_queued_callers_while_a_batch_hangs(
     for thread, outcome in queued:
         thread.join(GUARD)  # released while the batch still hangs
         assert isinstance(outcome[0], batched.ProcessorClosedError)
-    assert not hang.release.is_set() and running.is_alive()
+    assert not hang.release.is_set()
+    assert running.is_alive()
     hang.release.set()
     running.join(GUARD)
     assert running_outcome == [10]  # the running batch still delivers
@@ -328,3 +329,84 @@ def test_async_def_shutdown_without_drain_releases_queued_tasks_while_a_batch_ha
         assert await asyncio.wait_for(running, GUARD) == 10
 
     asyncio.run(main())
+
+
+# --------------------------------------------------------------------------------------------
+# many processors of one method
+
+
+@pytest.fixture
+def warn_above_three() -> Iterator[None]:
+    batched.set_processor_warning_threshold(3)
+    try:
+        yield
+    finally:
+        batched.set_processor_warning_threshold(256)
+
+
+@pytest.mark.usefixtures("warn_above_three")
+@pytest.mark.parametrize("flavour", ["thread", "aio"])
+def test_many_live_processors_of_one_method_warn_once(
+    caplog: pytest.LogCaptureFixture, flavour: str
+) -> None:
+    decorate = batched.dynamically if flavour == "thread" else aio.dynamically
+
+    class Model:
+        @decorate(timeout_ms=1)
+        def run(self, xs: list[int]) -> list[int]:
+            return xs
+
+    class Other:
+        @decorate(timeout_ms=1)
+        def run(self, xs: list[int]) -> list[int]:
+            return xs
+
+    def warnings() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "instances hold live batched" in r.getMessage()]
+
+    with caplog.at_level(logging.WARNING, logger="batched"):
+        models = [Model() for _ in range(6)]
+        others = [Other() for _ in range(3)]
+        for model in [*models[:3], *others]:
+            model.run  # noqa: B018 (fetching the method makes its processor)
+        for model in models[:3]:
+            model.run  # noqa: B018 (the same processors again)
+        assert warnings() == []
+        models[3].run  # noqa: B018 (the fourth)
+        assert len(warnings()) == 1
+        message = warnings()[0].getMessage()
+        assert "Model.run" in message
+        assert "4 instances" in message
+        assert "Share one instance" in message
+        assert "set_processor_warning_threshold" in message
+        for model in models[4:]:
+            model.run  # noqa: B018
+        assert len(warnings()) == 1  # once per method
+    for model in [*models, *others]:
+        model.run.shutdown()
+
+
+def test_the_processor_warning_threshold_is_checked_and_can_be_turned_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with pytest.raises(TypeError, match="int or None"):
+        batched.set_processor_warning_threshold(2.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least 1"):
+        batched.set_processor_warning_threshold(0)
+
+    class Model:
+        @batched.dynamically(timeout_ms=1)
+        def run(self, xs: list[int]) -> list[int]:
+            return xs
+
+    batched.set_processor_warning_threshold(None)
+    try:
+        with caplog.at_level(logging.WARNING, logger="batched"):
+            models = [Model() for _ in range(3)]
+            for model in models:
+                model.run  # noqa: B018
+        assert caplog.records == []
+    finally:
+        batched.set_processor_warning_threshold(256)
+    for model in models:
+        model.run.shutdown()
