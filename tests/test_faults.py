@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -410,3 +414,358 @@ def test_the_processor_warning_threshold_is_checked_and_can_be_turned_off(
         batched.set_processor_warning_threshold(256)
     for model in models:
         model.run.shutdown()
+
+
+# --------------------------------------------------------------------------------------------
+# BaseException from the batch function
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, SystemExit, GeneratorExit])
+def test_a_base_exception_reaches_every_caller_of_its_batch_and_the_worker_goes_on(
+    error: type[BaseException],
+) -> None:
+    @batched.dynamically(batch_size=4, timeout_ms=50)
+    def f(xs: list[int]) -> list[int]:
+        if 0 in xs:
+            raise error("from the batch function")
+        return xs
+
+    with f:
+        with pytest.raises(error, match="from the batch function"):
+            f([0, 1, 2])
+        assert f([3, 4]) == [3, 4]
+        assert f.stats.items_failed == 3
+
+
+def test_generator_exit_in_an_async_def_batch_reaches_its_callers_and_the_loop_goes_on() -> None:
+    @aio.dynamically(timeout_ms=1)
+    async def f(xs: list[int]) -> list[int]:
+        if 0 in xs:
+            raise GeneratorExit("from the batch function")
+        return xs
+
+    async def main() -> list[int]:
+        with pytest.raises(GeneratorExit, match="from the batch function"):
+            await f(0)
+        return await f([1, 2])
+
+    assert asyncio.run(main()) == [1, 2]
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, SystemExit])
+def test_an_interrupt_in_an_async_def_batch_stops_the_loop_as_from_any_task(
+    error: type[BaseException],
+) -> None:
+    @aio.dynamically(timeout_ms=1)
+    async def f(xs: list[int]) -> list[int]:
+        if 0 in xs:
+            raise error("from the batch function")
+        return xs
+
+    outcome: list[BaseException] = []
+
+    async def main() -> None:
+        try:
+            await f(0)
+        except BaseException as caught:  # CancelledError: asyncio.run cancels it on the way out
+            outcome.append(caught)
+            raise
+
+    with pytest.raises(error, match="from the batch function"):
+        asyncio.run(main())
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], asyncio.CancelledError | error)
+    assert asyncio.run(f(5)) == 5  # the processor serves the next loop
+
+
+# --------------------------------------------------------------------------------------------
+# a worker thread that cannot start
+
+
+def _batched_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name.startswith("batched:")]
+
+
+def test_a_worker_that_cannot_start_fails_the_decoration_clearly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    before = _batched_threads()
+    start = threading.Thread.start
+    started: list[threading.Thread] = []
+
+    def start_one_then_fail(thread: threading.Thread) -> None:
+        if started:
+            raise RuntimeError("can't start new thread")
+        started.append(thread)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start_one_then_fail)
+    with pytest.raises(RuntimeError, match=r"could not start a worker thread.*can't start new"):
+
+        @aio.dynamically(max_concurrent_batches=3)
+        def f(xs: list[int]) -> list[int]:
+            return xs
+
+    monkeypatch.undo()
+    started[0].join(GUARD)  # the worker that did start has stopped
+    assert not started[0].is_alive()
+    assert _batched_threads() == before
+
+
+def test_a_method_whose_worker_cannot_start_fails_when_fetched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Model:
+        @batched.dynamically
+        def run(self, xs: list[int]) -> list[int]:
+            return xs
+
+    def fail(thread: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    model = Model()
+    monkeypatch.setattr(threading.Thread, "start", fail)
+    with pytest.raises(RuntimeError, match="could not start a worker thread"):
+        model.run  # noqa: B018
+    monkeypatch.undo()
+    assert model.run(3) == 3  # a later fetch, with threads to spare, works
+    model.run.shutdown()
+
+
+# --------------------------------------------------------------------------------------------
+# outputs whose __len__ or __getitem__ raise
+
+
+class Broken(Exception):
+    pass
+
+
+class _BadLength:
+    def __len__(self) -> int:
+        raise Broken("from __len__")
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+class _BadRows:
+    def __init__(self, count: int) -> None:
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index: int) -> int:
+        if index == 1:
+            raise Broken("from __getitem__")
+        if index >= self._count:
+            raise IndexError(index)
+        return index
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        pytest.param(lambda xs: _BadLength(), "from __len__", id="len"),
+        pytest.param(lambda xs: _BadRows(len(xs)), "from __getitem__", id="getitem"),
+    ],
+)
+def test_an_output_whose_len_or_getitem_raises_fails_its_callers_with_that_error(
+    output: Callable[[list[int]], Any], message: str
+) -> None:
+    f = batched.BatchProcessor(lambda xs: output(xs) if 0 in xs else xs, timeout_ms=1)
+    with f:
+        with pytest.raises(Broken, match=message):
+            f([0, 1, 2])
+        assert f(7) == 7
+
+    @aio.dynamically(timeout_ms=1)
+    async def g(xs: list[int]) -> Any:
+        return output(xs) if 0 in xs else xs
+
+    async def main() -> int:
+        with pytest.raises(Broken, match=message):
+            await g([0, 1, 2])
+        return await g(7)
+
+    assert asyncio.run(main()) == 7
+
+
+# --------------------------------------------------------------------------------------------
+# length_fn returning nonsense
+
+
+class _LengthFailed(Exception):
+    pass
+
+
+def _raises(item: Any) -> int:
+    raise _LengthFailed("from length_fn")
+
+
+@pytest.mark.parametrize(
+    ("length_fn", "error", "message"),
+    [
+        pytest.param(_raises, _LengthFailed, "from length_fn", id="raises"),
+        pytest.param(lambda item: 2.5, TypeError, "whole number.*2.5.*float", id="float"),
+        pytest.param(lambda item: -1, ValueError, "cannot be negative", id="negative"),
+        pytest.param(lambda item: 10**30, ValueError, r"at most 2\*\*63 - 1", id="huge"),
+    ],
+)
+@pytest.mark.parametrize("flavour", ["thread", "acall", "aio"])
+def test_a_bad_length_fn_fails_the_call_before_anything_is_queued(
+    length_fn: Callable[[Any], Any], error: type[Exception], message: str, flavour: str
+) -> None:
+    served: list[list[Any]] = []
+
+    def func(xs: list[Any]) -> list[Any]:
+        served.append(xs)
+        return xs
+
+    async def afunc(xs: list[Any]) -> list[Any]:
+        return func(xs)
+
+    options: dict[str, Any] = {"length_fn": length_fn, "sort_by_length": True, "timeout_ms": 1}
+    if flavour == "aio":
+        g = aio.dynamically(**options)(afunc)
+        with pytest.raises(error, match=message):
+            asyncio.run(g("x"))
+        with pytest.raises(error, match=message):
+            asyncio.run(g(["x", "y"]))
+        assert g.stats.queue_size == 0
+    else:
+        f = batched.dynamically(**options)(func)
+
+        def call(item: Any) -> Any:
+            return f(item) if flavour == "thread" else asyncio.run(f.acall(item))
+
+        with f:
+            for item in ("x", ["x", "y"]):
+                with pytest.raises(error, match=message):
+                    call(item)
+            assert f.stats.queue_size == 0
+    assert served == []
+
+
+def test_huge_lengths_within_range_are_refused_only_by_max_batch_tokens() -> None:
+    big = 2**62
+    f = batched.BatchProcessor(
+        lambda xs: xs, length_fn=lambda item: big, sort_by_length=True, timeout_ms=1
+    )
+    with f:
+        assert f(["a", "b", "c"]) == ["a", "b", "c"]  # padded sizes saturate, never wrap
+    g = batched.BatchProcessor(lambda xs: xs, length_fn=lambda item: big, max_batch_tokens=10**6)
+    with g, pytest.raises(ValueError, match="max_batch_tokens"):
+        g("a")
+
+
+# --------------------------------------------------------------------------------------------
+# interpreter exit and fork while batches run
+
+
+def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_interpreter_exit_releases_waiting_callers_even_while_a_batch_hangs() -> None:
+    # The report runs after batched's exit hook: atexit runs the last registered first.
+    code = """
+        import atexit, threading, time
+        outcomes = {}
+
+        def report():
+            deadline = time.monotonic() + 20
+            while len(outcomes) < 4 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            print(sorted(outcomes.items()), flush=True)
+
+        atexit.register(report)
+        import batched
+
+        entered = threading.Event()
+
+        @batched.dynamically(batch_size=1, timeout_ms=0)
+        def hang(xs):
+            entered.set()
+            threading.Event().wait()  # never returns
+            return xs
+
+        @batched.dynamically(batch_size=1, timeout_ms=0)
+        def slow(xs):
+            time.sleep(0.2)
+            return [x * 10 for x in xs]
+
+        def call(f, i):
+            try:
+                outcomes[i] = f(i)
+            except BaseException as error:
+                outcomes[i] = type(error).__name__
+
+        threading.Thread(target=call, args=(hang, 0), daemon=True).start()
+        entered.wait()
+        for i in (1, 2, 3):
+            threading.Thread(target=call, args=(hang, i), daemon=True).start()
+        threading.Thread(target=call, args=(slow, 4)).start()  # not a daemon: exit waits
+        threading.Thread(target=call, args=(slow, 5)).start()
+        while hang.stats.queue_size < 3:
+            time.sleep(0.001)
+        """
+    started = time.monotonic()
+    result = run_python(code)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    # Caller 0 is inside the batch that never returns; the others all have an outcome.
+    expected = [
+        (1, "ProcessorClosedError"),
+        (2, "ProcessorClosedError"),
+        (3, "ProcessorClosedError"),
+        (4, 40),
+        (5, 50),
+    ]
+    assert result.stdout.strip() == repr(expected)
+    assert elapsed < 30  # the exit hook waits 5 s for the hung worker, then gives up on it
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_fork_while_a_batch_runs_gives_the_child_a_fresh_processor() -> None:
+    hang = Hang()
+    f = batched.BatchProcessor(hang, batch_size=1, timeout_ms=0)
+    try:
+        running, running_outcome = in_thread(lambda: f(1))
+        assert hang.entered.wait(GUARD)
+        queued, queued_outcome = in_thread(lambda: f(2))
+        deadline = time.monotonic() + GUARD
+        while f.stats.queue_size < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: none of the parent's batch, queue or callers
+            code = 1
+            try:
+                hang.release.set()  # this copy of the event only
+                results = [f(3), f([4, 5]), f.stats.queue_size]
+                os.write(write, repr(results).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        _, status = os.waitpid(pid, 0)
+        with os.fdopen(read) as pipe:
+            reported = pipe.read()
+        assert os.waitstatus_to_exitcode(status) == 0, reported
+        assert reported == "[30, [40, 50], 0]"
+        assert running.is_alive()  # the parent's batch still runs
+        hang.release.set()
+        for thread in (running, queued):
+            thread.join(GUARD)
+        assert (running_outcome, queued_outcome) == ([10], [20])
+    finally:
+        hang.release.set()
+        f.shutdown()

@@ -138,8 +138,16 @@ class BatchProcessor(_core.CallEntry, Lifecycle, Generic[T, U]):
             )
             for _ in range(self._worker_count)
         )
-        for worker in self._workers:
-            worker.start()
+        try:
+            for worker in self._workers:
+                worker.start()
+        except Exception as error:  # out of threads, or a sandbox that forbids them
+            self._core.close(False)  # the workers already started see it closed and end
+            raise RuntimeError(
+                f"batched could not start a worker thread for {name}: {error}. The process may "
+                "have reached its thread limit (many processors, one per instance of a batched "
+                "method, each hold one)"
+            ) from error
         logger.debug("started %s with %s", name, self._settings)
         # Runs on shutdown(), when this processor is collected, or at interpreter exit.
         self._finalizer = weakref.finalize(
