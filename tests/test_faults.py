@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -769,3 +770,37 @@ def test_a_fork_while_a_batch_runs_gives_the_child_a_fresh_processor() -> None:
     finally:
         hang.release.set()
         f.shutdown()
+
+
+# --------------------------------------------------------------------------------------------
+# timeout=nan
+
+
+def test_a_nan_timeout_leaves_no_time_in_every_flavour_and_no_broken_timer() -> None:
+    f = batched.BatchProcessor(lambda xs: xs, timeout_ms=1)
+
+    @aio.dynamically(timeout_ms=1, max_queue_size=1, on_full="block")
+    async def g(xs: list[int]) -> list[int]:
+        await asyncio.sleep(0.02)
+        return xs
+
+    with pytest.raises(TimeoutError):
+        f(1, timeout=math.nan)
+
+    async def main() -> list[int]:
+        with pytest.raises(TimeoutError):
+            await f.acall(1, timeout=math.nan)
+        with pytest.raises(TimeoutError):
+            await g(1, timeout=math.nan)
+        running = asyncio.create_task(g(2))
+        await asyncio.sleep(0.005)
+        waiting = asyncio.create_task(g(3))  # fills the queue while 2 runs
+        await asyncio.sleep(0)
+        with pytest.raises(TimeoutError, match="no room"):
+            await g(4, timeout=math.nan)  # a full queue: no time to wait for room either
+        # A NaN deadline among the loop's timers would break their order: these must fire.
+        return list(await asyncio.wait_for(asyncio.gather(running, waiting), GUARD))
+
+    assert asyncio.run(main()) == [2, 3]
+    assert f.stats.total_processed == 0  # no NaN call was served
+    f.shutdown()
