@@ -305,6 +305,7 @@ def test_shutdown_reports_a_stopped_worker_and_checks_its_timeout() -> None:
         f.shutdown(timeout="1")  # type: ignore[arg-type]
     assert f.shutdown(timeout=GUARD) is True
     assert f.shutdown() is True  # again: nothing left to stop
+    assert f.shutdown(timeout=math.nan) is True  # NaN: no time to wait, like 0
 
 
 def test_async_def_shutdown_without_drain_releases_queued_tasks_while_a_batch_hangs() -> None:
@@ -804,3 +805,38 @@ def test_a_nan_timeout_leaves_no_time_in_every_flavour_and_no_broken_timer() -> 
     assert asyncio.run(main()) == [2, 3]
     assert f.stats.total_processed == 0  # no NaN call was served
     f.shutdown()
+
+
+def test_async_def_shutdown_from_another_thread_gives_up_on_a_hung_drain_after_its_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    entered = threading.Event()
+    release = asyncio.Event()
+
+    @aio.dynamically(batch_size=1, timeout_ms=0)
+    async def hang(items: list[int]) -> list[int]:
+        entered.set()
+        await release.wait()
+        return [item * 10 for item in items]
+
+    try:
+        running = asyncio.run_coroutine_threadsafe(hang(1), loop)
+        assert entered.wait(GUARD)
+        queued = asyncio.run_coroutine_threadsafe(hang(2), loop)
+        deadline = time.monotonic() + GUARD
+        while hang.stats.queue_size < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        with caplog.at_level(logging.WARNING, logger="batched"):
+            assert hang.shutdown(timeout=0.1) is False
+        assert "still draining" in caplog.text
+        loop.call_soon_threadsafe(release.set)
+        assert running.result(GUARD) == 10
+        assert queued.result(GUARD) == 20  # drained once the batch returned
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(GUARD)
+        loop.close()

@@ -69,7 +69,7 @@ def _stop(
     if not drain:
         # Queued callers need not wait for a batch still running: release them now.
         core.fail_remaining()
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = None if timeout is None else time.monotonic() + (timeout if timeout > 0 else 0)
     current = threading.current_thread()
     for worker in workers:
         if worker is not current:  # a batch function that shuts its own processor down

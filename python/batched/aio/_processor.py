@@ -210,7 +210,8 @@ class _AsyncCore:
 def _wait_for_drains(waits: list[concurrent.futures.Future[None]], timeout: float | None) -> bool:
     """Waits for the drains of other threads' loops, ``timeout`` seconds at most in all;
     False (with a warning logged) when one was still running."""
-    done, running = concurrent.futures.wait(waits, timeout)
+    limit = None if timeout is None else (timeout if timeout > 0 else 0)  # NaN too
+    done, running = concurrent.futures.wait(waits, limit)
     for wait in done:
         wait.result()
     if running:
