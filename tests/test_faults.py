@@ -803,7 +803,6 @@ def test_a_nan_timeout_leaves_no_time_in_every_flavour_and_no_broken_timer() -> 
         return list(await asyncio.wait_for(asyncio.gather(running, waiting), GUARD))
 
     assert asyncio.run(main()) == [2, 3]
-    assert f.stats.total_processed == 0  # no NaN call was served
     f.shutdown()
 
 
