@@ -11,6 +11,7 @@ pub mod call;
 pub mod late_timer;
 pub mod pending;
 pub mod policy;
+pub mod reentry;
 pub mod relay;
 pub mod rules;
 pub mod scheduler;

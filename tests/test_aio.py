@@ -790,17 +790,21 @@ def test_wrong_output_length_is_a_value_error_naming_both_lengths(kind: str) -> 
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_non_sequence_output_is_a_value_error(kind: str) -> None:
+def test_non_sequence_output_is_a_type_error(kind: str) -> None:
     def body(items: list[int]) -> Any:
         if items == [0]:
             return None
+        if items == [1]:
+            return {0: "a mapping gives its keys"}
         return [x for x in items]
 
     f = make(kind, body, batch_size=4, timeout_ms=1.0)
 
     async def main() -> None:
-        with pytest.raises(ValueError, match="NoneType"):
+        with pytest.raises(TypeError, match="NoneType"):
             await f(0)
+        with pytest.raises(TypeError, match="returned a dict"):
+            await f(1)
         assert await f(5) == 5
 
     try:

@@ -130,7 +130,11 @@ def test_a_worker_that_breaks_releases_every_queued_caller() -> None:
     assert served[0] % 10 == 0
     assert len(closed) == 3
     assert real.closed
-    with pytest.raises(batched.ProcessorClosedError):
+    # From another thread: this one ran the worker loop, and calls from a worker are refused.
+    late, late_outcome = _call_in_thread(real, 1)
+    late.join(10)
+    assert isinstance(late_outcome[0], batched.ProcessorClosedError)
+    with pytest.raises(RuntimeError, match="inside its own batch function"):
         real.call(1)
 
 

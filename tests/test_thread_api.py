@@ -8,6 +8,7 @@ wait has a generous upper bound so that a bug shows up as a failure rather than 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import gc
 import math
@@ -18,6 +19,7 @@ import sys
 import textwrap
 import threading
 import time
+import types
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -516,18 +518,39 @@ def test_wrong_number_of_results_is_a_value_error_naming_both_lengths(
         p("short")
 
 
+class _RowsByPosition:
+    """Neither list nor tuple, but a sequence: ``__len__`` and ``__getitem__`` by position."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index: int) -> Any:
+        return self._rows[index]
+
+
 @pytest.mark.parametrize(
-    "output",
+    ("output", "named"),
     [
-        pytest.param(lambda xs: 42, id="int"),
-        pytest.param(lambda xs: None, id="none"),
-        pytest.param(lambda xs: (x for x in xs), id="generator"),
-        pytest.param(lambda xs: "abc", id="str"),
-        pytest.param(lambda xs: b"abc", id="bytes"),
+        pytest.param(lambda xs: 42, "int", id="int"),
+        pytest.param(lambda xs: None, "NoneType", id="none"),
+        pytest.param(lambda xs: (x for x in xs), "generator", id="generator"),
+        pytest.param(lambda xs: "abc", "str", id="str"),
+        pytest.param(lambda xs: b"abc", "bytes", id="bytes"),
+        pytest.param(lambda xs: dict(enumerate(xs)), "dict", id="dict"),
+        pytest.param(
+            lambda xs: types.MappingProxyType(dict(enumerate(xs))), "mappingproxy", id="mapping"
+        ),
+        pytest.param(lambda xs: set(range(len(xs))), "set", id="set"),
+        pytest.param(lambda xs: frozenset(range(len(xs))), "frozenset", id="frozenset"),
+        pytest.param(lambda xs: dict(enumerate(xs)).values(), "dict_values", id="dict-values"),
+        pytest.param(lambda xs: iter(xs), "list_iterator", id="iterator"),
     ],
 )
-def test_output_that_is_not_a_sequence_of_results_is_a_value_error(
-    make_processor: Any, output: Callable[[list[Any]], Any]
+def test_output_that_is_not_a_sequence_of_results_is_a_type_error_naming_it(
+    make_processor: Any, output: Callable[[list[Any]], Any], named: str
 ) -> None:
     served: list[list[Any]] = []
 
@@ -536,13 +559,30 @@ def test_output_that_is_not_a_sequence_of_results_is_a_value_error(
         return output(xs) if "bad" in xs else xs
 
     p = make_processor(func, batch_size=8, timeout_ms=1)
-    # Three items, so a str or bytes of length 3 would match the batch length.
-    with pytest.raises(ValueError, match=r"\b3\b"):
+    # Three items, so an output of length 3 would match the batch length.
+    with pytest.raises(TypeError, match=rf"returned a {named} \(.*expected|{named} .*3 results"):
         p(["bad", "x", "y"])
-    with pytest.raises(ValueError, match="expected"):
+    with pytest.raises(TypeError, match="one per item"):
         p("bad")
     assert p(["fine", "ok"]) == ["fine", "ok"]
     assert len(served) == 3
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        pytest.param(tuple, id="tuple"),
+        pytest.param(collections.deque, id="deque"),
+        pytest.param(_RowsByPosition, id="custom"),
+    ],
+)
+def test_other_sequences_deliver_their_rows_in_order(
+    make_processor: Any, output: Callable[[list[Any]], Any]
+) -> None:
+    p = make_processor(lambda xs: output([x * 2 for x in xs]), timeout_ms=1)
+    assert p([1, 2, 3]) == [2, 4, 6]
+    ranged = make_processor(lambda xs: range(10, 10 + len(xs)), timeout_ms=1)
+    assert ranged([7, 8]) == [10, 11]
 
 
 def _func(xs: list[Any]) -> list[Any]:

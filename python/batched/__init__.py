@@ -8,6 +8,7 @@ has imported them.
 from batched import aio, inference
 from batched._core import BatchedError, ProcessorClosedError, QueueFullError
 from batched._core import __version__ as __version__
+from batched._decorate import set_processor_warning_threshold
 from batched._processor import BatchProcessor, dynamically
 from batched._stats import BatchStats
 
@@ -20,4 +21,5 @@ __all__ = [
     "aio",
     "dynamically",
     "inference",
+    "set_processor_warning_threshold",
 ]

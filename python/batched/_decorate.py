@@ -9,12 +9,31 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
+from batched._log import logger
+
 
 class _Pinnable(Protocol):
     def _pin(self, owner: object) -> None: ...
 
 
 P = TypeVar("P", bound=_Pinnable)
+
+
+# More live processors than this, of one decorated method, make it warn (see the setter).
+_processor_warning_threshold: int | None = 256
+
+
+def set_processor_warning_threshold(count: int | None) -> None:
+    """Sets how many live processors one batched method (one per instance) may have before the
+    ``batched`` logger warns, once per method; ``None`` turns the warning off. The default is
+    256: many instances each holding a processor (and, for a plain ``def``, a worker thread)
+    often means an instance made per request by mistake."""
+    global _processor_warning_threshold
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int)):
+        raise TypeError(f"the threshold must be an int or None, got {count!r}")
+    if count is not None and count < 1:
+        raise ValueError(f"the threshold must be at least 1, got {count}")
+    _processor_warning_threshold = count
 
 
 def check_callable(func: object) -> None:
@@ -100,6 +119,8 @@ class PerInstance(Generic[P]):
         self._make = make
         self._slot = f"__batched_{func.__name__}"
         functools.update_wrapper(self, func)
+        self._live: weakref.WeakSet[P] = weakref.WeakSet()
+        self._warned = False
 
     def __set_name__(self, owner: type, name: str) -> None:
         self._slot = f"__batched_{name}"
@@ -132,9 +153,28 @@ class PerInstance(Generic[P]):
             # Another thread may have put one in meanwhile: then everyone uses that one.
             slot = current if current is not None and current is not slot else fresh
             namespace[self._slot] = slot
+            if slot is fresh:
+                self._count(fresh.processor)
         processor = slot.processor
         processor._pin(instance)
         return processor
+
+    def _count(self, processor: P) -> None:
+        """Counts a new instance's processor; warns once when there are many alive."""
+        self._live.add(processor)
+        threshold = _processor_warning_threshold
+        if self._warned or threshold is None or len(self._live) <= threshold:
+            return
+        self._warned = True
+        logger.warning(
+            "%s: %d instances hold live batched processors of this method. Each instance gets "
+            "its own processor, with its own queue and worker, so items of different instances "
+            "are never batched together. Share one instance (not one per request), or batch a "
+            "function instead of a method. batched.set_processor_warning_threshold() changes "
+            "when this warning appears.",
+            self._func.__qualname__,
+            len(self._live),
+        )
 
 
 def apply_or_defer(

@@ -68,7 +68,8 @@ async def outcome(
     try:
         if timeout is None:  # the common case: no timer, no context manager
             return await future
-        limit = asyncio.timeout(timeout)
+        # NaN, which no timer would reach, leaves no time at all, as in the thread flavour.
+        limit = asyncio.timeout(timeout if timeout > 0 else 0)
         async with limit:
             return await future
     except TimeoutError:
@@ -124,7 +125,7 @@ async def submit_when_room(
     """Submits a call of ``count`` items with ``submit(future)`` as soon as the queue has room,
     waiting without blocking the loop; the wait counts toward ``timeout``."""
     loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
+    deadline = None if timeout is None else loop.time() + (timeout if timeout > 0 else 0)
     while True:
         room: asyncio.Future[None] = loop.create_future()
         if queue.wait_for_room(count, loop, room):

@@ -10,7 +10,7 @@ class Lifecycle:
     """``with processor:`` shuts it down on exit; subclasses provide ``shutdown`` and
     ``closed``."""
 
-    def shutdown(self, drain: bool = True) -> None:
+    def shutdown(self, drain: bool = True, timeout: float | None = None) -> bool:
         raise NotImplementedError
 
     @property

@@ -6,12 +6,14 @@ inference flavours collate feature segments and hand each call its slice of the 
 
 from __future__ import annotations
 
+import asyncio
 import operator
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from batched import _core
 from batched._log import logger
+from batched._reentry import enter_batch
 
 
 class Plan(Protocol):
@@ -78,13 +80,24 @@ def _run(batch: _core.Batch, func: Callable[..., Any], plan: Plan, isolate: bool
         batch.fail(error)
 
 
+# What the batch's own task re-raises once its callers have the exception: cancellation must
+# end the task, and asyncio stops the loop for KeyboardInterrupt and SystemExit. Any other
+# BaseException (GeneratorExit) is only the callers' to hear of.
+_STOPS_THE_TASK = (asyncio.CancelledError, KeyboardInterrupt, SystemExit)
+
+
 async def run_batch_async(batch: _core.Batch, resolve: Resolver, plan: Plan, isolate: bool) -> None:
-    """Runs one batch of an ``async def`` function on the current event loop."""
+    """Runs one batch of an ``async def`` function on the current event loop, in a task of its
+    own: calls of the same processor from inside it are refused (see ``_reentry``)."""
     func = resolve()
     if func is None:
         owner_gone(batch)
         return
-    await _run_async(batch, func, plan, isolate)
+    scope = enter_batch(resolve)  # the resolver stands for its processor
+    try:
+        await _run_async(batch, func, plan, isolate)
+    finally:
+        scope.active = False
 
 
 async def _run_async(
@@ -101,9 +114,10 @@ async def _run_async(
         del error
         for half in batch.split(len(batch) // 2):
             await _run_async(half, func, plan, isolate)
-    except BaseException as error:  # cancellation, KeyboardInterrupt, SystemExit
+    except BaseException as error:  # cancellation, KeyboardInterrupt, SystemExit...
         batch.fail(error)
-        raise
+        if isinstance(error, _STOPS_THE_TASK):
+            raise
 
 
 def _retry_in_halves(batch: _core.Batch, error: Exception, isolate: bool) -> bool:
@@ -121,15 +135,20 @@ def _retry_in_halves(batch: _core.Batch, error: Exception, isolate: bool) -> boo
     return retry
 
 
+# The longest item length the core takes (its lengths are 64-bit; sums saturate).
+MAX_LENGTH = 2**63 - 1
+
+
 def item_lengths(length_of: Callable[[Any], int] | None, item: Any) -> list[int] | None:
     """Each item's length for length-aware packing, or None when no option needs lengths."""
     if length_of is None:
         return None
     if not isinstance(item, list):  # the common case: one item, no list to walk
         length = length_of(item)
-        return [length if type(length) is int and length >= 0 else _checked_length(length)]
+        fits = type(length) is int and 0 <= length <= MAX_LENGTH
+        return [length if fits else _checked_length(length)]
     lengths = [length_of(x) for x in item]
-    if not all(type(length) is int and length >= 0 for length in lengths):
+    if not all(type(length) is int and 0 <= length <= MAX_LENGTH for length in lengths):
         return [_checked_length(length) for length in lengths]
     return lengths
 
@@ -144,4 +163,8 @@ def _checked_length(length: Any) -> int:
         ) from None
     if count < 0:
         raise ValueError(f"an item's length cannot be negative, got {count}; check length_fn")
+    if count > MAX_LENGTH:
+        raise ValueError(
+            f"an item's length must be at most 2**63 - 1, got {count}; check length_fn"
+        )
     return count

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, Unpack, overload
@@ -59,13 +60,33 @@ def _stop(
     core: _core.Processor,
     workers: tuple[threading.Thread, ...],
     drain: bool,
-    join: float | None,
-) -> None:
+    timeout: float | None,
+    name: str,
+) -> bool:
+    """Closes ``core`` and joins its workers for at most ``timeout`` seconds (None: as long as
+    they run). Returns False, and logs a warning, when a worker was still running a batch."""
     core.close(drain)
+    if not drain:
+        # Queued callers need not wait for a batch still running: release them now.
+        core.fail_remaining()
+    deadline = None if timeout is None else time.monotonic() + (timeout if timeout > 0 else 0)
+    current = threading.current_thread()
     for worker in workers:
-        if worker is not threading.current_thread():
-            worker.join(join)
+        if worker is not current:  # a batch function that shuts its own processor down
+            worker.join(None if deadline is None else max(deadline - time.monotonic(), 0.0))
+    busy = sum(worker.is_alive() and worker is not current for worker in workers)
+    if busy:
+        logger.warning(
+            "%s: %d worker(s) still running a batch after shutdown's timeout of %s s; its "
+            "callers wait for the batch function to return%s",
+            name,
+            busy,
+            timeout,
+            ", and so do the queued items it drains" if drain else "",
+        )
+        return False
     core.fail_remaining()
+    return True
 
 
 class BatchProcessor(_core.CallEntry, Lifecycle, Generic[T, U]):
@@ -117,12 +138,20 @@ class BatchProcessor(_core.CallEntry, Lifecycle, Generic[T, U]):
             )
             for _ in range(self._worker_count)
         )
-        for worker in self._workers:
-            worker.start()
+        try:
+            for worker in self._workers:
+                worker.start()
+        except Exception as error:  # out of threads, or a sandbox that forbids them
+            self._core.close(False)  # the workers already started see it closed and end
+            raise RuntimeError(
+                f"batched could not start a worker thread for {name}: {error}. The process may "
+                "have reached its thread limit (many processors, one per instance of a batched "
+                "method, each hold one)"
+            ) from error
         logger.debug("started %s with %s", name, self._settings)
         # Runs on shutdown(), when this processor is collected, or at interpreter exit.
         self._finalizer = weakref.finalize(
-            self, _stop, self._core, self._workers, False, _FINALIZE_JOIN_SECONDS
+            self, _stop, self._core, self._workers, False, _FINALIZE_JOIN_SECONDS, name
         )
 
     def _restart_after_fork(self) -> None:
@@ -196,15 +225,22 @@ class BatchProcessor(_core.CallEntry, Lifecycle, Generic[T, U]):
     def closed(self) -> bool:
         return self._core.closed
 
-    def shutdown(self, drain: bool = True) -> None:
-        """Stops the processor and returns once its worker has stopped.
+    def shutdown(self, drain: bool = True, timeout: float | None = None) -> bool:
+        """Stops the processor and returns once its worker has stopped, or after ``timeout``
+        seconds. Returns True when the worker stopped, False (and logs a warning) when it was
+        still running a batch.
 
         With ``drain`` (the default) the items already queued still run; without it they fail
-        with :class:`ProcessorClosedError`. Later calls raise :class:`ProcessorClosedError`.
+        with :class:`ProcessorClosedError` at once, even while a batch still runs. Later calls
+        raise :class:`ProcessorClosedError`.
         """
+        check_timeout(timeout)
         self._finalizer.detach()
-        _stop(self._core, self._workers, drain, None)
+        stopped = _stop(
+            self._core, self._workers, drain, timeout, getattr(self, "__qualname__", "?")
+        )
         logger.debug("shut down %s (drain=%s)", self, drain)
+        return stopped
 
 
 class BatchMethod(Protocol[S_contra, T, U]):

@@ -4,9 +4,9 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyFrozenSet, PyList, PyMapping, PySet, PyString, PyTuple};
 
 use super::call::{release_gil, CallRef};
 use super::settle::Settlement;
@@ -150,24 +150,18 @@ pub(crate) fn fail_all(
     }
 }
 
-/// Splits the user function's output into one row per item, or says why it cannot.
+/// Splits the user function's output into one row per item, or says why it cannot. An output
+/// that is not a sequence (a mapping, a set, a generator, a string...) is a `TypeError`; one of
+/// the wrong length a `ValueError`. Whatever its own `__len__` or `__getitem__` raise reaches
+/// the callers unchanged.
 fn rows_of(output: &Bound<'_, PyAny>, expected: usize) -> PyResult<Vec<Py<PyAny>>> {
     let rows: Vec<Py<PyAny>> = if let Ok(list) = output.cast::<PyList>() {
         list.iter().map(Bound::unbind).collect()
     } else if let Ok(tuple) = output.cast::<PyTuple>() {
         tuple.iter().map(Bound::unbind).collect()
-    } else if output.is_instance_of::<PyString>() || output.is_instance_of::<PyBytes>() {
-        return Err(PyValueError::new_err(format!(
-            "the batch function returned a {}, expected a list (or sequence or array) of {expected} results, one per item",
-            output.get_type().name()?
-        )));
     } else {
-        let Ok(len) = output.len() else {
-            return Err(PyValueError::new_err(format!(
-                "the batch function returned {} which is not a sequence; expected a list (or sequence or array) of {expected} results, one per item",
-                output.get_type().name()?
-            )));
-        };
+        check_sequence(output, expected)?;
+        let len = output.len()?;
         if len != expected {
             return Err(length_error(len, expected));
         }
@@ -180,6 +174,31 @@ fn rows_of(output: &Bound<'_, PyAny>, expected: usize) -> PyResult<Vec<Py<PyAny>
         return Err(length_error(rows.len(), expected));
     }
     Ok(rows)
+}
+
+/// Refuses an output whose rows have no order or are not results: strings and bytes, mappings
+/// (iterating one gives its keys), sets, and anything without both `__len__` and
+/// `__getitem__` (generators, iterators, numbers, `None`).
+fn check_sequence(output: &Bound<'_, PyAny>, expected: usize) -> PyResult<()> {
+    let kind = output.get_type();
+    let why = if output.is_instance_of::<PyString>()
+        || output.is_instance_of::<PyBytes>()
+        || output.is_instance_of::<PyByteArray>()
+    {
+        "a string of characters or bytes, not of results"
+    } else if output.cast::<PyMapping>().is_ok() {
+        "a mapping, whose iteration gives its keys"
+    } else if output.is_instance_of::<PySet>() || output.is_instance_of::<PyFrozenSet>() {
+        "a set, which has no order"
+    } else if !kind.hasattr("__len__")? || !kind.hasattr("__getitem__")? {
+        "not a sequence"
+    } else {
+        return Ok(());
+    };
+    Err(PyTypeError::new_err(format!(
+        "the batch function returned a {} ({why}); it must return a list (or another sequence, or an array) of {expected} results, one per item, in order",
+        kind.name()?
+    )))
 }
 
 fn length_error(got: usize, expected: usize) -> PyErr {
@@ -212,7 +231,8 @@ impl Batch {
     }
 
     /// Settles the batch with the user function's output: one row per item, in order. An
-    /// output of the wrong shape fails every caller with a `ValueError` instead.
+    /// output that is not a sequence fails every caller with a `TypeError`, one of the wrong
+    /// length with a `ValueError`.
     fn complete(&self, py: Python<'_>, output: &Bound<'_, PyAny>) -> PyResult<()> {
         let Some(entries) = self.take_entries() else {
             return Ok(());

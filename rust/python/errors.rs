@@ -64,3 +64,13 @@ pub(crate) fn refusal_error(refusal: Refusal) -> PyErr {
         Refusal::Closed => closed_error(),
     }
 }
+
+/// The exception for a call made from inside the processor's own batch function.
+pub(crate) fn self_call_error() -> PyErr {
+    pyo3::exceptions::PyRuntimeError::new_err(
+        "a batched function was called from inside its own batch function: the call would wait for \
+     a batch that cannot start before the running one returns, which is waiting for it (a \
+     deadlock). Call the undecorated function directly, or give the inner call another \
+     processor",
+    )
+}

@@ -13,11 +13,12 @@ use super::call::{
     deadline_after, new_call, release_gil, timeout_error, CallRef, Interruptible, PyCall, Rhythm,
     Stop, Waiter,
 };
-use super::errors::{closed_error, refusal_error};
+use super::errors::{closed_error, refusal_error, self_call_error};
 use super::options::QueueOptions;
 use super::settle::{wake_room_waiters, RoomWaiter, Settlement};
 use crate::admission::{Admission, Refusal};
 use crate::call::{Delivery, Failure};
+use crate::reentry::WorkerMark;
 use crate::scheduler::{Next, Rejected, Scheduler};
 use crate::stats::{Stats, Unserved};
 
@@ -30,6 +31,8 @@ struct Shared {
     /// earlier, each would find it taken and sleep a second time), and only once the worker
     /// must wait or has built its next batch's arguments (see `next_batch`).
     wake_later: Mutex<Vec<CallRef>>,
+    /// Tells a call from inside the batch function (on a worker thread) from any other.
+    workers: WorkerMark,
 }
 
 impl BatchOwner for Shared {
@@ -210,6 +213,7 @@ impl Processor {
                 block_when_full: options.block_when_full,
                 deliver,
                 wake_later: Mutex::new(Vec::new()),
+                workers: WorkerMark::new(),
             }),
         }
     }
@@ -228,6 +232,9 @@ impl Processor {
         rows: Option<usize>,
         lengths: Option<Vec<usize>>,
     ) -> PyResult<Py<PyAny>> {
+        if self.shared.workers.is_current_thread() {
+            return Err(self_call_error());
+        }
         let Some((call, submission)) = new_call(arg, rows, lengths, priority, Waiter::Thread)?
         else {
             return Ok(PyList::empty(py).into_any().unbind());
@@ -265,6 +272,9 @@ impl Processor {
         rows: Option<usize>,
         lengths: Option<Vec<usize>>,
     ) -> PyResult<Option<Ticket>> {
+        if self.shared.workers.is_current_thread() {
+            return Err(self_call_error());
+        }
         let waiter = Waiter::Future { event_loop, future };
         let Some((call, submission)) = new_call(arg, rows, lengths, priority, waiter)? else {
             return Ok(None);
@@ -307,6 +317,7 @@ impl Processor {
     /// closed and has nothing left to run.
     fn next_batch(&self, py: Python<'_>) -> Option<Batch> {
         let this = &self.shared;
+        this.workers.claim_current_thread();
         loop {
             // Callers served by the last batch are woken here only if the worker must wait:
             // while it prepares a batch that is ready now, they would compete with it for the
@@ -333,13 +344,15 @@ impl Processor {
     }
 
     /// Stops accepting calls. With `drain`, queued items still run; otherwise the worker stops
-    /// after its current batch and `fail_remaining` tells the queued callers.
+    /// after its current batch and `fail_remaining` tells the queued callers (at once: it need
+    /// not wait for that batch).
     fn close(&self, py: Python<'_>, drain: bool) {
         self.shared.scheduler.close(drain);
         self.shared.wake_room(py);
     }
 
-    /// Fails every still-queued call with `ProcessorClosedError`; call after the worker stopped.
+    /// Fails every still-queued call with `ProcessorClosedError`; call after `close`. A batch
+    /// the worker is still running is left to it.
     fn fail_remaining(&self, py: Python<'_>) {
         self.shared.wake_served();
         let remaining = self.shared.scheduler.take_remaining();

@@ -48,6 +48,8 @@ def thread_calls(model: Model) -> None:
     assert_type(model.predict("text"), float)
     assert_type(model.predict(["a", "b"]), list[float])
     assert_type(double.stats, batched.BatchStats)
+    assert_type(double.shutdown(drain=False, timeout=1.0), bool)
+    assert_type(aembed.shutdown(timeout=2), bool)
 
 
 async def async_calls(model: Model) -> None:

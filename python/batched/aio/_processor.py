@@ -15,9 +15,11 @@ from batched import _core
 from batched._decorate import Pinning, apply_or_defer, check_callable
 from batched._delivery import check_timeout, deliver, item_count, submit_call
 from batched._lifecycle import AsyncLifecycle
+from batched._log import logger
 from batched._options import AsyncBatchOptions, Settings
 from batched._plan import ITEMS, Plan, Resolver, item_lengths, run_batch_async
 from batched._processor import BatchProcessor
+from batched._reentry import refuse_call_inside_own_batch
 from batched._stats import BatchStats
 
 T = TypeVar("T")
@@ -90,6 +92,11 @@ class _LoopBatcher:
             self._running -= 1
             self._pump(draining)
 
+    @property
+    def busy(self) -> bool:
+        """Whether a batch still runs or waits here."""
+        return self._running > 0 or len(self.queue) > 0
+
     def close(self) -> None:
         self.queue.close()
         if self._timer is not None:
@@ -108,7 +115,7 @@ class _AsyncCore:
     """Batching for an ``async def`` function: one queue per event loop, shared statistics."""
 
     def __init__(self, resolve: Resolver, settings: Settings, plan: Plan) -> None:
-        self._resolve = resolve
+        self.resolver = self._resolve = resolve  # public: identifies the processor's batches
         self._settings = settings
         self._plan = plan
         self._closed = False
@@ -165,14 +172,15 @@ class _AsyncCore:
             batcher.close()
         return batchers
 
-    def shutdown(self, drain: bool) -> None:
+    def shutdown(self, drain: bool, timeout: float | None) -> bool:
         """See :meth:`AsyncBatchProcessor.shutdown`."""
         try:
             current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             current = None
         waits: list[concurrent.futures.Future[None]] = []
-        for batcher in self._close():
+        batchers = self._close()
+        for batcher in batchers:
             loop = batcher.loop
             if not drain or loop.is_closed() or not loop.is_running():
                 batcher.queue.fail_remaining()
@@ -181,8 +189,7 @@ class _AsyncCore:
                 loop.create_task(batcher.drain())
             else:
                 waits.append(asyncio.run_coroutine_threadsafe(batcher.drain(), loop))
-        for wait in waits:
-            wait.result()
+        return _wait_for_drains(waits, timeout) and not any(batcher.busy for batcher in batchers)
 
     async def ashutdown(self, drain: bool) -> None:
         """See :meth:`AsyncBatchProcessor.ashutdown`."""
@@ -198,6 +205,23 @@ class _AsyncCore:
                 future = asyncio.run_coroutine_threadsafe(batcher.drain(), loop)
                 waits.append(asyncio.wrap_future(future))
         await asyncio.gather(*waits)
+
+
+def _wait_for_drains(waits: list[concurrent.futures.Future[None]], timeout: float | None) -> bool:
+    """Waits for the drains of other threads' loops, ``timeout`` seconds at most in all;
+    False (with a warning logged) when one was still running."""
+    limit = None if timeout is None else (timeout if timeout > 0 else 0)  # NaN too
+    done, running = concurrent.futures.wait(waits, limit)
+    for wait in done:
+        wait.result()
+    if running:
+        logger.warning(
+            "%d event loop(s) still draining a batched processor after shutdown's timeout of "
+            "%s s; their callers wait for the batch function to return",
+            len(running),
+            timeout,
+        )
+    return not running
 
 
 _live_cores: weakref.WeakSet[_AsyncCore] = weakref.WeakSet()
@@ -278,6 +302,7 @@ class AsyncBatchProcessor(Pinning, AsyncLifecycle, Generic[T, U]):
         if self._async is None:
             assert self._threaded is not None
             return await self._threaded._acall_rows(item, timeout, priority, rows, lengths)
+        refuse_call_inside_own_batch(self._async.resolver, self)
         check_timeout(timeout)
         loop = asyncio.get_running_loop()
         batcher = self._async.batcher(loop)
@@ -307,20 +332,22 @@ class AsyncBatchProcessor(Pinning, AsyncLifecycle, Generic[T, U]):
         assert self._threaded is not None
         return self._threaded.histograms(time_bounds, size_bounds)
 
-    def shutdown(self, drain: bool = True) -> None:
+    def shutdown(self, drain: bool = True, timeout: float | None = None) -> bool:
         """Stops the processor. Calls made afterwards raise :class:`ProcessorClosedError`.
+        Returns True when no batch of it still runs or waits, False otherwise (a warning is
+        logged when ``timeout`` seconds passed first).
 
         For a plain ``def`` function this is :meth:`BatchProcessor.shutdown`. For an
         ``async def`` function, ``drain`` runs the queued items on their own event loops and
-        waits for them, except on a loop's own thread, where it cannot wait: there, use
-        ``await f.ashutdown()``. Without ``drain``, queued items fail with
-        :class:`ProcessorClosedError`, and so do the items of loops no longer running.
+        waits for them (``timeout`` seconds at most), except on a loop's own thread, where it
+        cannot wait: there, use ``await f.ashutdown()``. Without ``drain``, queued items fail
+        with :class:`ProcessorClosedError`, and so do the items of loops no longer running.
         """
+        check_timeout(timeout)
         if self._async is not None:
-            self._async.shutdown(drain)
-        else:
-            assert self._threaded is not None
-            self._threaded.shutdown(drain)
+            return self._async.shutdown(drain, timeout)
+        assert self._threaded is not None
+        return self._threaded.shutdown(drain, timeout)
 
     async def ashutdown(self, drain: bool = True) -> None:
         """Like :meth:`shutdown`, awaited: returns once every queued item (with ``drain``) and

@@ -67,8 +67,9 @@ class AsyncInferenceProcessor(Pinning, AsyncLifecycle):
         """See :meth:`batched.BatchProcessor.histograms`."""
         return self._processor.histograms(time_bounds, size_bounds)
 
-    def shutdown(self, drain: bool = True) -> None:
-        self._processor.shutdown(drain)
+    def shutdown(self, drain: bool = True, timeout: float | None = None) -> bool:
+        """Stops the processor; see :meth:`batched.aio.AsyncBatchProcessor.shutdown`."""
+        return self._processor.shutdown(drain, timeout)
 
     async def ashutdown(self, drain: bool = True) -> None:
         await self._processor.ashutdown(drain)

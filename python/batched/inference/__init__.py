@@ -86,9 +86,9 @@ class InferenceProcessor(Pinning, Lifecycle):
         """See :meth:`batched.BatchProcessor.histograms`."""
         return self._processor.histograms(time_bounds, size_bounds)
 
-    def shutdown(self, drain: bool = True) -> None:
+    def shutdown(self, drain: bool = True, timeout: float | None = None) -> bool:
         """Stops the processor; see :meth:`batched.BatchProcessor.shutdown`."""
-        self._processor.shutdown(drain)
+        return self._processor.shutdown(drain, timeout)
 
     @property
     def closed(self) -> bool:
