@@ -5,7 +5,8 @@ items and lists, priorities, poison items that make the batch function raise, pe
 task cancellations and bounded queues that fill up. Every call's outcome is classified and
 checked by its own caller, and the processors' counters are compared with what the callers saw.
 
-Used by ``tests/test_stress.py`` (about a minute) and ``benches/stress.py`` (as long as you like).
+Used by ``tests/test_stress.py``: about a minute by default, as long as you like with
+``BATCHED_STRESS_SECONDS``.
 Nothing here asserts on timing: the run lasts ``seconds``, and waits for the end are guards that
 only fail a run that hangs.
 """

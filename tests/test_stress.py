@@ -3,9 +3,9 @@ call eight processors at once (threads, ``acall``, ``async def`` and plain ``def
 with single items and lists, poison items, timeouts, cancellations and queues that fill up;
 every call must end exactly once, with the right outcome, and the statistics must agree.
 
-The run lasts ``BATCHED_STRESS_SECONDS`` (default 45; 0 skips it) with the seed
-``BATCHED_STRESS_SEED`` (random by default, printed, and named in every failure). The workload
-lives in ``stress_workload.py``; ``benches/stress.py`` runs it for longer. The other test here
+The run lasts ``BATCHED_STRESS_SECONDS`` (default 45; an hour makes a real stress run) with the
+seed ``BATCHED_STRESS_SEED`` (random by default, printed, and named in every failure). The
+workload lives in ``stress_workload.py``. The other test here
 pins down, deterministically, a lost wake-up that the stress run found.
 """
 
