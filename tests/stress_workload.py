@@ -6,9 +6,8 @@ task cancellations and bounded queues that fill up. Every call's outcome is clas
 checked by its own caller, and the processors' counters are compared with what the callers saw.
 
 Used by ``tests/test_stress.py``: about a minute by default, as long as you like with
-``BATCHED_STRESS_SECONDS``.
-Nothing here asserts on timing: the run lasts ``seconds``, and waits for the end are guards that
-only fail a run that hangs.
+``BATCHED_STRESS_SECONDS``. Nothing here asserts on timing: the run lasts ``seconds``, and waits
+for the end are guards that only fail a run that hangs.
 """
 
 from __future__ import annotations
