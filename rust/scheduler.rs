@@ -37,7 +37,8 @@ pub struct Batch<C> {
 #[derive(Debug)]
 pub struct Assembly<C> {
     pending: Pending<C>,
-    arrivals: ArrivalRate,
+    /// Observed only for adaptive dispatch, the one rule that reads it.
+    arrivals: Option<ArrivalRate>,
 }
 
 /// What [`Assembly::poll`] found.
@@ -56,12 +57,14 @@ impl<C: Clone + Cancellable> Assembly<C> {
     pub fn new(policy: &BatchPolicy) -> Self {
         Self {
             pending: Pending::new(policy.small_call_threshold),
-            arrivals: ArrivalRate::default(),
+            arrivals: policy.adaptive.then(ArrivalRate::default),
         }
     }
 
     pub fn push(&mut self, submission: Submission<C>) {
-        self.arrivals.observe(submission.arrival, submission.count);
+        if let Some(arrivals) = &mut self.arrivals {
+            arrivals.observe(submission.arrival, submission.count);
+        }
         self.pending.push(submission);
     }
 
@@ -94,11 +97,11 @@ impl<C: Clone + Cancellable> Assembly<C> {
                     tokens: self.pending.tokens(),
                     oldest_arrival: self.pending.oldest_arrival(),
                 };
-                let learned = Learned {
-                    arrivals: &self.arrivals,
-                    cost,
-                };
-                decide(shape, now, policy, Some(learned))
+                let learned = self
+                    .arrivals
+                    .as_ref()
+                    .map(|arrivals| Learned { arrivals, cost });
+                decide(shape, now, policy, learned)
             };
             let reason = match decision {
                 Decision::Dispatch(reason) => reason,

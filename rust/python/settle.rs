@@ -1,7 +1,9 @@
 //! Handing outcomes to asyncio futures: one `deliver` call per event loop per batch, which then
 //! makes a single `call_soon_threadsafe` onto that loop.
 
+use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::PyList;
 
 use super::call::{CallRef, Waiter};
@@ -75,11 +77,24 @@ impl Settlement {
         }
     }
 
-    /// Sends each loop its outcomes through the Python `deliver(loop, futures, values,
-    /// failed_futures, errors)` hook, and returns the blocked threads still to be woken.
+    /// Resolves the futures of the loop running on this thread here and now, and sends every
+    /// other loop its outcomes through the Python `deliver(loop, futures, values,
+    /// failed_futures, errors)` hook. Returns the blocked threads still to be woken.
     #[must_use = "the returned threads wait until woken"]
     pub fn flush(self, py: Python<'_>, deliver: &Py<PyAny>) -> Vec<CallRef> {
+        let running = if self.groups.is_empty() {
+            None
+        } else {
+            running_loop(py)
+        };
         for group in self.groups {
+            if running
+                .as_ref()
+                .is_some_and(|running| running.is(&group.event_loop))
+            {
+                group.settle_here(py);
+                continue;
+            }
             let sent = (|| {
                 deliver.call1(
                     py,
@@ -106,6 +121,53 @@ impl Settlement {
             call.outcome.wake();
         }
     }
+}
+
+impl LoopGroup {
+    /// Resolves the futures on their own loop's thread, without a hop through the loop: the
+    /// awaiting tasks are scheduled at once, as `set_result` always does.
+    fn settle_here(self, py: Python<'_>) {
+        let set_result = intern!(py, "set_result");
+        let set_exception = intern!(py, "set_exception");
+        let settled = self
+            .futures
+            .into_iter()
+            .zip(self.values)
+            .map(|(future, value)| (future, set_result, value))
+            .chain(
+                self.failed_futures
+                    .into_iter()
+                    .zip(self.errors)
+                    .map(|(future, error)| (future, set_exception, error)),
+            );
+        for (future, method, value) in settled {
+            if let Err(error) = future.call_method1(py, method, (value,)) {
+                // A task cancelled since its batch left has a cancelled future: skip it quietly.
+                let done = future
+                    .call_method0(py, intern!(py, "done"))
+                    .and_then(|done| done.is_truthy(py));
+                if !matches!(done, Ok(true)) {
+                    error.write_unraisable(py, None);
+                }
+            }
+        }
+    }
+}
+
+/// The event loop running on this thread, if any (`asyncio.events._get_running_loop`).
+fn running_loop(py: Python<'_>) -> Option<Bound<'_, PyAny>> {
+    static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let get = GET_RUNNING_LOOP
+        .get_or_try_init(py, || {
+            py.import("asyncio.events")?
+                .getattr("_get_running_loop")
+                .map(Bound::unbind)
+        })
+        .ok()?;
+    get.call0(py)
+        .ok()
+        .map(|running| running.into_bound(py))
+        .filter(|running| !running.is_none())
 }
 
 /// An event-loop task waiting for room in a bounded queue: its future resolves (to `None`) when
