@@ -21,8 +21,6 @@ pub(crate) trait BatchOwner: Send + Sync {
     fn record_batch(&self, items: usize, elapsed: std::time::Duration, succeeded: bool);
     fn record_padding(&self, real: u64, padded: u64);
     fn record_unserved(&self, why: Unserved, items: usize);
-    /// The Python hook that resolves futures on their own loop (see `Settlement::flush`).
-    fn deliver(&self) -> &Py<PyAny>;
     /// Wakes blocked callers whose results are in, now or at a better moment.
     fn wake(&self, calls: Vec<CallRef>);
     /// Wakes the callers that [`BatchOwner::wake`] deferred, if any.
@@ -73,7 +71,7 @@ impl Batch {
                 Failure::Internal("a panic while delivering results".into())
             });
         }
-        let threads = settlement.flush(py, self.owner.deliver());
+        let threads = settlement.flush(py);
         self.owner.wake(threads);
     }
 }
@@ -320,7 +318,7 @@ impl Drop for Batch {
             settlement.fail_all(py, &entries, || {
                 Failure::Internal("a batch was discarded before it completed".into())
             });
-            settlement.flush_and_wake(py, self.owner.deliver());
+            settlement.flush_and_wake(py);
         });
     }
 }

@@ -89,10 +89,6 @@ impl BatchOwner for Inner {
         lock(&self.totals.stats).record_unserved(why, items);
     }
 
-    fn deliver(&self) -> &Py<PyAny> {
-        &self.deliver
-    }
-
     fn wake(&self, calls: Vec<CallRef>) {
         for call in calls {
             call.outcome.wake();
@@ -248,7 +244,7 @@ impl LoopQueue {
         self.inner.release(py, remaining.len());
         let mut settlement = Settlement::default();
         settlement.fail_all(py, &remaining, || Failure::Closed);
-        settlement.flush_and_wake(py, &self.inner.deliver);
+        settlement.flush_and_wake(py);
     }
 
     /// Items queued on this queue.

@@ -45,10 +45,6 @@ impl BatchOwner for Shared {
         self.scheduler.record_unserved(why, items);
     }
 
-    fn deliver(&self) -> &Py<PyAny> {
-        &self.deliver
-    }
-
     fn wake(&self, calls: Vec<CallRef>) {
         self.wake_later
             .lock()
@@ -345,7 +341,7 @@ impl Processor {
         let remaining = self.shared.scheduler.take_remaining();
         let mut settlement = Settlement::default();
         settlement.fail_all(py, &remaining, || Failure::Closed);
-        settlement.flush_and_wake(py, &self.shared.deliver);
+        settlement.flush_and_wake(py);
         self.shared.wake_room(py);
     }
 
