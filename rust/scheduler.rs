@@ -53,6 +53,16 @@ pub enum Poll<C> {
     Idle,
 }
 
+impl<C> Assembly<C> {
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
 impl<C: Clone + Cancellable> Assembly<C> {
     pub fn new(policy: &BatchPolicy) -> Self {
         Self {
@@ -66,14 +76,6 @@ impl<C: Clone + Cancellable> Assembly<C> {
             arrivals.observe(submission.arrival, submission.count);
         }
         self.pending.push(submission);
-    }
-
-    pub fn len(&self) -> usize {
-        self.pending.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
     }
 
     /// Applies the dispatch rule at `now`, with the batch `cost` learned so far for adaptive
