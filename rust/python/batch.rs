@@ -8,7 +8,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
-use super::call::{release_gil, CallRef};
+use super::gil::release_gil;
+use super::in_flight::CallRef;
 use super::settle::Settlement;
 use crate::call::Failure;
 use crate::pending::Entry;

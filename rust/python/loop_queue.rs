@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::batch::{Batch, BatchOwner};
-use super::call::{new_call, CallRef, Waiter};
+use super::in_flight::{new_call, CallRef, Waiter};
 use super::options::QueueOptions;
 use super::processor::{histograms_dict, register_room_waiter, rejected_error, stats_dict, Ticket};
 use super::settle::{wake_room_waiters, RoomWaiter, Settlement};

@@ -9,13 +9,13 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use super::batch::{Batch, BatchOwner};
-use super::call::{
-    deadline_after, new_call, release_gil, timeout_error, CallRef, Interruptible, PyCall, Rhythm,
-    Stop, Waiter,
-};
 use super::errors::{closed_error, refusal_error};
+use super::gil::release_gil;
+use super::in_flight::{new_call, CallRef, PyCall, Waiter};
+use super::interrupt::{deadline_after, timeout_error, Interruptible, Stop};
 use super::options::QueueOptions;
 use super::settle::{wake_room_waiters, RoomWaiter, Settlement};
+use super::wake_relay::Rhythm;
 use crate::admission::{Admission, Refusal};
 use crate::call::{Delivery, Failure};
 use crate::scheduler::{Next, Rejected, Scheduler};

@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyList;
 
-use super::call::{CallRef, Waiter};
+use super::in_flight::{CallRef, Waiter};
 use crate::call::{Delivery, Failure};
 use crate::pending::Entry;
 
