@@ -9,12 +9,11 @@
 //! channel after its send wakes it (items, not messages: one list call brings many). Waking the
 //! worker on every item would cost a context switch per item for nothing.
 
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, TryLockError};
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use crossbeam_utils::sync::{Parker, Unparker};
+use crate::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{now, Mutex, MutexGuard, PoisonError, RwLock, TryLockError};
+use crate::sync::{Parker, Receiver, Sender, TryRecvError, Unparker};
 
 use crate::adaptive::{ArrivalRate, CostModel, Learned};
 use crate::admission::{Admission, Refusal};
@@ -217,6 +216,11 @@ pub struct Scheduler<C, W = ()> {
     /// Items sent on the channel and not yet received: counted before the send and after the
     /// receive, so it is never less than the channel holds.
     items_in_channel: AtomicUsize,
+    /// Under loom only: producers follow the earlier wake-up rule, which woke the worker when
+    /// the admission count they got was 0 or their items crossed the batch size. It loses
+    /// wake-ups; the models show that they catch it (see `scripts/loom.sh`).
+    #[cfg(loom)]
+    previous_wake_rule: bool,
 }
 
 const AWAKE: usize = usize::MAX;
@@ -244,7 +248,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl<C: Clone + Cancellable, W> Scheduler<C, W> {
     /// `max_queued` bounds the items accepted and not yet dispatched; `None` leaves it open.
     pub fn new(policy: BatchPolicy, max_queued: Option<usize>) -> Self {
-        let (sender, receiver) = crossbeam_channel::unbounded();
+        let (sender, receiver) = crate::sync::channel();
         let parker = Parker::new();
         Self {
             sender: RwLock::new(Some(sender)),
@@ -259,7 +263,16 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
             draining: AtomicBool::new(false),
             stats: Mutex::new(Stats::default()),
             cost: Mutex::new(CostModel::default()),
+            #[cfg(loom)]
+            previous_wake_rule: false,
         }
+    }
+
+    /// See `previous_wake_rule`.
+    #[cfg(all(loom, test))]
+    pub(crate) fn with_previous_wake_rule(mut self) -> Self {
+        self.previous_wake_rule = true;
+        self
     }
 
     /// Items accepted and not yet dispatched.
@@ -304,7 +317,7 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
     pub fn submit(&self, submission: Submission<C>) -> Result<(), Rejected<C>> {
         let submission = check_lengths(submission, &self.policy)?;
         match self.admission.try_admit(submission.count) {
-            Ok(_) => self.submit_admitted(submission),
+            Ok(before) => self.enqueue(submission, Some(before)),
             Err(refusal) => Err(Rejected::Refused {
                 submission,
                 refusal,
@@ -314,6 +327,17 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
 
     /// Queues a submission whose items [`Scheduler::admission`] already admitted.
     pub fn submit_admitted(&self, submission: Submission<C>) -> Result<(), Rejected<C>> {
+        self.enqueue(submission, None)
+    }
+
+    /// Sends an admitted submission to the worker, and wakes it if this changes its decision.
+    /// `admitted_onto`, the items queued before its own were admitted, is read only by the
+    /// previous wake-up rule that the loom models keep.
+    fn enqueue(
+        &self,
+        submission: Submission<C>,
+        admitted_onto: Option<usize>,
+    ) -> Result<(), Rejected<C>> {
         let count = submission.count;
         let sender = self.sender.read().unwrap_or_else(PoisonError::into_inner);
         let Some(sender) = sender.as_ref() else {
@@ -327,6 +351,19 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
             self.items_in_channel.fetch_sub(count, Ordering::SeqCst);
             return Err(Rejected::Closed(returned.into_inner()));
         }
+        #[cfg(loom)]
+        if self.previous_wake_rule {
+            let batch_size = self.policy.batch_size;
+            let crossed = |before: usize| {
+                before == 0 || (before < batch_size && before + count >= batch_size)
+            };
+            if admitted_onto.is_some_and(crossed) {
+                self.wake_worker.unpark();
+            }
+            return Ok(());
+        }
+        #[cfg(not(loom))]
+        let _ = admitted_onto;
         // Pairs with the worker's fence before it sleeps: either it sees this item in the
         // channel, or this producer sees that it sleeps and for how many items.
         fence(Ordering::SeqCst);
@@ -395,7 +432,7 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
             if disconnected && !draining {
                 return Next::Closed;
             }
-            let now = Instant::now();
+            let now = now();
             let cost = if self.policy.adaptive {
                 lock(&self.cost).clone()
             } else {
@@ -441,15 +478,15 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
     /// unless a submission arrives or the queue closes meanwhile.
     fn sleep_until(&self, parker: &Parker, late_timer: &mut LateTimer, deadline: Instant) {
         let asked = late_timer.wake_at(deadline);
-        if asked > Instant::now() {
+        if asked > now() {
             parker.park_deadline(asked);
-            let woke = Instant::now();
+            let woke = now();
             if woke < asked {
                 return; // a producer woke it: decide again
             }
             late_timer.observe(asked, woke);
         }
-        while Instant::now() < deadline && self.receiver.is_empty() && !self.is_closed() {
+        while now() < deadline && self.receiver.is_empty() && !self.is_closed() {
             std::hint::spin_loop();
         }
     }
@@ -494,7 +531,7 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicBool;
