@@ -206,7 +206,9 @@ def embed_results(data: dict[str, Any]) -> tuple[list[embed.Case], embed.Results
 def serve_results(data: dict[str, Any]) -> tuple[list[serve.Variant], serve.Results]:
     """serve.py's variants and results, rebuilt from its JSON so that its own table renders."""
     variants = [
-        serve.Variant(v["id"], v["label"], v["impl"], v["batching"], v["length_aware"])
+        serve.Variant(
+            v["id"], v["label"], v["impl"], v["batching"], v["length_aware"], v.get("peer")
+        )
         for v in data["variants"]
     ]
     return variants, serve.Results({v["id"]: v["runs"] for v in data["variants"]})
