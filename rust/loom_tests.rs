@@ -22,6 +22,7 @@ use loom::thread;
 
 use crate::admission::{Admission, Refusal};
 use crate::call::{Call, Delivery, Failure};
+use crate::loop_scheduler::{LoopScheduler, Polled, Totals};
 use crate::pending::{Cancellable, Submission};
 use crate::policy::BatchPolicy;
 use crate::relay::{chain, Relay};
@@ -591,5 +592,46 @@ fn close_with_drain_races_submit() {
 fn close_without_drain_races_submit() {
     explore_scheduler("close(no drain) vs submit vs worker", Some(3), || {
         close_races_submit(false)
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The loop-driven scheduler
+
+/// Two event loops on two threads, each with its own `LoopScheduler` of one processor: each
+/// queues a call of two items and polls it out as a full batch while the main thread reads the
+/// shared totals. Every item is counted once in and once out, whatever the interleaving.
+#[test]
+fn loops_of_one_processor_keep_shared_totals() {
+    explore_scheduler("loop schedulers: 2 loops share totals", Some(3), || {
+        let totals: std::sync::Arc<Totals> = std::sync::Arc::default();
+        let loops: Vec<_> = (0..2)
+            .map(|id| {
+                let totals = std::sync::Arc::clone(&totals);
+                thread::spawn(move || {
+                    let policy = BatchPolicy::new(2, 5.0, 8).unwrap();
+                    let queue: LoopScheduler<Arc<Ticket>, ()> =
+                        LoopScheduler::new(policy, Some(2), false, totals);
+                    let mut call = submission(id, false);
+                    call.count = 2;
+                    assert!(matches!(queue.submit(call), Ok(true)));
+                    match queue.poll(crate::sync::now(), false) {
+                        (Polled::Ready(batch), woken) => {
+                            assert_eq!(batch.entries.len(), 2);
+                            assert!(woken.is_empty());
+                        }
+                        (other, _) => panic!("expected a full batch, got {other:?}"),
+                    }
+                    queue.record_batch(2, std::time::Duration::ZERO, true);
+                })
+            })
+            .collect();
+        assert!(totals.queued() <= 4);
+        for queue in loops {
+            queue.join().unwrap();
+        }
+        assert_eq!(totals.queued(), 0);
+        let stats = totals.stats();
+        assert_eq!((stats.total_batches, stats.full_batches), (2, 2));
     });
 }

@@ -112,10 +112,11 @@ fn scatter(
     let mut rows = rows.into_iter();
     for (start, end) in runs(entries) {
         let call = &entries[start].call;
-        // Collected first: a call that already ended ignores its rows, and they must still be
-        // consumed so that the next call gets its own.
-        let run: Vec<Py<PyAny>> = rows.by_ref().take(end - start).collect();
-        let delivery = call.outcome.deliver(entries[start].index, run);
+        let mut run = rows.by_ref().take(end - start);
+        let delivery = call.outcome.deliver(entries[start].index, &mut run);
+        // A call that already ended ignores its rows: they must still be consumed so that the
+        // next call gets its own.
+        run.for_each(drop);
         settlement.ended(py, call, delivery);
     }
 }
