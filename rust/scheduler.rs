@@ -405,13 +405,26 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
     /// `before_waiting` each time before the worker sleeps (or waits for another worker): work
     /// that can wait while a batch is ready at once, but not while the worker idles.
     pub fn next(&self, before_waiting: &mut dyn FnMut()) -> Next<C> {
+        self.next_or_wait(Some(before_waiting))
+            .expect("a worker that may wait always gets an answer")
+    }
+
+    /// Like [`Scheduler::next`], but `None` where it would wait (for a batch, or for another
+    /// worker): lets a worker that holds a lock of its own (the GIL) keep it when a batch is
+    /// ready at once, and let it go only to wait.
+    pub fn try_next(&self) -> Option<Next<C>> {
+        self.next_or_wait(None)
+    }
+
+    /// [`Scheduler::next`] when `before_waiting` is given, else [`Scheduler::try_next`].
+    fn next_or_wait(&self, mut before_waiting: Option<&mut dyn FnMut()>) -> Option<Next<C>> {
         precise_timers_for_this_thread();
         // Another worker may hold the assembly for as long as it sleeps: that is waiting too.
         let mut guard = match self.assembly.try_lock() {
             Ok(guard) => guard,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(TryLockError::WouldBlock) => {
-                before_waiting();
+                before_waiting.as_mut()?();
                 lock(&self.assembly)
             }
         };
@@ -430,7 +443,7 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
             }
             let draining = disconnected && self.draining.load(Ordering::Relaxed);
             if disconnected && !draining {
-                return Next::Closed;
+                return Some(Next::Closed);
             }
             let now = now();
             let cost = if self.policy.adaptive {
@@ -443,11 +456,11 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
                 assembly.poll(now, &self.policy, draining, &mut stats, &cost)
             };
             if self.release(removed) && !matches!(poll, Poll::Ready(_)) {
-                return Next::RoomFreed;
+                return Some(Next::RoomFreed);
             }
             let (until, wake_at_items) = match poll {
-                Poll::Ready(batch) => return Next::Batch(batch),
-                Poll::Idle if disconnected => return Next::Closed,
+                Poll::Ready(batch) => return Some(Next::Batch(batch)),
+                Poll::Idle if disconnected => return Some(Next::Closed),
                 Poll::Idle => (None, 1),
                 Poll::WaitUntil {
                     until,
@@ -460,7 +473,7 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
             } else {
                 wake_at_items.saturating_sub(assembly.len()).max(1)
             };
-            before_waiting();
+            before_waiting.as_mut()?();
             self.sleeping_for.store(sleeping_for, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             if self.receiver.is_empty() {

@@ -26,6 +26,10 @@ pub(crate) trait BatchOwner: Send + Sync {
     fn wake(&self, calls: Vec<CallRef>);
     /// Wakes the callers that [`BatchOwner::wake`] deferred, if any.
     fn wake_served(&self) {}
+    /// Whether [`BatchOwner::wake`] deferred any callers.
+    fn has_served(&self) -> bool {
+        false
+    }
 }
 
 #[pyclass(frozen, module = "batched._core")]
@@ -193,7 +197,11 @@ impl Batch {
     /// Wakes the callers of earlier batches whose results are in and who still sleep; call
     /// once this batch's arguments are ready, just before the user function runs.
     fn wake_served(&self, py: Python<'_>) {
-        release_gil(py, || self.owner.wake_served());
+        // Only for blocked callers: with none to wake (asyncio callers are woken through their
+        // loop), letting the GIL go would hand it to the loop for a whole switch interval.
+        if self.owner.has_served() {
+            release_gil(py, || self.owner.wake_served());
+        }
     }
 
     fn __len__(&self) -> usize {

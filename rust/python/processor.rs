@@ -61,6 +61,14 @@ impl BatchOwner for Shared {
         );
         PyCall::wake_in_turn(&calls);
     }
+
+    fn has_served(&self) -> bool {
+        !self
+            .wake_later
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
 }
 
 impl Shared {
@@ -304,18 +312,19 @@ impl Processor {
     fn next_batch(&self, py: Python<'_>) -> Option<Batch> {
         let this = &self.shared;
         loop {
-            // Callers served by the last batch are woken here only if the worker must wait:
-            // while it prepares a batch that is ready now, they would compete with it for the
-            // GIL, so that batch wakes them (`Batch.wake_served`) just before the user function
-            // runs. (A batch function that itself made blocking calls may keep a baton:
-            // release_gil hands it over.)
-            let next = release_gil(py, || {
-                let next = this.scheduler.next(&mut || this.wake_served());
-                if matches!(next, Next::Closed) {
-                    this.wake_served(); // no next batch will wake them
-                }
-                next
+            // A batch ready at once is taken with the GIL held: letting it go would hand it to
+            // the callers' threads (or event loop) for up to a switch interval. Callers served
+            // by the last batch are woken here only if the worker must wait: while it prepares
+            // a batch that is ready now, they would compete with it for the GIL, so that batch
+            // wakes them (`Batch.wake_served`) just before the user function runs. (A batch
+            // function that itself made blocking calls may keep a baton: release_gil hands it
+            // over.)
+            let next = this.scheduler.try_next().unwrap_or_else(|| {
+                release_gil(py, || this.scheduler.next(&mut || this.wake_served()))
             });
+            if matches!(next, Next::Closed) {
+                release_gil(py, || this.wake_served()); // no next batch will wake them
+            }
             this.wake_room(py);
             match next {
                 Next::Batch(batch) => {
