@@ -312,14 +312,19 @@ impl Processor {
     fn next_batch(&self, py: Python<'_>) -> Option<Batch> {
         let this = &self.shared;
         loop {
-            // A batch ready at once is taken with the GIL held: letting it go would hand it to
-            // the callers' threads (or event loop) for up to a switch interval. Callers served
-            // by the last batch are woken here only if the worker must wait: while it prepares
-            // a batch that is ready now, they would compete with it for the GIL, so that batch
-            // wakes them (`Batch.wake_served`) just before the user function runs. (A batch
-            // function that itself made blocking calls may keep a baton: release_gil hands it
-            // over.)
-            let next = this.scheduler.try_next().unwrap_or_else(|| {
+            // Callers served by the last batch are woken here only if the worker must wait:
+            // while it prepares a batch that is ready now, they would compete with it for the
+            // GIL, so that batch wakes them (`Batch.wake_served`) just before the user function
+            // runs. (A batch function that itself made blocking calls may keep a baton:
+            // release_gil hands it over.) With no blocked callers served (asyncio callers
+            // only), a batch ready at once is taken with the GIL held: letting it go would hand
+            // it to the event loop for up to a switch interval.
+            let ready = if this.has_served() {
+                None
+            } else {
+                this.scheduler.try_next()
+            };
+            let next = ready.unwrap_or_else(|| {
                 release_gil(py, || this.scheduler.next(&mut || this.wake_served()))
             });
             if matches!(next, Next::Closed) {
