@@ -12,12 +12,15 @@ N caller threads, one big list, an idle processor, a lone caller) and the asynci
 (``batched.aio.dynamically`` on an ``async def`` and on a plain ``def``: N tasks, one big
 list, an idle processor against a bare event loop's baseline). The 64-thread case also
 measures the machine's floor for it: 64 bare threads passing a token round a ring (see
-``token_ring``).
+``token_ring``). The asyncio task cases also run, in this interpreter, the floor for them (a
+minimal single-loop batcher, ``_floor.py``) and Ray Serve's ``@serve.batch`` (``_ray_batch.py``,
+outside a deployment, its replica-context check stubbed), interleaved with the others.
 
     python benches/overhead.py              # short run (default, ~4 minutes)
     python benches/overhead.py --full       # longer windows, steadier numbers
     python benches/overhead.py --strict     # exit 1 when a target is missed
     python benches/overhead.py --only lone --only idle --impl ours
+    python benches/overhead.py --only aio_async_tasks1000 --impl ours --peers floor
 
 Results: a markdown report (table and target checks) on stdout and in
 benches/results/overhead.md (for the README to include verbatim), JSON in
@@ -396,12 +399,24 @@ def lone_scenario(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_aio_double(
-    batched: ModuleType, variant: str, batch_size: int, timeout_ms: float
+    batched: ModuleType, variant: str, batch_size: int, timeout_ms: float, peer: str | None = None
 ) -> tuple[Any, list[int]]:
     """``aio.dynamically`` on the trivial function, as ``async def`` (``variant="async"``) or as
-    a plain ``def`` (``variant="def"``), and its [batches, items] counter."""
+    a plain ``def`` (``variant="def"``), and its [batches, items] counter. A ``peer`` batches
+    it instead: ``"floor"`` (``_floor.MinimalBatcher``) or ``"ray"`` (``@serve.batch``)."""
     counts = [0, 0]
     decorate = batched.aio.dynamically(batch_size=batch_size, timeout_ms=timeout_ms)
+    if peer == "floor":
+        from _floor import MinimalBatcher
+
+        def decorate(func: Any) -> Any:
+            return MinimalBatcher(func, batch_size, timeout_ms)
+    elif peer == "ray":
+        from _ray_batch import ray_batch
+
+        def decorate(func: Any) -> Any:
+            return ray_batch(func, batch_size=batch_size, timeout_ms=timeout_ms)
+
     if variant == "async":
 
         async def double_async(items: list[int]) -> list[int]:
@@ -438,7 +453,9 @@ def aio_tasks_scenario(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]
 
 async def _aio_tasks(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
     n_tasks = p["tasks"]
-    f, counts = make_aio_double(batched, p["variant"], p["batch_size"], p["timeout_ms"])
+    f, counts = make_aio_double(
+        batched, p["variant"], p["batch_size"], p["timeout_ms"], p.get("peer")
+    )
     await acheck_one(f, -1)  # the processor exists before anything is timed
 
     running = [True]
@@ -627,8 +644,15 @@ class Case:
     metrics: list[Metric]
     expected_s: float  # rough run time, for the watchdog
     needs: tuple[str, ...] = ()  # ids of cases whose results this one's derived metrics use
+    # Other batchers run on the same case in ours' interpreter (see ``PEERS``).
+    peers: tuple[str, ...] = ()
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+
+# Batchers measured beside ours and the reference on the asyncio task cases, in this
+# interpreter: the floor (``_floor.MinimalBatcher``) and Ray Serve's ``@serve.batch`` (outside
+# a deployment; ``_ray_batch`` stubs the replica-context check that only logs a warning).
+PEERS = {"floor": "floor", "ray": "Ray Serve"}
 
 THREAD_METRICS = [
     Metric("items_per_s", "items/s", higher_is_better=True),
@@ -783,7 +807,8 @@ def build_aio_cases(profile: dict[str, Any]) -> list[Case]:
                         "join_s": 10.0,
                     },
                     metrics=THREAD_METRICS,
-                    expected_s=profile["warmup_s"] + profile["duration_s"],
+                    expected_s=profile["warmup_s"] + profile["duration_s"] + 5,
+                    peers=("floor", "ray") if variant == "async" else ("floor",),
                 )
             )
     cases.append(
@@ -964,6 +989,67 @@ def evaluate_targets(cases: dict[str, Case], impls: list[str]) -> list[Target]:
             3.0,
             False,
         )
+
+    def peer_target(name: str, case_id: str, key: str, peer: str, bound: float) -> None:
+        """Passes when ours/peer is at least ``bound`` (items/s) or at most it (times, CPU)."""
+        case = cases.get(case_id)
+        if case is None or peer not in case.results:
+            return
+        ours, theirs = metric_value(case, "ours", key), metric_value(case, peer, key)
+        if not (C.is_number(ours) and C.is_number(theirs)) or theirs == 0:
+            targets.append(Target(name, None, f"no numbers (ours={ours}, {peer}={theirs})"))
+            return
+        higher = key == "items_per_s"
+        ratio = ours / theirs
+        ok = ratio >= bound if higher else ratio <= bound
+        need = f"need {'≥' if higher else '≤'} {bound:g}x"
+        detail = (
+            f"ours {C.fmt_num(ours)} vs {PEERS[peer]} {C.fmt_num(theirs)}: {ratio:.2f}x ({need})"
+        )
+        targets.append(Target(name, ok, detail))
+
+    peer_target(
+        "asyncio items/s, async def, 1 000 tasks ≥ 0.9x floor",
+        "aio_async_tasks1000",
+        "items_per_s",
+        "floor",
+        0.9,
+    )
+    peer_target(
+        "asyncio p99, async def, 1 000 tasks ≤ 1.2x floor",
+        "aio_async_tasks1000",
+        "p99_us",
+        "floor",
+        1.2,
+    )
+    peer_target(
+        "asyncio CPU µs/item, async def, 1 000 tasks ≤ 1.2x floor",
+        "aio_async_tasks1000",
+        "cpu_us_per_item",
+        "floor",
+        1.2,
+    )
+    peer_target(
+        "asyncio items/s, def, 1 000 tasks ≥ 0.9x its floor",
+        "aio_def_tasks1000",
+        "items_per_s",
+        "floor",
+        0.9,
+    )
+    peer_target(
+        "asyncio items/s, async def, 1 000 tasks ≥ 5x Ray Serve",
+        "aio_async_tasks1000",
+        "items_per_s",
+        "ray",
+        5.0,
+    )
+    peer_target(
+        "asyncio p99, async def, 1 000 tasks ≤ 0.3x Ray Serve",
+        "aio_async_tasks1000",
+        "p99_us",
+        "ray",
+        0.3,
+    )
     ratio_target(
         "asyncio items/s, one await of a 100 000-item list ≥ 10x reference",
         "aio_big_list_100k",
@@ -1027,6 +1113,10 @@ def render_table(cases: list[Case], impls: list[str]) -> str:
     if both:
         headers.append("ours vs ref")
         align.append("r")
+    peers = [peer for peer in PEERS if any(peer in case.results for case in cases)]
+    for peer in peers:
+        headers += [PEERS[peer], f"ours vs {PEERS[peer]}"]
+        align += ["r", "r"]
     rows = []
     for case in cases:
         for n, m in enumerate(case.metrics):
@@ -1047,6 +1137,16 @@ def render_table(cases: list[Case], impls: list[str]) -> str:
                     if m.ratio
                     else None
                 )
+                row.append(C.fmt_ratio(g) if m.ratio else "")
+            for peer in peers:
+                if peer not in case.results:
+                    row += ["", ""]
+                    continue
+                theirs = metric_value(case, peer, m.key)
+                row.append(
+                    "ERROR" if "error" in case.results[peer] else C.fmt_num(theirs, m.digits)
+                )
+                g = C.gain(metric_value(case, "ours", m.key), theirs, m.higher_is_better)
                 row.append(C.fmt_ratio(g) if m.ratio else "")
             rows.append(row)
     return C.markdown_table(headers, rows, align)
@@ -1111,21 +1211,33 @@ def parent_main(args: argparse.Namespace) -> int:
         expect[impl] = C.expected_location(impl)
         C.log(f"[setup] {impl}: {C.worker_python(impl)} (batched under {expect[impl]})")
 
+    unknown = set(args.peers) - set(PEERS)
+    if unknown:
+        C.log(f"unknown peers {sorted(unknown)}; known: {', '.join(PEERS)}")
+        return 2
+    if args.peers and "ours" not in expect:
+        expect["ours"] = C.expected_location("ours")
+
     started = time.perf_counter()
     infos: dict[str, Any] = {}
     for case in cases:
-        runs: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
+        runners = [*impls, *(peer for peer in case.peers if peer in args.peers)]
+        runs: dict[str, list[dict[str, Any]]] = {impl: [] for impl in runners}
         for rep in range(args.repeat):
-            for impl in impls:
+            for impl in runners:
                 watchdog = case.expected_s * 3 + 60
+                # A peer runs in ours' interpreter, told which batcher to use.
+                peer = impl in PEERS
                 payload = {
                     "scenario": case.scenario,
-                    "params": case.params,
-                    "expect_dir": expect[impl],
+                    "params": {**case.params, "peer": impl} if peer else case.params,
+                    "expect_dir": expect["ours" if peer else impl],
                     "watchdog_s": watchdog,
                 }
                 t = time.perf_counter()
-                result = C.run_worker(SCRIPT, impl, payload, timeout_s=watchdog + 60)
+                result = C.run_worker(
+                    SCRIPT, "ours" if peer else impl, payload, timeout_s=watchdog + 60
+                )
                 runs[impl].append(result)
                 tag = f"[{case.id}{f' #{rep + 1}' if args.repeat > 1 else ''}] {impl}"
                 if "error" in result:
@@ -1137,7 +1249,7 @@ def parent_main(args: argparse.Namespace) -> int:
                         for m in case.metrics
                     )
                     C.log(f"{tag}: {shown}  ({time.perf_counter() - t:.1f} s)")
-        for impl in impls:
+        for impl in runners:
             case.results[impl] = C.combine_runs(runs[impl])
 
     by_id = {c.id: c for c in cases}
@@ -1211,6 +1323,13 @@ def main(argv: list[str] | None = None) -> int:
     length.add_argument("--quick", action="store_true", help="short windows (the default)")
     length.add_argument("--full", action="store_true", help="longer windows, steadier numbers")
     parser.add_argument("--impl", choices=["both", "ours", "ref"], default="both")
+    parser.add_argument(
+        "--peers",
+        default=",".join(PEERS),
+        type=lambda text: [peer for peer in text.split(",") if peer],
+        help="comma-separated peers to run on the asyncio task cases "
+        f"({', '.join(PEERS)}; empty for none)",
+    )
     parser.add_argument(
         "--only",
         action="append",

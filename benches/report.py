@@ -209,7 +209,9 @@ def embed_results(data: dict[str, Any]) -> tuple[list[embed.Case], embed.Results
 def serve_results(data: dict[str, Any]) -> tuple[list[serve.Variant], serve.Results]:
     """serve.py's variants and results, rebuilt from its JSON so that its own table renders."""
     variants = [
-        serve.Variant(v["id"], v["label"], v["impl"], v["batching"], v["length_aware"])
+        serve.Variant(
+            v["id"], v["label"], v["impl"], v["batching"], v["length_aware"], v.get("peer")
+        )
         for v in data["variants"]
     ]
     return variants, serve.Results({v["id"]: v["runs"] for v in data["variants"]})
@@ -256,11 +258,59 @@ QUIET_NOTE = (
 )
 
 
+# The asyncio task cases that overhead.py also runs on the floor and on Ray Serve, and what
+# of them the README shows: (case, metric key, label, digits, higher is better).
+PEER_CASES = (("aio_async_tasks1000", "`async def`"), ("aio_def_tasks1000", "`def`"))
+PEER_METRICS = (
+    ("items_per_s", "items/s", 0, True),
+    ("p99_us", "p99 µs", 0, False),
+    ("cpu_us_per_item", "CPU µs/item", 1, False),
+)
+PEER_LABELS = {"floor": "floor", "ray": "Ray Serve `@serve.batch`"}
+
+
+def peers_table(data: dict[str, Any]) -> str | None:
+    """The asyncio task cases beside the floor and Ray Serve: each peer's figure and ours
+    relative to it (items/s: ours/peer; times and CPU: ours/peer as well, so < 1 is better)."""
+    cells = []
+    for case_id, what in PEER_CASES:
+        for key, label, digits, _higher in PEER_METRICS:
+            ours = overhead_metric(data, case_id, "ours", key)
+            if ours is None:
+                continue
+            row = [f"asyncio, 1 000 tasks, {what}, {label}", C.fmt_num(ours, digits)]
+            for peer in PEER_LABELS:
+                theirs = overhead_metric(data, case_id, peer, key)
+                ratio = ours / theirs if theirs else None
+                row += [C.fmt_num(theirs, digits), "" if ratio is None else f"{ratio:.2f}x"]
+            cells.append(row)
+    if not cells:
+        return None
+    headers = ["scenario (batch_size 32, timeout_ms 5)", "batched"]
+    for label in PEER_LABELS.values():
+        headers += [label, "batched / it"]
+    return C.markdown_table(headers, cells, ["l", *("r" for _ in headers[1:])])
+
+
 def overhead_section(results: dict[str, dict[str, Any]]) -> list[str]:
     rows = overhead_rows(results.get("overhead", {})) + padding_rows(results.get("padding", {}))
     if not rows:
         return []
-    return ["", "### Overhead and padding (trivial and simulated models)", "", rows_table(rows)]
+    out = ["", "### Overhead and padding (trivial and simulated models)", "", rows_table(rows)]
+    peers = peers_table(results.get("overhead", {}))
+    if peers is not None:
+        out += [
+            "",
+            "### asyncio against its floor and Ray Serve",
+            "",
+            "The floor is the least a batcher on one event loop can do (`benches/_floor.py`: "
+            "one list, one `call_later`, one future per call; a plain `def` through "
+            "`run_in_executor`). Ray Serve's `@serve.batch` runs outside a deployment "
+            "(`benches/_ray_batch.py`). Same run as the table above.",
+            "",
+            peers,
+        ]
+    return out
 
 
 def embed_section(data: dict[str, Any]) -> list[str]:
@@ -330,15 +380,14 @@ def headline_rows(results: dict[str, dict[str, Any]]) -> list[Headline]:
                 ref=metric("threads64_t5", "ref", "items_per_s"),
             )
         )
-        for case_id, what in (
-            ("aio_async_tasks1000", "`async def`"),
-            ("aio_def_tasks1000", "`def`"),
-        ):
+        for case_id, what in PEER_CASES:
             rows.append(
                 Headline(
                     f"asyncio, 1 000 tasks, {what}, items/s",
                     metric(case_id, "ours", "items_per_s"),
+                    floor=metric(case_id, "floor", "items_per_s"),
                     ref=metric(case_id, "ref", "items_per_s"),
+                    ray=metric(case_id, "ray", "items_per_s"),
                 )
             )
         rows.append(

@@ -10,7 +10,10 @@ answered with ``{"embedding": [384 floats]}``):
 * ``batched==0.1.5``: an ``async def`` endpoint awaiting ``batched.aio.dynamically`` around
   ``model.encode`` (served from the reference venv, which borrows FastAPI and uvicorn from this
   one);
-* ours: the same endpoint with this package's ``batched.aio.dynamically``, length-aware.
+* ours: the same endpoint with this package's ``batched.aio.dynamically``, length-aware;
+* Ray Serve: the same endpoint awaiting Ray Serve's ``@serve.batch`` outside a deployment
+  (``_ray_batch.py``, its replica-context check stubbed), around an ``async def`` that runs
+  ``model.encode`` on a thread (``asyncio.to_thread``) so that the loop keeps serving.
 
 The model, the sentences, ``batch_size``, ``timeout_ms`` and the torch threads are those of
 ``embed.py``. Each server loads and warms its model before it answers ``/health``; the client
@@ -71,7 +74,21 @@ def build_app(model: Any, meter: E.ModelMeter, p: dict[str, Any]) -> Any:
     from fastapi.responses import JSONResponse
 
     app = FastAPI()
-    if p["batching"]:
+    if p.get("peer") == "ray":
+        from _ray_batch import ray_batch
+
+        async def encode_on_thread(batch: list[str]) -> list[Any]:
+            return await asyncio.to_thread(E.encode_batch, model, batch)
+
+        encode_ray = ray_batch(
+            encode_on_thread, batch_size=p["batch_size"], timeout_ms=p["timeout_ms"]
+        )
+
+        @app.post("/embed")
+        async def embed_ray(text: str = Body(embed=True)) -> JSONResponse:
+            return JSONResponse({"embedding": (await encode_ray(text)).tolist()})
+
+    elif p["batching"]:
         import batched
 
         encode: Any = batched.aio.dynamically(**E.batching_options(p))(
@@ -129,12 +146,14 @@ class Variant:
     impl: str
     batching: bool
     length_aware: bool = False
+    peer: str | None = None  # another library's batching, run in ours' interpreter
 
 
 VARIANTS = (
     Variant("plain", "no batching (def endpoint)", "ours", batching=False),
     Variant("ref", f"{C.REF_VERSION}, aio", "ref", batching=True),
     Variant("ours", "ours, aio", "ours", batching=True, length_aware=True),
+    Variant("ray", "Ray Serve @serve.batch", "ours", batching=True, peer="ray"),
 )
 VARIANT_IDS = [v.id for v in VARIANTS]
 PROFILES: dict[str, dict[str, Any]] = {"quick": {"rounds": 1}, "full": {"rounds": 3}}
@@ -264,7 +283,12 @@ def run_variant(
     variant: Variant, settings: E.Settings, sentences: list[str], expect_dir: str
 ) -> dict[str, Any]:
     """One server, one load; failures come back as ``{"error": ...}`` with the server's log."""
-    params = {**vars(settings), "length_aware": variant.length_aware, "batching": variant.batching}
+    params = {
+        **vars(settings),
+        "length_aware": variant.length_aware,
+        "batching": variant.batching,
+        "peer": variant.peer,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "server.log"
         try:
@@ -358,7 +382,7 @@ class Results:
         return result["metrics"].get(key)
 
 
-BASES = (("plain", "no batching"), ("ref", C.REF_VERSION))
+BASES = (("plain", "no batching"), ("ref", C.REF_VERSION), ("ray", "Ray Serve"))
 
 
 def ratio_cells(results: Results, variant_id: str, key: str) -> list[str]:

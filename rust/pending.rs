@@ -107,7 +107,9 @@ impl<C: Clone + Cancellable> Pending<C> {
             small_call_threshold,
         }
     }
+}
 
+impl<C> Pending<C> {
     /// Items queued, including cancelled ones not yet discarded.
     pub fn len(&self) -> usize {
         self.len
@@ -121,7 +123,9 @@ impl<C: Clone + Cancellable> Pending<C> {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+}
 
+impl<C: Clone + Cancellable> Pending<C> {
     pub fn push(&mut self, submission: Submission<C>) {
         let small = submission.count <= self.small_call_threshold;
         let class = self

@@ -87,6 +87,21 @@ pub fn decide(
     }
 }
 
+/// Whether a submission that took the queue from `before` to `after` items changes what a
+/// dispatcher waiting for `wake_at_items` items would decide: the first item starts a deadline,
+/// and the item that reaches `wake_at_items` fills what it waits for. With a token budget any
+/// submission may fill the budget first.
+pub fn wakes_dispatcher(
+    before: usize,
+    after: usize,
+    wake_at_items: usize,
+    policy: &BatchPolicy,
+) -> bool {
+    before == 0
+        || (before < wake_at_items && after >= wake_at_items)
+        || policy.packing.max_batch_tokens.is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +121,18 @@ mod tests {
             tokens: items,
             oldest_arrival,
         }
+    }
+
+    #[test]
+    fn a_dispatcher_is_woken_by_the_first_item_and_by_the_one_reaching_its_target() {
+        let fixed = policy(4, 5.0);
+        assert!(wakes_dispatcher(0, 1, 4, &fixed));
+        assert!(!wakes_dispatcher(1, 2, 4, &fixed));
+        assert!(wakes_dispatcher(3, 4, 4, &fixed));
+        assert!(wakes_dispatcher(2, 9, 4, &fixed)); // a list crossing the target
+        assert!(!wakes_dispatcher(4, 5, 4, &fixed)); // already past it: it was woken then
+        let packed = fixed.with_packing(Some(64), false).unwrap();
+        assert!(wakes_dispatcher(1, 2, 4, &packed));
     }
 
     #[test]

@@ -9,12 +9,11 @@
 //! channel after its send wakes it (items, not messages: one list call brings many). Waking the
 //! worker on every item would cost a context switch per item for nothing.
 
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, TryLockError};
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use crossbeam_utils::sync::{Parker, Unparker};
+use crate::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{now, Mutex, MutexGuard, PoisonError, RwLock, TryLockError};
+use crate::sync::{Parker, Receiver, Sender, TryRecvError, Unparker};
 
 use crate::adaptive::{ArrivalRate, CostModel, Learned};
 use crate::admission::{Admission, Refusal};
@@ -37,7 +36,8 @@ pub struct Batch<C> {
 #[derive(Debug)]
 pub struct Assembly<C> {
     pending: Pending<C>,
-    arrivals: ArrivalRate,
+    /// Observed only for adaptive dispatch, the one rule that reads it.
+    arrivals: Option<ArrivalRate>,
 }
 
 /// What [`Assembly::poll`] found.
@@ -52,25 +52,29 @@ pub enum Poll<C> {
     Idle,
 }
 
-impl<C: Clone + Cancellable> Assembly<C> {
-    pub fn new(policy: &BatchPolicy) -> Self {
-        Self {
-            pending: Pending::new(policy.small_call_threshold),
-            arrivals: ArrivalRate::default(),
-        }
-    }
-
-    pub fn push(&mut self, submission: Submission<C>) {
-        self.arrivals.observe(submission.arrival, submission.count);
-        self.pending.push(submission);
-    }
-
+impl<C> Assembly<C> {
     pub fn len(&self) -> usize {
         self.pending.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
+    }
+}
+
+impl<C: Clone + Cancellable> Assembly<C> {
+    pub fn new(policy: &BatchPolicy) -> Self {
+        Self {
+            pending: Pending::new(policy.small_call_threshold),
+            arrivals: policy.adaptive.then(ArrivalRate::default),
+        }
+    }
+
+    pub fn push(&mut self, submission: Submission<C>) {
+        if let Some(arrivals) = &mut self.arrivals {
+            arrivals.observe(submission.arrival, submission.count);
+        }
+        self.pending.push(submission);
     }
 
     /// Applies the dispatch rule at `now`, with the batch `cost` learned so far for adaptive
@@ -94,11 +98,11 @@ impl<C: Clone + Cancellable> Assembly<C> {
                     tokens: self.pending.tokens(),
                     oldest_arrival: self.pending.oldest_arrival(),
                 };
-                let learned = Learned {
-                    arrivals: &self.arrivals,
-                    cost,
-                };
-                decide(shape, now, policy, Some(learned))
+                let learned = self
+                    .arrivals
+                    .as_ref()
+                    .map(|arrivals| Learned { arrivals, cost });
+                decide(shape, now, policy, learned)
             };
             let reason = match decision {
                 Decision::Dispatch(reason) => reason,
@@ -212,6 +216,11 @@ pub struct Scheduler<C, W = ()> {
     /// Items sent on the channel and not yet received: counted before the send and after the
     /// receive, so it is never less than the channel holds.
     items_in_channel: AtomicUsize,
+    /// Under loom only: producers follow the earlier wake-up rule, which woke the worker when
+    /// the admission count they got was 0 or their items crossed the batch size. It loses
+    /// wake-ups; the models show that they catch it (see `scripts/loom.sh`).
+    #[cfg(loom)]
+    previous_wake_rule: bool,
 }
 
 const AWAKE: usize = usize::MAX;
@@ -239,7 +248,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl<C: Clone + Cancellable, W> Scheduler<C, W> {
     /// `max_queued` bounds the items accepted and not yet dispatched; `None` leaves it open.
     pub fn new(policy: BatchPolicy, max_queued: Option<usize>) -> Self {
-        let (sender, receiver) = crossbeam_channel::unbounded();
+        let (sender, receiver) = crate::sync::channel();
         let parker = Parker::new();
         Self {
             sender: RwLock::new(Some(sender)),
@@ -254,7 +263,16 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
             draining: AtomicBool::new(false),
             stats: Mutex::new(Stats::default()),
             cost: Mutex::new(CostModel::default()),
+            #[cfg(loom)]
+            previous_wake_rule: false,
         }
+    }
+
+    /// See `previous_wake_rule`.
+    #[cfg(all(loom, test))]
+    pub(crate) fn with_previous_wake_rule(mut self) -> Self {
+        self.previous_wake_rule = true;
+        self
     }
 
     /// Items accepted and not yet dispatched.
@@ -299,7 +317,7 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
     pub fn submit(&self, submission: Submission<C>) -> Result<(), Rejected<C>> {
         let submission = check_lengths(submission, &self.policy)?;
         match self.admission.try_admit(submission.count) {
-            Ok(_) => self.submit_admitted(submission),
+            Ok(before) => self.enqueue(submission, Some(before)),
             Err(refusal) => Err(Rejected::Refused {
                 submission,
                 refusal,
@@ -309,6 +327,17 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
 
     /// Queues a submission whose items [`Scheduler::admission`] already admitted.
     pub fn submit_admitted(&self, submission: Submission<C>) -> Result<(), Rejected<C>> {
+        self.enqueue(submission, None)
+    }
+
+    /// Sends an admitted submission to the worker, and wakes it if this changes its decision.
+    /// `admitted_onto`, the items queued before its own were admitted, is read only by the
+    /// previous wake-up rule that the loom models keep.
+    fn enqueue(
+        &self,
+        submission: Submission<C>,
+        admitted_onto: Option<usize>,
+    ) -> Result<(), Rejected<C>> {
         let count = submission.count;
         let sender = self.sender.read().unwrap_or_else(PoisonError::into_inner);
         let Some(sender) = sender.as_ref() else {
@@ -322,6 +351,19 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
             self.items_in_channel.fetch_sub(count, Ordering::SeqCst);
             return Err(Rejected::Closed(returned.into_inner()));
         }
+        #[cfg(loom)]
+        if self.previous_wake_rule {
+            let batch_size = self.policy.batch_size;
+            let crossed = |before: usize| {
+                before == 0 || (before < batch_size && before + count >= batch_size)
+            };
+            if admitted_onto.is_some_and(crossed) {
+                self.wake_worker.unpark();
+            }
+            return Ok(());
+        }
+        #[cfg(not(loom))]
+        let _ = admitted_onto;
         // Pairs with the worker's fence before it sleeps: either it sees this item in the
         // channel, or this producer sees that it sleeps and for how many items.
         fence(Ordering::SeqCst);
@@ -363,13 +405,26 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
     /// `before_waiting` each time before the worker sleeps (or waits for another worker): work
     /// that can wait while a batch is ready at once, but not while the worker idles.
     pub fn next(&self, before_waiting: &mut dyn FnMut()) -> Next<C> {
+        self.next_or_wait(Some(before_waiting))
+            .expect("a worker that may wait always gets an answer")
+    }
+
+    /// Like [`Scheduler::next`], but `None` where it would wait (for a batch, or for another
+    /// worker): lets a worker that holds a lock of its own (the GIL) keep it when a batch is
+    /// ready at once, and let it go only to wait.
+    pub fn try_next(&self) -> Option<Next<C>> {
+        self.next_or_wait(None)
+    }
+
+    /// [`Scheduler::next`] when `before_waiting` is given, else [`Scheduler::try_next`].
+    fn next_or_wait(&self, mut before_waiting: Option<&mut dyn FnMut()>) -> Option<Next<C>> {
         precise_timers_for_this_thread();
         // Another worker may hold the assembly for as long as it sleeps: that is waiting too.
         let mut guard = match self.assembly.try_lock() {
             Ok(guard) => guard,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(TryLockError::WouldBlock) => {
-                before_waiting();
+                before_waiting.as_mut()?();
                 lock(&self.assembly)
             }
         };
@@ -388,9 +443,9 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
             }
             let draining = disconnected && self.draining.load(Ordering::Relaxed);
             if disconnected && !draining {
-                return Next::Closed;
+                return Some(Next::Closed);
             }
-            let now = Instant::now();
+            let now = now();
             let cost = if self.policy.adaptive {
                 lock(&self.cost).clone()
             } else {
@@ -401,11 +456,11 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
                 assembly.poll(now, &self.policy, draining, &mut stats, &cost)
             };
             if self.release(removed) && !matches!(poll, Poll::Ready(_)) {
-                return Next::RoomFreed;
+                return Some(Next::RoomFreed);
             }
             let (until, wake_at_items) = match poll {
-                Poll::Ready(batch) => return Next::Batch(batch),
-                Poll::Idle if disconnected => return Next::Closed,
+                Poll::Ready(batch) => return Some(Next::Batch(batch)),
+                Poll::Idle if disconnected => return Some(Next::Closed),
                 Poll::Idle => (None, 1),
                 Poll::WaitUntil {
                     until,
@@ -418,7 +473,7 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
             } else {
                 wake_at_items.saturating_sub(assembly.len()).max(1)
             };
-            before_waiting();
+            before_waiting.as_mut()?();
             self.sleeping_for.store(sleeping_for, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             if self.receiver.is_empty() {
@@ -436,15 +491,15 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
     /// unless a submission arrives or the queue closes meanwhile.
     fn sleep_until(&self, parker: &Parker, late_timer: &mut LateTimer, deadline: Instant) {
         let asked = late_timer.wake_at(deadline);
-        if asked > Instant::now() {
+        if asked > now() {
             parker.park_deadline(asked);
-            let woke = Instant::now();
+            let woke = now();
             if woke < asked {
                 return; // a producer woke it: decide again
             }
             late_timer.observe(asked, woke);
         }
-        while Instant::now() < deadline && self.receiver.is_empty() && !self.is_closed() {
+        while now() < deadline && self.receiver.is_empty() && !self.is_closed() {
             std::hint::spin_loop();
         }
     }
@@ -489,7 +544,7 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicBool;

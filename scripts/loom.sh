@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Model-checks the concurrent core with loom: admission, one call's outcome and the scheduler's
-# wake-up protocol, in every interleaving of a few threads (rust/loom_tests.rs). Each model
-# prints how many interleavings it explored; loom reports a lost wake-up as a "deadlock".
+# Model-checks the concurrent core with loom: admission, one call's outcome, the wake-up chain
+# and the shipped scheduler (its channel, parker and clock swapped for loom-visible ones by
+# rust/sync.rs), in every interleaving of a few threads (rust/loom_tests.rs). Each model prints
+# how many interleavings it explored; loom reports a lost wake-up as a "deadlock".
 #
 #   scripts/loom.sh [--quick] [FILTER]
 #
@@ -9,8 +10,8 @@
 # sets any bound (loom's own variable); without either, most models run exhaustively. FILTER
 # picks models by name, as `cargo test` does.
 #
-# The #[ignore]d models named previous_rule_* run the scheduler's earlier wake-up rule, which
-# lost wake-ups. Each runs in a process of its own (loom aborts on a deadlock) and must make loom
+# The #[ignore]d models named previous_rule_* run the shipped scheduler with its earlier wake-up
+# rule switched back on (a loom-only switch), which lost wake-ups. Each runs in a process of its own (loom aborts on a deadlock) and must make loom
 # report one: proof that the models catch the bug the shipped rule fixes.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,7 +1,8 @@
-"""Resolving asyncio futures from the thread that finished a batch.
+"""The asyncio side of a call: awaiting its future, withdrawing it, waiting for room.
 
-The Rust core groups a batch's finished futures by event loop and calls :func:`deliver` once per
-loop, which costs one ``call_soon_threadsafe`` per loop per batch rather than one per item.
+Calls' outcomes are set on their futures by the Rust core itself (on the loop's thread, or with
+one ``call_soon_threadsafe`` per loop per batch); :func:`deliver` resolves the futures of tasks
+waiting for room in a bounded queue.
 """
 
 from __future__ import annotations

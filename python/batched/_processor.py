@@ -185,9 +185,27 @@ class BatchProcessor(_core.CallEntry, Lifecycle, Generic[T, U]):
     async def acall(self, item: T, /, *, timeout: float | None = ..., priority: int = ...) -> U: ...
     async def acall(self, item: Any, /, *, timeout: float | None = None, priority: int = 0) -> Any:
         """Like calling the processor, but awaits the result without blocking the event loop."""
+        # A call without a timeout is inlined, as in batched.aio's __call__.
         _owner = self._take_pin()  # a method's instance lives until this call returns
-        lengths = item_lengths(self._length_of, item)
-        return await self._acall_rows(item, timeout, priority, None, lengths)
+        length_of = self._length_of
+        lengths = None if length_of is None else item_lengths(length_of, item)
+        if timeout is not None:
+            return await self._acall_rows(item, timeout, priority, None, lengths)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        try:
+            ticket = self._core.submit(item, loop, future, priority, None, lengths)
+        except _core.QueueFullError:
+            if not self._block_when_full:
+                raise
+            return await self._acall_rows(item, timeout, priority, None, lengths)
+        if ticket is None:
+            return []
+        try:
+            return await future
+        except BaseException:
+            ticket.cancel()  # cancelled: the call is withdrawn
+            raise
 
     async def _acall_rows(
         self,

@@ -8,7 +8,8 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyFrozenSet, PyList, PyMapping, PySet, PyString, PyTuple};
 
-use super::call::{release_gil, CallRef};
+use super::gil::release_gil;
+use super::in_flight::CallRef;
 use super::settle::Settlement;
 use crate::call::Failure;
 use crate::pending::Entry;
@@ -21,12 +22,14 @@ pub(crate) trait BatchOwner: Send + Sync {
     fn record_batch(&self, items: usize, elapsed: std::time::Duration, succeeded: bool);
     fn record_padding(&self, real: u64, padded: u64);
     fn record_unserved(&self, why: Unserved, items: usize);
-    /// The Python hook that resolves futures on their own loop (see `Settlement::flush`).
-    fn deliver(&self) -> &Py<PyAny>;
     /// Wakes blocked callers whose results are in, now or at a better moment.
     fn wake(&self, calls: Vec<CallRef>);
     /// Wakes the callers that [`BatchOwner::wake`] deferred, if any.
     fn wake_served(&self) {}
+    /// Whether [`BatchOwner::wake`] deferred any callers.
+    fn has_served(&self) -> bool {
+        false
+    }
 }
 
 #[pyclass(frozen, module = "batched._core")]
@@ -73,7 +76,7 @@ impl Batch {
                 Failure::Internal("a panic while delivering results".into())
             });
         }
-        let threads = settlement.flush(py, self.owner.deliver());
+        let threads = settlement.flush(py);
         self.owner.wake(threads);
     }
 }
@@ -113,10 +116,11 @@ fn scatter(
     let mut rows = rows.into_iter();
     for (start, end) in runs(entries) {
         let call = &entries[start].call;
-        // Collected first: a call that already ended ignores its rows, and they must still be
-        // consumed so that the next call gets its own.
-        let run: Vec<Py<PyAny>> = rows.by_ref().take(end - start).collect();
-        let delivery = call.outcome.deliver(entries[start].index, run);
+        let mut run = rows.by_ref().take(end - start);
+        let delivery = call.outcome.deliver(entries[start].index, &mut run);
+        // A call that already ended ignores its rows: they must still be consumed so that the
+        // next call gets its own.
+        run.for_each(drop);
         settlement.ended(py, call, delivery);
     }
 }
@@ -212,7 +216,11 @@ impl Batch {
     /// Wakes the callers of earlier batches whose results are in and who still sleep; call
     /// once this batch's arguments are ready, just before the user function runs.
     fn wake_served(&self, py: Python<'_>) {
-        release_gil(py, || self.owner.wake_served());
+        // Only for blocked callers: with none to wake (asyncio callers are woken through their
+        // loop), letting the GIL go would hand it to the loop for a whole switch interval.
+        if self.owner.has_served() {
+            release_gil(py, || self.owner.wake_served());
+        }
     }
 
     fn __len__(&self) -> usize {
@@ -340,7 +348,7 @@ impl Drop for Batch {
             settlement.fail_all(py, &entries, || {
                 Failure::Internal("a batch was discarded before it completed".into())
             });
-            settlement.flush_and_wake(py, self.owner.deliver());
+            settlement.flush_and_wake(py);
         });
     }
 }

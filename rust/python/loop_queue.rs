@@ -1,96 +1,46 @@
-//! The queue of one asyncio event loop. It applies the same assembly and dispatch rule as the
-//! threaded scheduler, but never blocks: the loop asks for a batch when something changed, and
-//! is told when to ask again, so an idle processor has no timer at all.
+//! The queue of one asyncio event loop: conversions and loop hooks around the pure-Rust
+//! [`LoopScheduler`], which makes every decision.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::batch::{Batch, BatchOwner};
-use super::call::{new_call, CallRef, Waiter};
-use super::errors::closed_error;
-use super::errors::refusal_error;
+use super::in_flight::{new_call, CallRef, Waiter};
 use super::options::QueueOptions;
 use super::processor::{histograms_dict, register_room_waiter, rejected_error, stats_dict, Ticket};
 use super::settle::{wake_room_waiters, RoomWaiter, Settlement};
-use crate::adaptive::CostModel;
-use crate::admission::Admission;
 use crate::call::Failure;
-use crate::policy::BatchPolicy;
-use crate::scheduler::{check_lengths, Assembly, Poll};
-use crate::stats::{Stats, Unserved};
-
-/// Statistics shared by the queues of one processor across event loops.
-#[derive(Default)]
-struct Totals {
-    stats: Mutex<Stats>,
-    queued: AtomicUsize,
-}
+use crate::loop_scheduler::{LoopScheduler, Polled};
+use crate::stats::Unserved;
 
 struct Inner {
-    assembly: Mutex<Assembly<CallRef>>,
-    policy: BatchPolicy,
-    /// This loop's bound: each event loop's queue has its own `max_queue_size`.
-    admission: Admission<RoomWaiter>,
-    block_when_full: bool,
-    /// This loop's batch cost curve, for adaptive dispatch.
-    cost: Mutex<CostModel>,
-    /// The queue length at which a submission should make the loop look again.
-    wake_at_items: AtomicUsize,
-    totals: Arc<Totals>,
+    scheduler: LoopScheduler<CallRef, RoomWaiter>,
     deliver: Py<PyAny>,
-    closed: AtomicBool,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Inner {
-    /// Gives back the room of `count` items and wakes the tasks waiting for it.
-    fn release(&self, py: Python<'_>, count: usize) {
-        self.totals.queued.fetch_sub(count, Ordering::Relaxed);
-        let woken = self.admission.release(count);
+    /// Resolves the futures of the tasks waiting for room that were let in.
+    fn wake_room(&self, py: Python<'_>, woken: Vec<RoomWaiter>) {
         if !woken.is_empty() {
             wake_room_waiters(py, &self.deliver, woken);
         }
     }
 }
 
-impl Drop for Inner {
-    // A loop that ended with items still queued (their callers gave up) takes them along: they
-    // no longer count in the shared statistics.
-    fn drop(&mut self) {
-        let left = self
-            .assembly
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len();
-        self.totals.queued.fetch_sub(left, Ordering::Relaxed);
-    }
-}
-
 impl BatchOwner for Inner {
     fn record_batch(&self, items: usize, elapsed: Duration, succeeded: bool) {
-        lock(&self.totals.stats).record_batch(items, elapsed);
-        if succeeded && self.policy.adaptive {
-            lock(&self.cost).observe(items, elapsed);
-        }
+        self.scheduler.record_batch(items, elapsed, succeeded);
     }
 
     fn record_padding(&self, real: u64, padded: u64) {
-        lock(&self.totals.stats).record_padding(real, padded);
+        self.scheduler.record_padding(real, padded);
     }
 
     fn record_unserved(&self, why: Unserved, items: usize) {
-        lock(&self.totals.stats).record_unserved(why, items);
-    }
-
-    fn deliver(&self) -> &Py<PyAny> {
-        &self.deliver
+        self.scheduler.record_unserved(why, items);
     }
 
     fn wake(&self, calls: Vec<CallRef>) {
@@ -116,20 +66,16 @@ impl LoopQueue {
         deliver: Py<PyAny>,
         share_stats_with: Option<&LoopQueue>,
     ) -> Self {
-        let policy = options.policy.clone();
-        let totals = share_stats_with.map_or_else(Arc::default, |other| other.inner.totals.clone());
+        let totals = share_stats_with
+            .map_or_else(Arc::default, |other| other.inner.scheduler.totals().clone());
+        let scheduler = LoopScheduler::new(
+            options.policy.clone(),
+            options.max_queued,
+            options.block_when_full,
+            totals,
+        );
         Self {
-            inner: Arc::new(Inner {
-                assembly: Mutex::new(Assembly::new(&policy)),
-                cost: Mutex::new(CostModel::default()),
-                wake_at_items: AtomicUsize::new(policy.batch_size),
-                policy,
-                admission: Admission::new(options.max_queued),
-                block_when_full: options.block_when_full,
-                totals,
-                deliver,
-                closed: AtomicBool::new(false),
-            }),
+            inner: Arc::new(Inner { scheduler, deliver }),
         }
     }
 
@@ -147,38 +93,17 @@ impl LoopQueue {
         rows: Option<usize>,
         lengths: Option<Vec<usize>>,
     ) -> PyResult<(Option<Ticket>, bool)> {
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(closed_error());
-        }
         let waiter = Waiter::Future { event_loop, future };
         let Some((call, submission)) = new_call(arg, rows, lengths, priority, waiter)? else {
             return Ok((None, false));
         };
-        let len = call.len;
-        let inner = &self.inner;
-        let policy = &inner.policy;
-        let submission = check_lengths(submission, policy).map_err(|rejected| {
-            inner.record_unserved(Unserved::Rejected, len);
-            rejected_error(rejected)
-        })?;
-        if let Err(refusal) = inner.admission.try_admit(len) {
-            // Under on_full="block" the task waits for room (`wait_for_room`) and tries again.
-            if !inner.block_when_full {
-                inner.record_unserved(Unserved::Rejected, len);
-            }
-            return Err(refusal_error(refusal));
-        }
-        let mut assembly = lock(&inner.assembly);
-        let before = assembly.len();
-        assembly.push(submission);
-        self.inner.totals.queued.fetch_add(len, Ordering::Relaxed);
-        // As in the threaded scheduler: act when the deadline starts or a batch fills.
-        let wake_at = inner.wake_at_items.load(Ordering::Relaxed);
-        let act = before == 0
-            || (before < wake_at && before + len >= wake_at)
-            || policy.packing.max_batch_tokens.is_some();
+        let poll_now = self
+            .inner
+            .scheduler
+            .submit(submission)
+            .map_err(rejected_error)?;
         let owner: Arc<dyn BatchOwner> = self.inner.clone();
-        Ok((Some(Ticket { call, owner }), act))
+        Ok((Some(Ticket { call, owner }), poll_now))
     }
 
     /// As `Processor.wait_for_room`, for this loop's queue.
@@ -189,7 +114,7 @@ impl LoopQueue {
         future: Py<PyAny>,
     ) -> PyResult<bool> {
         register_room_waiter(
-            &self.inner.admission,
+            self.inner.scheduler.admission(),
             count,
             event_loop,
             future,
@@ -206,60 +131,42 @@ impl LoopQueue {
     /// nothing is queued). `draining` sends whatever is queued without waiting.
     #[pyo3(signature = (draining = false))]
     fn poll(&self, py: Python<'_>, draining: bool) -> (Option<Batch>, Option<f64>) {
-        let inner = &self.inner;
-        let cost = if inner.policy.adaptive {
-            lock(&inner.cost).clone()
-        } else {
-            CostModel::default()
-        };
-        let (poll, removed) = {
-            let mut assembly = lock(&inner.assembly);
-            let mut stats = lock(&inner.totals.stats);
-            assembly.poll(Instant::now(), &inner.policy, draining, &mut stats, &cost)
-        };
-        self.inner.release(py, removed);
-        match poll {
-            Poll::Ready(batch) => {
+        let (polled, woken) = self.inner.scheduler.poll(Instant::now(), draining);
+        self.inner.wake_room(py, woken);
+        match polled {
+            Polled::Ready(batch) => {
                 let owner: Arc<dyn BatchOwner> = self.inner.clone();
                 (Some(Batch::new(batch, owner)), None)
             }
-            Poll::WaitUntil {
-                until,
-                wake_at_items,
-            } => {
-                inner.wake_at_items.store(wake_at_items, Ordering::Relaxed);
-                let delay = until.saturating_duration_since(Instant::now());
-                (None, Some(delay.as_secs_f64()))
-            }
-            Poll::Idle => (None, None),
+            Polled::After(delay) => (None, Some(delay.as_secs_f64())),
+            Polled::Idle => (None, None),
         }
     }
 
     /// Refuses further calls; queued ones stay until `fail_remaining` or `poll` takes them.
     fn close(&self, py: Python<'_>) {
-        self.inner.closed.store(true, Ordering::Release);
-        let woken = self.inner.admission.close();
-        wake_room_waiters(py, &self.inner.deliver, woken);
+        let woken = self.inner.scheduler.close();
+        self.inner.wake_room(py, woken);
     }
 
     /// Fails every queued call with `ProcessorClosedError`.
     fn fail_remaining(&self, py: Python<'_>) {
-        let remaining = lock(&self.inner.assembly).drain();
-        self.inner.release(py, remaining.len());
+        let (remaining, woken) = self.inner.scheduler.take_remaining();
+        self.inner.wake_room(py, woken);
         let mut settlement = Settlement::default();
         settlement.fail_all(py, &remaining, || Failure::Closed);
-        settlement.flush_and_wake(py, &self.inner.deliver);
+        settlement.flush_and_wake(py);
     }
 
     /// Items queued on this queue.
     fn __len__(&self) -> usize {
-        lock(&self.inner.assembly).len()
+        self.inner.scheduler.len()
     }
 
     /// Statistics of every queue sharing this one's, as a dict like `Processor.stats`.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let stats = lock(&self.inner.totals.stats).clone();
-        stats_dict(py, &stats, self.inner.totals.queued.load(Ordering::Relaxed))
+        let totals = self.inner.scheduler.totals();
+        stats_dict(py, &totals.stats(), totals.queued())
     }
 
     /// As `Processor.histograms`, across every queue sharing this one's statistics.
@@ -269,7 +176,7 @@ impl LoopQueue {
         time_bounds: Vec<f64>,
         size_bounds: Vec<u64>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let stats = lock(&self.inner.totals.stats).clone();
+        let stats = self.inner.scheduler.totals().stats();
         histograms_dict(py, &stats, time_bounds, size_bounds)
     }
 }

@@ -2,13 +2,16 @@
 //! waiting and turn outcomes into Python values and exceptions.
 
 mod batch;
-mod call;
 mod entry;
 mod errors;
+mod gil;
+mod in_flight;
+mod interrupt;
 mod loop_queue;
 mod options;
 mod processor;
 mod settle;
+mod wake_relay;
 
 use pyo3::prelude::*;
 
@@ -30,6 +33,6 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<processor::Ticket>()?;
     m.add_class::<loop_queue::LoopQueue>()?;
     m.add_function(wrap_pyfunction!(processor::reset_after_fork, m)?)?;
-    call::remember_main_thread(py)?;
+    interrupt::remember_main_thread(py)?;
     Ok(())
 }

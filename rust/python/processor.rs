@@ -9,13 +9,13 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use super::batch::{Batch, BatchOwner};
-use super::call::{
-    deadline_after, new_call, release_gil, timeout_error, CallRef, Interruptible, PyCall, Rhythm,
-    Stop, Waiter,
-};
 use super::errors::{closed_error, refusal_error, self_call_error};
+use super::gil::release_gil;
+use super::in_flight::{new_call, CallRef, PyCall, Waiter};
+use super::interrupt::{deadline_after, timeout_error, Interruptible, Stop};
 use super::options::QueueOptions;
 use super::settle::{wake_room_waiters, RoomWaiter, Settlement};
+use super::wake_relay::Rhythm;
 use crate::admission::{Admission, Refusal};
 use crate::call::{Delivery, Failure};
 use crate::reentry::WorkerMark;
@@ -48,10 +48,6 @@ impl BatchOwner for Shared {
         self.scheduler.record_unserved(why, items);
     }
 
-    fn deliver(&self) -> &Py<PyAny> {
-        &self.deliver
-    }
-
     fn wake(&self, calls: Vec<CallRef>) {
         self.wake_later
             .lock()
@@ -67,6 +63,14 @@ impl BatchOwner for Shared {
                 .unwrap_or_else(PoisonError::into_inner),
         );
         PyCall::wake_in_turn(&calls);
+    }
+
+    fn has_served(&self) -> bool {
+        !self
+            .wake_later
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
     }
 }
 
@@ -323,14 +327,20 @@ impl Processor {
             // while it prepares a batch that is ready now, they would compete with it for the
             // GIL, so that batch wakes them (`Batch.wake_served`) just before the user function
             // runs. (A batch function that itself made blocking calls may keep a baton:
-            // release_gil hands it over.)
-            let next = release_gil(py, || {
-                let next = this.scheduler.next(&mut || this.wake_served());
-                if matches!(next, Next::Closed) {
-                    this.wake_served(); // no next batch will wake them
-                }
-                next
+            // release_gil hands it over.) With no blocked callers served (asyncio callers
+            // only), a batch ready at once is taken with the GIL held: letting it go would hand
+            // it to the event loop for up to a switch interval.
+            let ready = if this.has_served() {
+                None
+            } else {
+                this.scheduler.try_next()
+            };
+            let next = ready.unwrap_or_else(|| {
+                release_gil(py, || this.scheduler.next(&mut || this.wake_served()))
             });
+            if matches!(next, Next::Closed) {
+                release_gil(py, || this.wake_served()); // no next batch will wake them
+            }
             this.wake_room(py);
             match next {
                 Next::Batch(batch) => {
@@ -358,7 +368,7 @@ impl Processor {
         let remaining = self.shared.scheduler.take_remaining();
         let mut settlement = Settlement::default();
         settlement.fail_all(py, &remaining, || Failure::Closed);
-        settlement.flush_and_wake(py, &self.shared.deliver);
+        settlement.flush_and_wake(py);
         self.shared.wake_room(py);
     }
 

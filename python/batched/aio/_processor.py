@@ -8,6 +8,7 @@ import functools
 import inspect
 import os
 import weakref
+from asyncio import get_running_loop
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, Protocol, Self, TypeVar, Unpack, overload
 
@@ -128,9 +129,10 @@ class _AsyncCore:
         )
         # Holds the statistics that every loop's queue adds to.
         self._stats_anchor = self._new_queue(None)
-        # Most programs use one loop: remember it to skip the weak-dictionary lookup.
-        self._last_loop: asyncio.AbstractEventLoop | None = None
-        self._last_batcher: _LoopBatcher | None = None
+        # Most programs use one loop: the last one used and its batcher, read by every call to
+        # skip the weak-dictionary lookup. One tuple, so that loops on other threads cannot
+        # pair one loop with another's batcher.
+        self.last: tuple[asyncio.AbstractEventLoop | None, _LoopBatcher | None] = (None, None)
 
     def restart_after_fork(self) -> None:
         """In a forked child, the parent's queues (and their locks) are left behind."""
@@ -142,8 +144,9 @@ class _AsyncCore:
 
     def batcher(self, loop: asyncio.AbstractEventLoop) -> _LoopBatcher:
         """The batcher of ``loop``, made on first use; the last one used is found fastest."""
-        if loop is self._last_loop and self._last_batcher is not None:
-            return self._last_batcher
+        last_loop, last_batcher = self.last
+        if loop is last_loop and last_batcher is not None:
+            return last_batcher
         if self._closed:
             raise _core.ProcessorClosedError("the batch processor has been shut down")
         batcher = self._batchers.get(loop)
@@ -151,7 +154,7 @@ class _AsyncCore:
             queue = self._new_queue(self._stats_anchor)
             batcher = _LoopBatcher(queue, loop, self._resolve, self._settings, self._plan)
             self._batchers[loop] = batcher
-        self._last_loop, self._last_batcher = loop, batcher
+        self.last = (loop, batcher)
         return batcher
 
     def stats(self) -> dict[str, Any]:
@@ -166,7 +169,7 @@ class _AsyncCore:
 
     def _close(self) -> list[_LoopBatcher]:
         self._closed = True
-        self._last_loop = self._last_batcher = None
+        self.last = (None, None)
         batchers = list(self._batchers.values())
         for batcher in batchers:
             batcher.close()
@@ -285,9 +288,41 @@ class AsyncBatchProcessor(Pinning, AsyncLifecycle, Generic[T, U]):
         self, item: Any, /, *, timeout: float | None = None, priority: int = 0
     ) -> Any:
         """Awaits the result for one item (or the list of results for a list of items)."""
-        _owner = self._take_pin()  # a method's instance lives until this call returns
-        lengths = item_lengths(self._length_of, item)
-        return await self._submit(item, timeout, priority, None, lengths)
+        # Everything a call without a timeout needs is inlined here: each further coroutine or
+        # call would cost every item of every batch. A method's instance lives until we return.
+        owner = self._pinned
+        if owner is not None:
+            self._pinned = None
+        length_of = self._length_of
+        lengths = None if length_of is None else item_lengths(length_of, item)
+        if timeout is not None:
+            return await self._submit(item, timeout, priority, None, lengths)
+        loop = get_running_loop()
+        future = loop.create_future()
+        try:
+            core = self._async
+            if core is not None:
+                refuse_call_inside_own_batch(core.resolver, self)
+                last_loop, batcher = core.last
+                if last_loop is not loop or batcher is None:
+                    batcher = core.batcher(loop)
+                ticket, act = batcher.queue.submit(item, loop, future, priority, None, lengths)
+                if act:
+                    batcher.nudge()
+            else:
+                assert self._threaded is not None
+                ticket = self._threaded._core.submit(item, loop, future, priority, None, lengths)
+        except _core.QueueFullError:
+            if not self._block_when_full:
+                raise
+            return await self._submit(item, timeout, priority, None, lengths)
+        if ticket is None:
+            return []
+        try:
+            return await future
+        except BaseException:
+            ticket.cancel()  # cancelled: the call is withdrawn
+            raise
 
     async def _submit(
         self,
