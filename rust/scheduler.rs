@@ -20,7 +20,7 @@ use crate::adaptive::{ArrivalRate, CostModel, Learned};
 use crate::admission::{Admission, Refusal};
 use crate::late_timer::LateTimer;
 use crate::pending::{Cancellable, Entry, Pending, Submission};
-use crate::policy::BatchPolicy;
+use crate::policy::{BatchPolicy, LivePolicy};
 use crate::rules::{decide, Decision, DispatchReason, QueueShape};
 use crate::stats::{Stats, Unserved};
 
@@ -198,7 +198,7 @@ pub struct Scheduler<C, W = ()> {
     // The parker lives with the assembly: only the worker holding that lock sleeps on it.
     assembly: Mutex<(Assembly<C>, Parker, LateTimer)>,
     wake_worker: Unparker,
-    policy: BatchPolicy,
+    policy: LivePolicy,
     admission: Admission<W>,
     // Waiters for room that a release handed back, until the owner wakes them.
     woken: Mutex<Vec<W>>,
@@ -248,7 +248,7 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
             assembly: Mutex::new((Assembly::new(&policy), parker, LateTimer::default())),
             sleeping_for: AtomicUsize::new(AWAKE),
             items_in_channel: AtomicUsize::new(0),
-            policy,
+            policy: LivePolicy::new(policy),
             admission: Admission::new(max_queued),
             woken: Mutex::new(Vec::new()),
             draining: AtomicBool::new(false),
@@ -292,12 +292,12 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
 
     /// Refuses a submission holding an item that no batch could ever hold.
     pub fn check(&self, submission: Submission<C>) -> Result<Submission<C>, Rejected<C>> {
-        check_lengths(submission, &self.policy)
+        check_lengths(submission, &self.policy.get())
     }
 
     /// Queues a submission if the queue has room for it, else refuses it.
     pub fn submit(&self, submission: Submission<C>) -> Result<(), Rejected<C>> {
-        let submission = check_lengths(submission, &self.policy)?;
+        let submission = check_lengths(submission, &self.policy.get())?;
         match self.admission.try_admit(submission.count) {
             Ok(_) => self.submit_admitted(submission),
             Err(refusal) => Err(Rejected::Refused {
@@ -330,6 +330,18 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
             self.wake_worker.unpark();
         }
         Ok(())
+    }
+
+    /// Applies the runtime knobs of `policy` (see [`BatchPolicy::reconfigured`]) from the next
+    /// decision on; a sleeping worker wakes to decide again under them.
+    pub fn reconfigure(&self, policy: &BatchPolicy) {
+        self.policy.reconfigure(policy);
+        self.wake_worker.unpark();
+    }
+
+    /// The policy applied now.
+    pub fn policy(&self) -> BatchPolicy {
+        self.policy.get()
     }
 
     /// Stops accepting submissions. With `drain`, the worker first dispatches everything already
@@ -391,14 +403,15 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
                 return Next::Closed;
             }
             let now = Instant::now();
-            let cost = if self.policy.adaptive {
+            let policy = self.policy.get();
+            let cost = if policy.adaptive {
                 lock(&self.cost).clone()
             } else {
                 CostModel::default()
             };
             let (poll, removed) = {
                 let mut stats = lock(&self.stats);
-                assembly.poll(now, &self.policy, draining, &mut stats, &cost)
+                assembly.poll(now, &policy, draining, &mut stats, &cost)
             };
             if self.release(removed) && !matches!(poll, Poll::Ready(_)) {
                 return Next::RoomFreed;
@@ -413,7 +426,7 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
                 } => (Some(until), wake_at_items),
             };
             // With a token budget the queue may fill by tokens first: wake on every arrival.
-            let sleeping_for = if self.policy.packing.max_batch_tokens.is_some() {
+            let sleeping_for = if policy.packing.max_batch_tokens.is_some() {
                 1
             } else {
                 wake_at_items.saturating_sub(assembly.len()).max(1)
@@ -471,7 +484,7 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
     /// Counts a settled batch; only a `succeeded` one teaches adaptive dispatch its cost.
     pub fn record_batch(&self, items: usize, elapsed: std::time::Duration, succeeded: bool) {
         lock(&self.stats).record_batch(items, elapsed);
-        if succeeded && self.policy.adaptive {
+        if succeeded && self.policy.get().adaptive {
             lock(&self.cost).observe(items, elapsed);
         }
     }
@@ -696,6 +709,32 @@ mod tests {
             other => panic!("expected TooLong, got {other:?}"),
         }
         assert_eq!(scheduler.queued(), 0);
+    }
+
+    #[test]
+    fn a_smaller_batch_size_applies_to_a_worker_already_waiting() {
+        let scheduler = scheduler(8, 60_000.0);
+        let batches = worker(&scheduler);
+        scheduler.submit(submission(1, 3)).unwrap();
+        thread::sleep(Duration::from_millis(20));
+        scheduler.reconfigure(&BatchPolicy::new(2, 60_000.0, 8).unwrap());
+        assert_eq!(
+            batches.recv_timeout(Duration::from_secs(10)),
+            Ok(vec![1, 1])
+        );
+        assert_eq!(scheduler.policy().batch_size, 2);
+        scheduler.close(false);
+    }
+
+    #[test]
+    fn a_shorter_timeout_applies_to_items_already_waiting() {
+        let scheduler = scheduler(8, 60_000.0);
+        let batches = worker(&scheduler);
+        scheduler.submit(submission(1, 1)).unwrap();
+        thread::sleep(Duration::from_millis(20));
+        scheduler.reconfigure(&BatchPolicy::new(8, 1.0, 8).unwrap());
+        assert_eq!(batches.recv_timeout(Duration::from_secs(10)), Ok(vec![1]));
+        scheduler.close(false);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from batched._options import BatchSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +26,8 @@ class BatchStats:
     caller's ``timeout`` passed, ``items_cancelled`` because their caller was cancelled or
     interrupted, ``items_rejected`` because the queue refused them (full, or over
     ``max_batch_tokens``).
+
+    ``settings`` holds the options in force, which ``reconfigure`` may have changed.
     """
 
     queue_size: int = 0
@@ -45,3 +49,4 @@ class BatchStats:
     items_timed_out: int = 0
     items_cancelled: int = 0
     items_rejected: int = 0
+    settings: BatchSettings = field(default_factory=BatchSettings)

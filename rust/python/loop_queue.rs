@@ -19,7 +19,7 @@ use super::settle::{wake_room_waiters, RoomWaiter, Settlement};
 use crate::adaptive::CostModel;
 use crate::admission::Admission;
 use crate::call::Failure;
-use crate::policy::BatchPolicy;
+use crate::policy::LivePolicy;
 use crate::scheduler::{check_lengths, Assembly, Poll};
 use crate::stats::{Stats, Unserved};
 
@@ -32,7 +32,7 @@ struct Totals {
 
 struct Inner {
     assembly: Mutex<Assembly<CallRef>>,
-    policy: BatchPolicy,
+    policy: LivePolicy,
     /// This loop's bound: each event loop's queue has its own `max_queue_size`.
     admission: Admission<RoomWaiter>,
     block_when_full: bool,
@@ -76,7 +76,7 @@ impl Drop for Inner {
 impl BatchOwner for Inner {
     fn record_batch(&self, items: usize, elapsed: Duration, succeeded: bool) {
         lock(&self.totals.stats).record_batch(items, elapsed);
-        if succeeded && self.policy.adaptive {
+        if succeeded && self.policy.get().adaptive {
             lock(&self.cost).observe(items, elapsed);
         }
     }
@@ -123,7 +123,7 @@ impl LoopQueue {
                 assembly: Mutex::new(Assembly::new(&policy)),
                 cost: Mutex::new(CostModel::default()),
                 wake_at_items: AtomicUsize::new(policy.batch_size),
-                policy,
+                policy: LivePolicy::new(policy),
                 admission: Admission::new(options.max_queued),
                 block_when_full: options.block_when_full,
                 totals,
@@ -156,8 +156,8 @@ impl LoopQueue {
         };
         let len = call.len;
         let inner = &self.inner;
-        let policy = &inner.policy;
-        let submission = check_lengths(submission, policy).map_err(|rejected| {
+        let policy = inner.policy.get();
+        let submission = check_lengths(submission, &policy).map_err(|rejected| {
             inner.record_unserved(Unserved::Rejected, len);
             rejected_error(rejected)
         })?;
@@ -207,7 +207,8 @@ impl LoopQueue {
     #[pyo3(signature = (draining = false))]
     fn poll(&self, py: Python<'_>, draining: bool) -> (Option<Batch>, Option<f64>) {
         let inner = &self.inner;
-        let cost = if inner.policy.adaptive {
+        let policy = inner.policy.get();
+        let cost = if policy.adaptive {
             lock(&inner.cost).clone()
         } else {
             CostModel::default()
@@ -215,7 +216,7 @@ impl LoopQueue {
         let (poll, removed) = {
             let mut assembly = lock(&inner.assembly);
             let mut stats = lock(&inner.totals.stats);
-            assembly.poll(Instant::now(), &inner.policy, draining, &mut stats, &cost)
+            assembly.poll(Instant::now(), &policy, draining, &mut stats, &cost)
         };
         self.inner.release(py, removed);
         match poll {
@@ -233,6 +234,12 @@ impl LoopQueue {
             }
             Poll::Idle => (None, None),
         }
+    }
+
+    /// Applies `options`' batch size, wait and token budget from the next `poll` on (see
+    /// `Processor.reconfigure`); the loop should poll again, to wait under the new ones.
+    fn reconfigure(&self, options: &QueueOptions) {
+        self.inner.policy.reconfigure(&options.policy);
     }
 
     /// Refuses further calls; queued ones stay until `fail_remaining` or `poll` takes them.
