@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import inspect
 import os
@@ -66,7 +67,7 @@ class _LoopBatcher:
         """Takes new settings from any thread; the loop then polls again under them."""
         self.queue.reconfigure(settings.queue)
         self._limit = settings.max_concurrent_batches
-        if not self.loop.is_closed():
+        with contextlib.suppress(RuntimeError):  # a closed loop has nothing left to wake
             self.loop.call_soon_threadsafe(self.nudge)
 
     def _pump(self, draining: bool = False) -> None:
