@@ -671,13 +671,15 @@ mod tests {
             max_batch_tokens: None,
             sort_by_length: true,
         };
-        // Each batch's first item finds two younger items of its own length in the stream,
-        // while the long item waits behind mid-length items.
-        submit_lengths(&mut pending, &call(0), &[50, 40, 30, 20, 10]);
-        submit_lengths(&mut pending, &call(1), &[500]);
+        // Items of spread-out lengths wait ahead of the long one; each batch's first item finds
+        // two younger items of its own length in the stream, nearer than any older item.
+        let ahead: Vec<usize> = (1..=MAX_PASSES as usize + 4).map(|i| 10 * i).collect();
+        submit_lengths(&mut pending, &call(0), &ahead);
+        submit_lengths(&mut pending, &call(1), &[5000]);
         let (mut passes, mut taken) = (0, false);
-        for stream_length in [50, 40, 30, 20, 10] {
-            submit_lengths(&mut pending, &call(2), &[stream_length, stream_length]);
+        for _ in 0..4 * ahead.len() {
+            let head = pending.levels.values().next().unwrap().bulk[0].length;
+            submit_lengths(&mut pending, &call(2), &[head, head]);
             let batch = pending.take(3, &sorted);
             taken = batch.entries.iter().any(|e| e.call.id == 1);
             if taken {
