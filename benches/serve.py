@@ -72,11 +72,26 @@ def build_app(model: Any, meter: E.ModelMeter, p: dict[str, Any]) -> Any:
 
     app = FastAPI()
     if p["batching"]:
-        import batched
+        encode: Any
+        if p.get("ray_batch"):
+            # Ray Serve's @serve.batch wants an async def; the model runs off the event loop,
+            # as batched.aio runs a plain def.
+            import asyncio
 
-        encode: Any = batched.aio.dynamically(**E.batching_options(p))(
-            lambda batch: E.encode_batch(model, batch)
-        )
+            from _ray_batch import ray_batch
+
+            async def encode_off_loop(batch: list[str]) -> list[Any]:
+                return await asyncio.to_thread(E.encode_batch, model, batch)
+
+            encode = ray_batch(
+                encode_off_loop, batch_size=p["batch_size"], timeout_ms=p["timeout_ms"]
+            )
+        else:
+            import batched
+
+            encode = batched.aio.dynamically(**E.batching_options(p))(
+                lambda batch: E.encode_batch(model, batch)
+            )
 
         @app.post("/embed")
         async def embed_batched(text: str = Body(embed=True)) -> JSONResponse:
