@@ -130,9 +130,23 @@ class Generator:
         done = loop.time()
         return done - scheduled, done
 
+    async def server_cpu_seconds(self) -> float:
+        """The server process's CPU seconds so far (serve.py's ``/meter``)."""
+        client = self.client()
+        try:
+            response = await client.get("/meter")
+            response.raise_for_status()
+            return float(response.json()["cpu_s"])
+        finally:
+            self.idle.append(client)
+
     async def run(self, rate: float, seconds: float) -> dict[str, Any]:
-        """Arrivals at ``rate`` per second for ``seconds``; waits for every answer."""
+        """Arrivals at ``rate`` per second for ``seconds``; waits for every answer. Also
+        measures how many cores anything but the server and this generator kept busy
+        meanwhile (other benchmarks, hypervisor steal): the run's noise."""
         loop = asyncio.get_running_loop()
+        server_cpu0 = await self.server_cpu_seconds()
+        machine0, own0, wall0 = C.machine_cpu_seconds(), time.process_time(), time.perf_counter()
         start = loop.time()
         offset = 0.0
         tasks = []
@@ -146,6 +160,9 @@ class Generator:
             text = self.sentences[self.rng.randrange(len(self.sentences))]
             tasks.append(asyncio.create_task(self.one(text, start + offset)))
         outcomes = await asyncio.gather(*tasks)
+        wall = time.perf_counter() - wall0
+        machine, own = C.machine_cpu_seconds() - machine0, time.process_time() - own0
+        server_cpu = await self.server_cpu_seconds() - server_cpu0
         latencies = [latency for latency, _ in outcomes]
         end = start + seconds
         answered_in_window = sum(
@@ -163,6 +180,8 @@ class Generator:
             "p99_ms": percentile_or_none(latencies, 99),
             "p999_ms": percentile_or_none(latencies, 99.9),
             "max_ms": percentile_or_none(latencies, 100),
+            "server_cpu": server_cpu / wall,
+            "other_cpu": (machine - server_cpu - own) / wall,
         }
 
 
@@ -317,7 +336,7 @@ def spread(values: list[Any]) -> tuple[Any, Any, Any]:
 
 def summarize(runs: dict[str, list[list[dict[str, Any]]]], rates: list[float]) -> dict[str, Any]:
     """Per variant and rate: each metric's median, min and max over the rounds."""
-    keys = ("achieved_rate", "failed_share", "p50_ms", "p90_ms", "p99_ms", "p999_ms")
+    keys = ("achieved_rate", "failed_share", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "other_cpu")
     out: dict[str, Any] = {}
     for vid, rounds in runs.items():
         per_rate = []
@@ -341,6 +360,7 @@ def render_rate_table(variants: Sequence[Variant], summary: dict[str, Any], i: i
         "p99 ms",
         "p99 range",
         "p99.9 ms",
+        "other CPU",
     ]
     rows = []
     for v in variants:
@@ -359,6 +379,7 @@ def render_rate_table(variants: Sequence[Variant], summary: dict[str, Any], i: i
                 fmt_ms(p99),
                 f"{fmt_ms(low)} to {fmt_ms(high)}",
                 fmt_ms(s["p999_ms"][0]),
+                C.fmt_num(s["other_cpu"][0], 2),
             ]
         )
     return C.markdown_table(headers, rows, ["l", *("r" for _ in headers[1:])])
@@ -478,7 +499,9 @@ def render_report(
         f"{MIN_ACHIEVED_SHARE:.0%} of arrivals and ≤ {MAX_FAILED_SHARE:.1%} failed. Then "
         f"{args.rounds} rounds of {args.seconds:g} s per rate, variants alternating within each "
         "round, a fresh server each; figures are medians over the rounds, with the p99's "
-        "range. Chart: [load.png](load.png).",
+        "range. Other CPU: cores kept busy by anything but the server and the load generator "
+        "(other work on this shared machine, hypervisor steal), median over the rounds. "
+        "Chart: [load.png](load.png).",
         "",
         "### Capacity",
         "",
@@ -570,7 +593,7 @@ def parent_main(args: argparse.Namespace) -> int:
                 + "; ".join(
                     f"{r['offered_rate']:.1f}/s: p50 {fmt_ms(r['p50_ms'])}, "
                     f"p99 {fmt_ms(r['p99_ms'])} ms, {r['achieved_rate']:.1f}/s, "
-                    f"failed {r['failed_share']:.1%}"
+                    f"failed {r['failed_share']:.1%}, other CPU {r['other_cpu']:.2f}"
                     for r in result["rates"]
                 )
                 + f" ({time.perf_counter() - t:.0f} s)"
