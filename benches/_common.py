@@ -134,9 +134,12 @@ def ensure_ref_venv() -> Path:
                 check=True,
             )
 
+        # This interpreter's site-packages, and any it borrows in turn through a .pth of its
+        # own (a .pth in a directory that a .pth added is not read).
         parent_site = sysconfig.get_paths()["purelib"]
+        borrowed = [p for p in sys.path if p.endswith("site-packages") and p != parent_site]
         pth = ref_site / _PARENT_PTH
-        wanted = parent_site + "\n"
+        wanted = "".join(f"{site}\n" for site in [parent_site, *borrowed])
         if not pth.exists() or pth.read_text() != wanted:
             pth.write_text(wanted)
     return python

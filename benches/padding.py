@@ -28,6 +28,7 @@ Variants, for numpy arrays and for CPU torch tensors, each in a fresh interprete
     python benches/padding.py --lib numpy --only default --only ref
     python benches/padding.py --only sort_budget --max-batch-tokens 4096
     python benches/padding.py --only ref --also-budget 1280 --also-budget 1536   # a budget sweep
+    python benches/padding.py --lib torch --device cuda   # the rows as CUDA tensors
 
 Results: a markdown report on stdout and in benches/results/padding.md, JSON in
 benches/results/padding.json.
@@ -93,9 +94,12 @@ def thread_lengths(seed: int, threads: int, per_thread: int) -> list[list[int]]:
 Row = tuple[Any, Any, int]  # (ids of shape (1, L), mask of shape (1, L), expected sum)
 
 
-def make_rows(lib: str, seed: int, threads: int, per_thread: int) -> list[list[Row]]:
+def make_rows(
+    lib: str, seed: int, threads: int, per_thread: int, device: str = "cpu"
+) -> list[list[Row]]:
     """Every thread's rows, built before anything is timed: int64 ids in 1..29 999 (seeded, so
-    identical for every variant), an all-ones mask, and the sum each call must return."""
+    identical for every variant), an all-ones mask, and the sum each call must return. Torch
+    rows live on ``device``."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -109,7 +113,8 @@ def make_rows(lib: str, seed: int, threads: int, per_thread: int) -> list[list[R
             if lib == "torch":
                 import torch
 
-                rows.append((torch.from_numpy(ids), torch.from_numpy(mask), expected))
+                on_device = (torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device))
+                rows.append((*on_device, expected))
             else:
                 rows.append((ids, mask, expected))
         out.append(rows)
@@ -219,7 +224,7 @@ def run_variant(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
         import torch
 
         torch.set_num_threads(1)  # the same for both implementations; tiny ops, 2 cores
-    all_rows = make_rows(lib, p["seed"], n_threads, p["rows_per_thread"])
+    all_rows = make_rows(lib, p["seed"], n_threads, p["rows_per_thread"], p["device"])
     counter = PadCounter()
     model = make_model(
         batched, lib, p["options"], counter, FULL_BATCH_MODEL_S / (BATCH_SIZE * MAX_LEN)
@@ -401,7 +406,9 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-def build_cases(profile: dict[str, Any], libs: list[str], variants: list[Variant]) -> list[Case]:
+def build_cases(
+    profile: dict[str, Any], libs: list[str], variants: list[Variant], device: str = "cpu"
+) -> list[Case]:
     cases = []
     for lib in libs:
         for variant in variants:
@@ -413,6 +420,7 @@ def build_cases(profile: dict[str, Any], libs: list[str], variants: list[Variant
                 "warmup_s": profile["warmup_s"],
                 "duration_s": profile["duration_s"],
                 "rows_per_thread": profile["rows_per_thread"],
+                "device": device,
                 "join_s": 10.0,
             }
             cases.append(
@@ -580,8 +588,15 @@ def render_report(
 
 def parent_main(args: argparse.Namespace) -> int:
     profile_name = "full" if args.full else "quick"
-    profile = PROFILES[profile_name]
+    profile = dict(PROFILES[profile_name])
+    if args.duration is not None:
+        profile["duration_s"] = args.duration
     libs = list(LIBS) if args.lib == "both" else [args.lib]
+    if args.device != "cpu":
+        if args.lib == "numpy":
+            C.log("--device takes torch rows: use --lib torch")
+            return 2
+        libs = ["torch"]
     more_budgets = tuple(args.also_budget or ())
     swept = {budget_variant(f"sort_budget_{b}", b).id for b in more_budgets}
     variants = [
@@ -592,7 +607,7 @@ def parent_main(args: argparse.Namespace) -> int:
     if not variants:
         C.log(f"no variant matches --only {args.only}")
         return 2
-    cases = build_cases(profile, libs, variants)
+    cases = build_cases(profile, libs, variants, args.device)
 
     expect: dict[str, str] = {}
     for impl in sorted({v.impl for v in variants}):
@@ -694,6 +709,12 @@ def main(argv: list[str] | None = None) -> int:
     length.add_argument("--quick", action="store_true", help="short windows (the default)")
     length.add_argument("--full", action="store_true", help="longer windows, steadier numbers")
     parser.add_argument("--lib", choices=["both", *LIBS], default="both")
+    parser.add_argument(
+        "--device", default="cpu", help="where the torch rows live (cuda: implies --lib torch)"
+    )
+    parser.add_argument(
+        "--duration", type=float, metavar="S", help="override the profile's measured seconds"
+    )
     parser.add_argument(
         "--only",
         action="append",

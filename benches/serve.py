@@ -74,26 +74,25 @@ def build_app(model: Any, meter: E.ModelMeter, p: dict[str, Any]) -> Any:
     from fastapi.responses import JSONResponse
 
     app = FastAPI()
-    if p.get("peer") == "ray":
-        from _ray_batch import ray_batch
+    if p["batching"]:
+        encode: Any
+        if p.get("peer") == "ray":
+            # Ray Serve's @serve.batch wants an async def; the model runs off the event loop,
+            # as batched.aio runs a plain def.
+            from _ray_batch import ray_batch
 
-        async def encode_on_thread(batch: list[str]) -> list[Any]:
-            return await asyncio.to_thread(E.encode_batch, model, batch)
+            async def encode_off_loop(batch: list[str]) -> list[Any]:
+                return await asyncio.to_thread(E.encode_batch, model, batch)
 
-        encode_ray = ray_batch(
-            encode_on_thread, batch_size=p["batch_size"], timeout_ms=p["timeout_ms"]
-        )
+            encode = ray_batch(
+                encode_off_loop, batch_size=p["batch_size"], timeout_ms=p["timeout_ms"]
+            )
+        else:
+            import batched
 
-        @app.post("/embed")
-        async def embed_ray(text: str = Body(embed=True)) -> JSONResponse:
-            return JSONResponse({"embedding": (await encode_ray(text)).tolist()})
-
-    elif p["batching"]:
-        import batched
-
-        encode: Any = batched.aio.dynamically(**E.batching_options(p))(
-            lambda batch: E.encode_batch(model, batch)
-        )
+            encode = batched.aio.dynamically(**E.batching_options(p))(
+                lambda batch: E.encode_batch(model, batch)
+            )
 
         @app.post("/embed")
         async def embed_batched(text: str = Body(embed=True)) -> JSONResponse:

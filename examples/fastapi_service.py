@@ -10,6 +10,12 @@ Serve it:
     uvicorn examples.fastapi_service:app --port 8000
     curl -s localhost:8000/embed -H 'content-type: application/json' -d '{"text": "hello"}'
 
+Tune it while it serves (``POST /admin/batching`` with any of ``batch_size``, ``timeout_ms``,
+``max_timeout_ms`` and ``max_batch_tokens``; a bad value is answered 422 and changes nothing):
+
+    curl -s localhost:8000/admin/batching -H 'content-type: application/json' \\
+        -d '{"batch_size": 64}'
+
 Or run the file: it starts the service on a free loopback port, sends concurrent requests with
 httpx, prints what came back and the batch statistics, and shuts the server down.
 
@@ -26,14 +32,14 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import batched
 import httpx
 import numpy as np
 import uvicorn
 from batched import aio
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -140,6 +146,26 @@ async def stats(embedder: EmbedderDep) -> dict[str, Any]:
     return dataclasses.asdict(embedder.stats)
 
 
+class BatchingChange(BaseModel):
+    """The batching options an operator may change while the service runs; unset ones stay."""
+
+    batch_size: int | None = None
+    timeout_ms: float | Literal["auto"] | None = None
+    max_timeout_ms: float | None = None
+    max_batch_tokens: int | None = None
+
+
+@app.post("/admin/batching")
+async def reconfigure(change: BatchingChange, embedder: EmbedderDep) -> dict[str, Any]:
+    """Applies the change from the next batch on and answers the options now in force. In a real
+    deployment this route sits behind the operators' authentication."""
+    try:
+        embedder.reconfigure(**change.model_dump(exclude_unset=True))
+    except (TypeError, ValueError) as error:
+        raise HTTPException(status_code=422, detail=str(error)) from error
+    return dataclasses.asdict(embedder.stats.settings)
+
+
 async def demo(requests: int) -> None:
     """Serves the app on a free loopback port, sends `requests` concurrent requests, stops."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -186,6 +212,15 @@ async def demo(requests: int) -> None:
             )
             print(f"/embed_many: {len(listed)} embeddings in order, max deviation {deviation:.1e}")
             after = (await client.get("/stats")).json()
+            tuned = await client.post("/admin/batching", json={"batch_size": 8})
+            tuned.raise_for_status()
+            refused = await client.post("/admin/batching", json={"batch_size": 0})
+            replies = await asyncio.gather(
+                *(client.post("/embed", json={"text": text}) for text in texts)
+            )
+            for reply in replies:
+                reply.raise_for_status()
+            retuned = (await client.get("/stats")).json()
     finally:
         server.should_exit = True
         await serving
@@ -198,6 +233,13 @@ async def demo(requests: int) -> None:
         f"(mean {after['avg_batch_size']:.1f}; {after['full_batches']} full, "
         f"{after['deadline_batches']} by deadline); queue wait p50 "
         f"{after['queue_wait_p50'] * 1e3:.1f} ms, p99 {after['queue_wait_p99'] * 1e3:.1f} ms"
+    )
+    items = retuned["total_processed"] - after["total_processed"]
+    batches = retuned["total_batches"] - after["total_batches"]
+    print(
+        f"/admin/batching set batch_size={tuned.json()['batch_size']}: the next {items} "
+        f"requests went in {batches} batches; batch_size=0 was refused with "
+        f"{refused.status_code}: {refused.json()['detail']}"
     )
 
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::adaptive::CostModel;
 use crate::admission::Admission;
 use crate::pending::{Cancellable, Entry, Submission};
-use crate::policy::BatchPolicy;
+use crate::policy::{BatchPolicy, LivePolicy};
 use crate::rules::wakes_dispatcher;
 use crate::scheduler::{check_lengths, Assembly, Batch, Poll, Rejected};
 use crate::stats::{Stats, Unserved};
@@ -49,7 +49,8 @@ pub enum Polled<C> {
 #[derive(Debug)]
 pub struct LoopScheduler<C, W> {
     assembly: Mutex<Assembly<C>>,
-    policy: BatchPolicy,
+    /// Changed at run time by `reconfigure`; each decision reads it once.
+    policy: LivePolicy,
     /// This loop's bound: each event loop's queue has its own `max_queue_size`.
     admission: Admission<W>,
     /// `on_full="block"`: a refused task waits for room and tries again, so a refusal is not
@@ -79,7 +80,7 @@ impl<C: Clone + Cancellable, W> LoopScheduler<C, W> {
         Self {
             assembly: Mutex::new(Assembly::new(&policy)),
             wake_at_items: AtomicUsize::new(policy.batch_size),
-            policy,
+            policy: LivePolicy::new(policy),
             admission: Admission::new(max_queued),
             block_when_full,
             cost: Mutex::new(CostModel::default()),
@@ -118,7 +119,8 @@ impl<C: Clone + Cancellable, W> LoopScheduler<C, W> {
             return Err(Rejected::Closed(submission));
         }
         let count = submission.count;
-        let submission = check_lengths(submission, &self.policy).inspect_err(|_| {
+        let policy = self.policy.get();
+        let submission = check_lengths(submission, &policy).inspect_err(|_| {
             self.record_unserved(Unserved::Rejected, count);
         })?;
         if let Err(refusal) = self.admission.try_admit(count) {
@@ -135,18 +137,14 @@ impl<C: Clone + Cancellable, W> LoopScheduler<C, W> {
         assembly.push(submission);
         self.totals.queued.fetch_add(count, Ordering::Relaxed);
         let wake_at = self.wake_at_items.load(Ordering::Relaxed);
-        Ok(wakes_dispatcher(
-            before,
-            before + count,
-            wake_at,
-            &self.policy,
-        ))
+        Ok(wakes_dispatcher(before, before + count, wake_at, &policy))
     }
 
     /// Applies the dispatch rule at `now`; `draining` sends whatever is queued at once. Also
     /// returns the tasks waiting for room that the items it removed let in.
     pub fn poll(&self, now: Instant, draining: bool) -> (Polled<C>, Vec<W>) {
-        let cost = if self.policy.adaptive {
+        let policy = self.policy.get();
+        let cost = if policy.adaptive {
             lock(&self.cost).clone()
         } else {
             CostModel::default()
@@ -154,7 +152,7 @@ impl<C: Clone + Cancellable, W> LoopScheduler<C, W> {
         let (poll, removed) = {
             let mut assembly = lock(&self.assembly);
             let mut stats = lock(&self.totals.stats);
-            assembly.poll(now, &self.policy, draining, &mut stats, &cost)
+            assembly.poll(now, &policy, draining, &mut stats, &cost)
         };
         let woken = self.release(removed);
         let polled = match poll {
@@ -169,6 +167,12 @@ impl<C: Clone + Cancellable, W> LoopScheduler<C, W> {
             Poll::Idle => Polled::Idle,
         };
         (polled, woken)
+    }
+
+    /// Applies the runtime knobs of `policy` (see [`BatchPolicy::reconfigured`]) from the next
+    /// `poll` on; the loop should poll again, to wait under them.
+    pub fn reconfigure(&self, policy: &BatchPolicy) {
+        self.policy.reconfigure(policy);
     }
 
     /// Refuses further submissions; queued ones stay until polled or taken. Returns the tasks
@@ -194,7 +198,7 @@ impl<C: Clone + Cancellable, W> LoopScheduler<C, W> {
     /// Counts a settled batch; only a `succeeded` one teaches adaptive dispatch its cost.
     pub fn record_batch(&self, items: usize, elapsed: Duration, succeeded: bool) {
         lock(&self.totals.stats).record_batch(items, elapsed);
-        if succeeded && self.policy.adaptive {
+        if succeeded && self.policy.get().adaptive {
             lock(&self.cost).observe(items, elapsed);
         }
     }

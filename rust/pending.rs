@@ -8,7 +8,9 @@
 //!
 //! With length-aware packing the next batch is chosen from a window of the items next in that
 //! order: the first of them always goes (it may be due), joined by items of similar length, or
-//! simply the prefix of the window that fits the token budget.
+//! simply the prefix of the window that fits the token budget. Grouping by length lets younger
+//! items overtake older ones of an odd length; an item overtaken [`MAX_PASSES`] times goes with
+//! the next batch that has room for it, so no item is passed over indefinitely.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
@@ -40,6 +42,8 @@ pub struct Entry<C> {
     pub length: usize,
     priority: i32,
     small: bool,
+    /// How many batches took a younger item and left this one behind.
+    passes: u32,
 }
 
 #[derive(Debug)]
@@ -97,6 +101,9 @@ pub struct Pending<C> {
 const BULK_SHARE_DIVISOR: usize = 4;
 /// Length-aware packing chooses among this many times `batch_size` items next in line.
 const PACKING_WINDOW_FACTOR: usize = 8;
+/// How many times grouping by length may leave an item behind while taking a younger one;
+/// after that it goes first. Each pass costs the item one more batch of waiting.
+pub const MAX_PASSES: u32 = 8;
 
 impl<C: Clone + Cancellable> Pending<C> {
     pub fn new(small_call_threshold: usize) -> Self {
@@ -145,6 +152,7 @@ impl<C: Clone + Cancellable> Pending<C> {
                 length,
                 priority: submission.priority,
                 small,
+                passes: 0,
             }
         }));
         self.len += submission.count;
@@ -169,13 +177,17 @@ impl<C: Clone + Cancellable> Pending<C> {
         }
         let mut window = self.take_in_order(max.saturating_mul(PACKING_WINDOW_FACTOR));
         let chosen = choose_packed(&window.entries, max, packing);
+        let youngest_chosen = chosen.last().copied().unwrap_or(0);
         let mut entries = Vec::with_capacity(chosen.len());
         let mut rest = Vec::with_capacity(window.entries.len() - chosen.len());
         let mut chosen = chosen.into_iter().peekable();
-        for (position, entry) in window.entries.drain(..).enumerate() {
+        for (position, mut entry) in window.entries.drain(..).enumerate() {
             if chosen.next_if_eq(&position).is_some() {
                 entries.push(entry);
             } else {
+                if position < youngest_chosen {
+                    entry.passes += 1;
+                }
                 rest.push(entry);
             }
         }
@@ -266,9 +278,10 @@ fn padded_cost(count: usize, longest: usize) -> usize {
 /// Picks positions (ascending) in `window`, which is in service order, for the next batch.
 ///
 /// The first item always goes: it is the one the deadline is about. Without sorting, the batch
-/// is the longest prefix within `max` items and the token budget. With sorting, it grows from
-/// the first item through the items nearest to it in length, taking the nearer neighbour first,
-/// while the batch stays within `max` items and the budget.
+/// is the longest prefix within `max` items and the token budget. With sorting, the items passed
+/// over [`MAX_PASSES`] times join it first, oldest first; if one does not fit, the batch ends
+/// there. Then the batch grows through the items nearest in length to the first item, taking
+/// the nearer neighbour first, while it stays within `max` items and the budget.
 pub fn choose_packed<C>(window: &[Entry<C>], max: usize, packing: &Packing) -> Vec<usize> {
     if window.is_empty() || max == 0 {
         return Vec::new();
@@ -289,6 +302,22 @@ pub fn choose_packed<C>(window: &[Entry<C>], max: usize, packing: &Packing) -> V
         }
         return chosen;
     }
+    let mut taken = vec![false; window.len()];
+    taken[0] = true;
+    let mut count = 1;
+    let mut longest = window[0].length;
+    for (position, entry) in window.iter().enumerate().skip(1) {
+        if entry.passes < MAX_PASSES {
+            continue;
+        }
+        if !fits(count + 1, longest.max(entry.length)) {
+            // Taking anything younger would pass it over once more: it goes first next time.
+            return (0..position).filter(|&p| taken[p]).collect();
+        }
+        taken[position] = true;
+        count += 1;
+        longest = longest.max(entry.length);
+    }
     let mut by_length: Vec<usize> = (0..window.len()).collect();
     // Stable: equal lengths keep service order, so older items go first.
     by_length.sort_by_key(|&position| window[position].length);
@@ -296,37 +325,42 @@ pub fn choose_packed<C>(window: &[Entry<C>], max: usize, packing: &Packing) -> V
         .iter()
         .position(|&position| position == 0)
         .expect("position 0 is in the window");
-    let (mut low, mut high) = (anchor, anchor + 1); // the chosen range is by_length[low..high]
-    let mut longest = window[0].length;
+    let anchor_length = window[0].length;
+    // The nearest items not yet taken below and above the anchor in `by_length`.
+    let untaken_below = |end: usize, taken: &[bool]| (0..end).rev().find(|&i| !taken[by_length[i]]);
+    let untaken_above =
+        |start: usize, taken: &[bool]| (start..by_length.len()).find(|&i| !taken[by_length[i]]);
+    let mut below = untaken_below(anchor, &taken);
+    let mut above = untaken_above(anchor + 1, &taken);
     loop {
-        let below = low.checked_sub(1).map(|i| (i, window[by_length[i]].length));
-        let above = by_length.get(high).map(|&p| (high, window[p].length));
-        let anchor_length = window[0].length;
+        let low = below.map(|i| (i, window[by_length[i]].length));
+        let high = above.map(|i| (i, window[by_length[i]].length));
         // Shorter items add no padding; prefer whichever neighbour is nearer in length, and
         // fall back to the other one when the nearer does not fit.
-        let options = match (below, above) {
+        let options = match (low, high) {
             (Some(b), Some(a)) if anchor_length - b.1 <= a.1 - anchor_length => [Some(b), Some(a)],
             (b, a) => [a, b],
         };
-        let count = high - low + 1;
-        let Some((next, candidate)) = options
+        let Some(((next, _), candidate)) = options
             .into_iter()
             .flatten()
             .map(|option| (option, longest.max(option.1)))
-            .find(|&(_, candidate)| fits(count, candidate))
+            .find(|&(_, candidate)| fits(count + 1, candidate))
         else {
             break;
         };
+        taken[by_length[next]] = true;
+        count += 1;
         longest = candidate;
-        if next.0 < low {
-            low = next.0;
+        if Some(next) == below {
+            below = untaken_below(next, &taken);
         } else {
-            high += 1;
+            above = untaken_above(next + 1, &taken);
         }
     }
-    let mut chosen = by_length[low..high].to_vec();
-    chosen.sort_unstable();
-    chosen
+    (0..window.len())
+        .filter(|&position| taken[position])
+        .collect()
 }
 
 #[cfg(test)]
@@ -577,6 +611,7 @@ mod tests {
                 length,
                 priority: 0,
                 small: false,
+                passes: 0,
             })
             .collect();
         let packing = Packing {
@@ -585,6 +620,139 @@ mod tests {
         };
         // 50 with 45 and 40 costs 3 * 50 = 150; adding 60 would cost 240.
         assert_eq!(choose_packed(&window, 8, &packing), vec![0, 2, 3]);
+    }
+
+    fn window_of(lengths_and_passes: &[(usize, u32)]) -> Vec<Entry<CallRef>> {
+        lengths_and_passes
+            .iter()
+            .enumerate()
+            .map(|(index, &(length, passes))| Entry {
+                call: call(0),
+                index,
+                arrival: Instant::now(),
+                length,
+                priority: 0,
+                small: false,
+                passes,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn items_passed_over_max_passes_times_join_the_first_item_whatever_their_length() {
+        let sorted = Packing {
+            max_batch_tokens: None,
+            sort_by_length: true,
+        };
+        let window = window_of(&[
+            (50, 0),
+            (500, MAX_PASSES),
+            (51, 0),
+            (2, MAX_PASSES),
+            (49, 0),
+        ]);
+        assert_eq!(choose_packed(&window, 4, &sorted), vec![0, 1, 3, 4]);
+        // One pass fewer, and the long and short items lose to the mid-length ones again.
+        let window = window_of(&[(50, 0), (500, 1), (51, 0), (2, 1), (49, 0)]);
+        assert_eq!(choose_packed(&window, 3, &sorted), vec![0, 2, 4]);
+    }
+
+    #[test]
+    fn an_overdue_item_that_does_not_fit_ends_the_batch_before_any_younger_item() {
+        let budget = Packing {
+            max_batch_tokens: Some(1000),
+            sort_by_length: true,
+        };
+        // 50 with the 400 costs 800; adding the 600 would cost 1800: nothing younger may go.
+        let window = window_of(&[(50, 0), (400, MAX_PASSES), (600, MAX_PASSES), (50, 0)]);
+        assert_eq!(choose_packed(&window, 8, &budget), vec![0, 1]);
+    }
+
+    #[test]
+    fn a_steady_stream_passes_an_odd_item_over_at_most_max_passes_times() {
+        let mut pending = Pending::new(0);
+        let sorted = Packing {
+            max_batch_tokens: None,
+            sort_by_length: true,
+        };
+        // Items of spread-out lengths wait ahead of the long one; each batch's first item finds
+        // two younger items of its own length in the stream, nearer than any older item.
+        let ahead: Vec<usize> = (1..=MAX_PASSES as usize + 4).map(|i| 10 * i).collect();
+        submit_lengths(&mut pending, &call(0), &ahead);
+        submit_lengths(&mut pending, &call(1), &[5000]);
+        let (mut passes, mut taken) = (0, false);
+        for _ in 0..4 * ahead.len() {
+            let head = pending.levels.values().next().unwrap().bulk[0].length;
+            submit_lengths(&mut pending, &call(2), &[head, head]);
+            let batch = pending.take(3, &sorted);
+            taken = batch.entries.iter().any(|e| e.call.id == 1);
+            if taken {
+                break;
+            }
+            if batch.entries.iter().any(|e| e.call.id == 2) {
+                passes += 1;
+            }
+        }
+        assert!(taken);
+        assert_eq!(passes, MAX_PASSES);
+    }
+
+    /// Pushes `count` one-item calls of length `length`, numbered from `*next_id` in arrival
+    /// order.
+    fn stream(pending: &mut Pending<CallRef>, next_id: &mut usize, lengths: &[usize]) {
+        for &length in lengths {
+            submit_lengths(pending, &call(*next_id), &[length]);
+            *next_id += 1;
+        }
+    }
+
+    proptest! {
+        /// Under a steady stream of mid-length items, the longest and the shortest item each lose
+        /// the pick (a batch takes a younger item and not them) at most `MAX_PASSES` times, with
+        /// or without a token budget that has room for them.
+        #[test]
+        fn the_longest_and_shortest_items_are_not_passed_over_indefinitely(
+            batch_size in 3usize..16,
+            arrivals in prop::collection::vec(prop::collection::vec(30usize..70, 0..40), 1..60),
+            outliers_at in 0usize..60,
+            budget in prop::option::of(1000usize..4000),
+        ) {
+            const LONGEST: usize = 300;
+            const SHORTEST: usize = 1;
+            let packing = Packing { max_batch_tokens: budget, sort_by_length: true };
+            let mut pending = Pending::new(0);
+            let mut next_id = 0;
+            // (id, times passed over, taken yet)
+            let mut outliers: Vec<(usize, u32, bool)> = Vec::new();
+            let mut step = 0;
+            while step < arrivals.len() || !pending.is_empty() {
+                if let Some(lengths) = arrivals.get(step) {
+                    stream(&mut pending, &mut next_id, lengths);
+                }
+                if step == outliers_at.min(arrivals.len() - 1) {
+                    for length in [LONGEST, SHORTEST] {
+                        outliers.push((next_id, 0, false));
+                        stream(&mut pending, &mut next_id, &[length]);
+                    }
+                }
+                step += 1;
+                let batch = pending.take(batch_size, &packing);
+                let youngest = batch.entries.iter().map(|e| e.call.id).max();
+                for (id, passes, taken) in &mut outliers {
+                    if *taken {
+                        continue;
+                    }
+                    *taken = batch.entries.iter().any(|e| e.call.id == *id);
+                    if !*taken && youngest.is_some_and(|youngest| youngest > *id) {
+                        *passes += 1;
+                    }
+                }
+            }
+            for (id, passes, taken) in outliers {
+                prop_assert!(taken);
+                prop_assert!(passes <= MAX_PASSES, "item {} passed over {} times", id, passes);
+            }
+        }
     }
 
     proptest! {

@@ -1,6 +1,7 @@
 //! The knobs a user sets on a processor, validated once at decoration time.
 
 use std::fmt;
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 /// How a processor forms batches.
@@ -108,6 +109,46 @@ impl BatchPolicy {
         self.adaptive = adaptive;
         self
     }
+
+    /// This policy with the knobs that may change while batches are formed taken from `new`:
+    /// `batch_size`, the wait (`max_wait`, `adaptive`) and the token budget. The rest shapes the
+    /// queue itself (its classes) or which items carry lengths, so it stays.
+    pub fn reconfigured(&self, new: &BatchPolicy) -> BatchPolicy {
+        BatchPolicy {
+            batch_size: new.batch_size,
+            max_wait: new.max_wait,
+            adaptive: new.adaptive,
+            packing: Packing {
+                max_batch_tokens: new.packing.max_batch_tokens,
+                ..self.packing
+            },
+            ..self.clone()
+        }
+    }
+}
+
+/// The policy a queue applies now, replaceable from any thread. Readers copy it out once per
+/// decision, so each batch is assembled under one policy throughout.
+#[derive(Debug)]
+pub struct LivePolicy(RwLock<BatchPolicy>);
+
+impl LivePolicy {
+    pub fn new(policy: BatchPolicy) -> Self {
+        Self(RwLock::new(policy))
+    }
+
+    pub fn get(&self) -> BatchPolicy {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Takes the runtime knobs of `new` (see [`BatchPolicy::reconfigured`]).
+    pub fn reconfigure(&self, new: &BatchPolicy) {
+        let mut policy = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        *policy = policy.reconfigured(new);
+    }
 }
 
 #[cfg(test)]
@@ -135,6 +176,30 @@ mod tests {
         assert!(packed.packing.is_length_aware());
         let err = plain.with_packing(Some(0), false).unwrap_err();
         assert!(err.to_string().contains("max_batch_tokens"));
+    }
+
+    #[test]
+    fn reconfiguring_takes_only_the_runtime_knobs() {
+        let live = LivePolicy::new(
+            BatchPolicy::new(8, 5.0, 2)
+                .unwrap()
+                .with_packing(None, true)
+                .unwrap(),
+        );
+        let new = BatchPolicy::new(64, 20.0, 99)
+            .unwrap()
+            .with_packing(Some(4096), false)
+            .unwrap()
+            .with_adaptive(true);
+        live.reconfigure(&new);
+        let now = live.get();
+        assert_eq!(now.batch_size, 64);
+        assert_eq!(now.max_wait, Duration::from_millis(20));
+        assert!(now.adaptive);
+        assert_eq!(now.packing.max_batch_tokens, Some(4096));
+        // The queue's classes and whether items are sorted were fixed when it was made.
+        assert_eq!(now.small_call_threshold, 2);
+        assert!(now.packing.sort_by_length);
     }
 
     #[test]

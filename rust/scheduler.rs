@@ -19,7 +19,7 @@ use crate::adaptive::{ArrivalRate, CostModel, Learned};
 use crate::admission::{Admission, Refusal};
 use crate::late_timer::LateTimer;
 use crate::pending::{Cancellable, Entry, Pending, Submission};
-use crate::policy::BatchPolicy;
+use crate::policy::{BatchPolicy, LivePolicy};
 use crate::rules::{decide, Decision, DispatchReason, QueueShape};
 use crate::stats::{Stats, Unserved};
 
@@ -88,6 +88,11 @@ impl<C: Clone + Cancellable> Assembly<C> {
         stats: &mut Stats,
         cost: &CostModel,
     ) -> (Poll<C>, usize) {
+        // `reconfigure` may switch adaptive dispatch on or off: the arrival rate is learned
+        // exactly while it is on.
+        if policy.adaptive != self.arrivals.is_some() {
+            self.arrivals = policy.adaptive.then(ArrivalRate::default);
+        }
         let mut removed = 0;
         loop {
             let decision = if draining && !self.pending.is_empty() {
@@ -202,7 +207,7 @@ pub struct Scheduler<C, W = ()> {
     // The parker lives with the assembly: only the worker holding that lock sleeps on it.
     assembly: Mutex<(Assembly<C>, Parker, LateTimer)>,
     wake_worker: Unparker,
-    policy: BatchPolicy,
+    policy: LivePolicy,
     admission: Admission<W>,
     // Waiters for room that a release handed back, until the owner wakes them.
     woken: Mutex<Vec<W>>,
@@ -257,7 +262,7 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
             assembly: Mutex::new((Assembly::new(&policy), parker, LateTimer::default())),
             sleeping_for: AtomicUsize::new(AWAKE),
             items_in_channel: AtomicUsize::new(0),
-            policy,
+            policy: LivePolicy::new(policy),
             admission: Admission::new(max_queued),
             woken: Mutex::new(Vec::new()),
             draining: AtomicBool::new(false),
@@ -310,12 +315,12 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
 
     /// Refuses a submission holding an item that no batch could ever hold.
     pub fn check(&self, submission: Submission<C>) -> Result<Submission<C>, Rejected<C>> {
-        check_lengths(submission, &self.policy)
+        check_lengths(submission, &self.policy.get())
     }
 
     /// Queues a submission if the queue has room for it, else refuses it.
     pub fn submit(&self, submission: Submission<C>) -> Result<(), Rejected<C>> {
-        let submission = check_lengths(submission, &self.policy)?;
+        let submission = check_lengths(submission, &self.policy.get())?;
         match self.admission.try_admit(submission.count) {
             Ok(before) => self.enqueue(submission, Some(before)),
             Err(refusal) => Err(Rejected::Refused {
@@ -372,6 +377,18 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
             self.wake_worker.unpark();
         }
         Ok(())
+    }
+
+    /// Applies the runtime knobs of `policy` (see [`BatchPolicy::reconfigured`]) from the next
+    /// decision on; a sleeping worker wakes to decide again under them.
+    pub fn reconfigure(&self, policy: &BatchPolicy) {
+        self.policy.reconfigure(policy);
+        self.wake_worker.unpark();
+    }
+
+    /// The policy applied now.
+    pub fn policy(&self) -> BatchPolicy {
+        self.policy.get()
     }
 
     /// Stops accepting submissions. With `drain`, the worker first dispatches everything already
@@ -446,14 +463,15 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
                 return Some(Next::Closed);
             }
             let now = now();
-            let cost = if self.policy.adaptive {
+            let policy = self.policy.get();
+            let cost = if policy.adaptive {
                 lock(&self.cost).clone()
             } else {
                 CostModel::default()
             };
             let (poll, removed) = {
                 let mut stats = lock(&self.stats);
-                assembly.poll(now, &self.policy, draining, &mut stats, &cost)
+                assembly.poll(now, &policy, draining, &mut stats, &cost)
             };
             if self.release(removed) && !matches!(poll, Poll::Ready(_)) {
                 return Some(Next::RoomFreed);
@@ -468,7 +486,7 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
                 } => (Some(until), wake_at_items),
             };
             // With a token budget the queue may fill by tokens first: wake on every arrival.
-            let sleeping_for = if self.policy.packing.max_batch_tokens.is_some() {
+            let sleeping_for = if policy.packing.max_batch_tokens.is_some() {
                 1
             } else {
                 wake_at_items.saturating_sub(assembly.len()).max(1)
@@ -526,7 +544,7 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
     /// Counts a settled batch; only a `succeeded` one teaches adaptive dispatch its cost.
     pub fn record_batch(&self, items: usize, elapsed: std::time::Duration, succeeded: bool) {
         lock(&self.stats).record_batch(items, elapsed);
-        if succeeded && self.policy.adaptive {
+        if succeeded && self.policy.get().adaptive {
             lock(&self.cost).observe(items, elapsed);
         }
     }
@@ -584,6 +602,25 @@ mod tests {
             arrival: Instant::now(),
             lengths: None,
         }
+    }
+
+    #[test]
+    fn an_assembly_learns_arrivals_exactly_while_its_policy_is_adaptive() {
+        let fixed = BatchPolicy::new(8, 5.0, 8).unwrap();
+        let adaptive = BatchPolicy {
+            adaptive: true,
+            ..fixed.clone()
+        };
+        let mut assembly: Assembly<Arc<Ticket>> = Assembly::new(&fixed);
+        let mut stats = Stats::default();
+        let cost = CostModel::default();
+        assert!(assembly.arrivals.is_none());
+        // reconfigure(timeout_ms="auto") reaches the assembly through the policy it polls with.
+        assembly.poll(Instant::now(), &adaptive, false, &mut stats, &cost);
+        assert!(assembly.arrivals.is_some());
+        assembly.push(submission(1, 1));
+        assembly.poll(Instant::now(), &fixed, false, &mut stats, &cost);
+        assert!(assembly.arrivals.is_none());
     }
 
     #[test]
@@ -751,6 +788,32 @@ mod tests {
             other => panic!("expected TooLong, got {other:?}"),
         }
         assert_eq!(scheduler.queued(), 0);
+    }
+
+    #[test]
+    fn a_smaller_batch_size_applies_to_a_worker_already_waiting() {
+        let scheduler = scheduler(8, 60_000.0);
+        let batches = worker(&scheduler);
+        scheduler.submit(submission(1, 3)).unwrap();
+        thread::sleep(Duration::from_millis(20));
+        scheduler.reconfigure(&BatchPolicy::new(2, 60_000.0, 8).unwrap());
+        assert_eq!(
+            batches.recv_timeout(Duration::from_secs(10)),
+            Ok(vec![1, 1])
+        );
+        assert_eq!(scheduler.policy().batch_size, 2);
+        scheduler.close(false);
+    }
+
+    #[test]
+    fn a_shorter_timeout_applies_to_items_already_waiting() {
+        let scheduler = scheduler(8, 60_000.0);
+        let batches = worker(&scheduler);
+        scheduler.submit(submission(1, 1)).unwrap();
+        thread::sleep(Duration::from_millis(20));
+        scheduler.reconfigure(&BatchPolicy::new(8, 1.0, 8).unwrap());
+        assert_eq!(batches.recv_timeout(Duration::from_secs(10)), Ok(vec![1]));
+        scheduler.close(false);
     }
 
     #[test]

@@ -136,6 +136,13 @@ def test_fastapi_service() -> None:
     items, batches = find(r"^the (\d+) concurrent requests went in (\d+) batches", out)
     assert int(items) == 64
     assert 1 <= int(batches) < 64
+    size, items, batches, status = find(
+        r"^/admin/batching set batch_size=(\d+): the next (\d+) requests went in (\d+) batches; "
+        r"batch_size=0 was refused with (\d+): batch_size must be",
+        out,
+    )
+    assert (size, items, status) == ("8", "64", "422")
+    assert int(batches) >= 64 // 8  # no batch over the new size
 
 
 @pytest.mark.examples
@@ -147,7 +154,7 @@ def test_fastapi_app_is_importable_for_uvicorn() -> None:
         "-c",
         "from examples.fastapi_service import app; print(sorted(r.path for r in app.routes))",
     )
-    for path in ("/embed", "/embed_many", "/stats"):
+    for path in ("/embed", "/embed_many", "/stats", "/admin/batching"):
         assert f"'{path}'" in out
 
 

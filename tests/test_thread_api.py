@@ -1033,7 +1033,7 @@ def test_stats_start_empty_and_are_frozen(make_processor: Any) -> None:
     p = make_processor(lambda xs: xs, timeout_ms=1)
     stats = p.stats
     assert isinstance(stats, batched.BatchStats)
-    assert stats == batched.BatchStats()
+    assert stats == batched.BatchStats(settings=stats.settings)
     assert stats.total_processed == 0
     assert stats.total_batches == 0
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -1058,6 +1058,7 @@ def test_stats_start_empty_and_are_frozen(make_processor: Any) -> None:
         "items_timed_out",
         "items_cancelled",
         "items_rejected",
+        "settings",
     }
 
 

@@ -9,11 +9,13 @@ from batched import aio, inference
 from batched._core import BatchedError, ProcessorClosedError, QueueFullError
 from batched._core import __version__ as __version__
 from batched._decorate import set_processor_warning_threshold
+from batched._options import BatchSettings
 from batched._processor import BatchProcessor, dynamically
 from batched._stats import BatchStats
 
 __all__ = [
     "BatchProcessor",
+    "BatchSettings",
     "BatchStats",
     "BatchedError",
     "ProcessorClosedError",

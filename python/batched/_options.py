@@ -42,6 +42,37 @@ class AsyncBatchOptions(BatchOptions, total=False):
     max_concurrent_batches: int
 
 
+class RuntimeOptions(TypedDict, total=False):
+    """The options ``reconfigure`` changes while a processor runs."""
+
+    batch_size: int
+    timeout_ms: float | Literal["auto"]
+    max_timeout_ms: float
+    max_batch_tokens: int | None
+
+
+class AsyncRuntimeOptions(RuntimeOptions, total=False):
+    """``reconfigure``'s options for an ``async def`` batch function."""
+
+    max_concurrent_batches: int
+
+
+RUNTIME_OPTIONS: frozenset[str] = RuntimeOptions.__optional_keys__
+ASYNC_RUNTIME_OPTIONS: frozenset[str] = AsyncRuntimeOptions.__optional_keys__
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BatchSettings:
+    """The options :meth:`~batched.BatchProcessor.reconfigure` can change, as they stood when a
+    statistics snapshot was taken. ``max_timeout_ms`` is None unless ``timeout_ms="auto"``."""
+
+    batch_size: int = DEFAULT_BATCH_SIZE
+    timeout_ms: float | Literal["auto"] = DEFAULT_TIMEOUT_MS
+    max_timeout_ms: float | None = None
+    max_batch_tokens: int | None = None
+    max_concurrent_batches: int = 1
+
+
 def _int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {value!r}")
@@ -77,6 +108,10 @@ class Settings:
     itself looks at."""
 
     queue: _core.QueueOptions
+    # The options as given, and which TypedDict checked them: reconfigure checks them again.
+    given: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    schema: type = QueueOptions
+    live: BatchSettings = BatchSettings()
     sort_by_length: bool = False
     max_batch_tokens: int | None = None
     on_full: OnFull = "raise"
@@ -108,12 +143,14 @@ class Settings:
             raise TypeError(
                 f'timeout_ms must be a number of milliseconds or "auto", got {timeout_ms!r}'
             )
+        batch_size = _int("batch_size", options.get("batch_size", DEFAULT_BATCH_SIZE))
+        wait_ms = _milliseconds("max_timeout_ms" if adaptive else "timeout_ms", timeout_ms)
         sort_by_length = flag("sort_by_length", options.get("sort_by_length", False))
         max_batch_tokens = _optional_int("max_batch_tokens", options.get("max_batch_tokens"))
         on_full = _choice("on_full", options.get("on_full", "raise"), ("raise", "block"))
         queue = _core.QueueOptions(
-            batch_size=_int("batch_size", options.get("batch_size", DEFAULT_BATCH_SIZE)),
-            timeout_ms=_milliseconds("max_timeout_ms" if adaptive else "timeout_ms", timeout_ms),
+            batch_size=batch_size,
+            timeout_ms=wait_ms,
             small_batch_threshold=_int(
                 "small_batch_threshold",
                 options.get("small_batch_threshold", DEFAULT_SMALL_BATCH_THRESHOLD),
@@ -124,16 +161,26 @@ class Settings:
             on_full=on_full,
             adaptive=adaptive,
         )
+        max_concurrent_batches = _int(
+            "max_concurrent_batches", options.get("max_concurrent_batches", 1)
+        )
         settings = cls(
             queue=queue,
+            given=dict(options),
+            schema=allowed,
+            live=BatchSettings(
+                batch_size=batch_size,
+                timeout_ms="auto" if adaptive else wait_ms,
+                max_timeout_ms=wait_ms if adaptive else None,
+                max_batch_tokens=max_batch_tokens,
+                max_concurrent_batches=max_concurrent_batches,
+            ),
             sort_by_length=sort_by_length,
             max_batch_tokens=max_batch_tokens,
             on_full=on_full,
             on_error=_choice("on_error", options.get("on_error", "fail"), ("fail", "isolate")),
             length_fn=options.get("length_fn"),
-            max_concurrent_batches=_int(
-                "max_concurrent_batches", options.get("max_concurrent_batches", 1)
-            ),
+            max_concurrent_batches=max_concurrent_batches,
         )
         if settings.length_fn is not None and not callable(settings.length_fn):
             raise TypeError(f"length_fn must be callable, got {settings.length_fn!r}")
@@ -142,6 +189,21 @@ class Settings:
                 f"max_concurrent_batches must be at least 1, got {settings.max_concurrent_batches}"
             )
         return settings
+
+    def reconfigured(self, changes: Mapping[str, Any], runtime: frozenset[str]) -> Settings:
+        """These settings with ``changes`` (options among ``runtime``) applied, checked as at
+        decoration time: the same errors for the same bad values."""
+        fixed = sorted(set(changes) - runtime)
+        if fixed:
+            raise TypeError(
+                f"reconfigure cannot change {', '.join(map(repr, fixed))} while the processor "
+                f"runs; it takes {', '.join(sorted(runtime))}"
+            )
+        given = {**self.given, **changes}
+        # A fixed timeout_ms given now replaces "auto" and the bound that went with it.
+        if changes.get("timeout_ms", "auto") != "auto" and "max_timeout_ms" not in changes:
+            given.pop("max_timeout_ms", None)
+        return Settings.of(given, self.schema)
 
     def length_of(self) -> Callable[[Any], int] | None:
         """How to measure an item, or None when no option looks at lengths."""

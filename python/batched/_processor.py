@@ -16,7 +16,7 @@ from batched._decorate import apply_or_defer, check_callable
 from batched._delivery import check_timeout, deliver, item_count, submit_call
 from batched._lifecycle import Lifecycle
 from batched._log import logger
-from batched._options import BatchOptions, Settings
+from batched._options import RUNTIME_OPTIONS, BatchOptions, RuntimeOptions, Settings
 from batched._plan import ITEMS, Plan, Resolver, item_lengths, run_batch
 from batched._stats import BatchStats
 
@@ -110,6 +110,7 @@ class BatchProcessor(_core.CallEntry, Lifecycle, Generic[T, U]):
         check_callable(func)
         settings = _settings if _settings is not None else Settings.of(options, BatchOptions)
         self._settings = settings
+        self._reconfiguring = threading.Lock()
         self._block_when_full = settings.on_full == "block"
         # Item lengths are computed only when some option looks at them.
         self._length_of = settings.length_of()
@@ -122,11 +123,7 @@ class BatchProcessor(_core.CallEntry, Lifecycle, Generic[T, U]):
 
     def _start(self) -> None:
         self._core = _core.Processor(self._settings.queue, deliver)
-        length_of = self._length_of
-        self._bind_core(
-            self._core,
-            None if length_of is None else functools.partial(item_lengths, length_of),
-        )
+        self._bind_lengths()
         name = getattr(self, "__qualname__", "batch function")
         isolate = self._settings.on_error == "isolate"
         self._workers = tuple(
@@ -153,6 +150,34 @@ class BatchProcessor(_core.CallEntry, Lifecycle, Generic[T, U]):
         self._finalizer = weakref.finalize(
             self, _stop, self._core, self._workers, False, _FINALIZE_JOIN_SECONDS, name
         )
+
+    def _bind_lengths(self) -> None:
+        length_of = self._length_of
+        self._bind_core(
+            self._core,
+            None if length_of is None else functools.partial(item_lengths, length_of),
+        )
+
+    def reconfigure(self, **options: Unpack[RuntimeOptions]) -> None:
+        """Changes ``batch_size``, ``timeout_ms`` (``max_timeout_ms``) or ``max_batch_tokens``
+        while the processor runs, from any thread; the next batch is formed under them.
+
+        A bad value raises what it would raise at decoration time and changes nothing; other
+        options raise ``TypeError``. :attr:`stats` shows the options in force.
+        """
+        with self._reconfiguring:
+            settings = self._settings.reconfigured(options, RUNTIME_OPTIONS)
+            self._apply(settings)
+        logger.debug("reconfigured %s: %s", self, settings.live)
+
+    def _apply(self, settings: Settings) -> None:
+        """Hands checked settings to the queue; with the lock held."""
+        self._core.reconfigure(settings.queue)
+        self._settings = settings
+        length_of = settings.length_of()
+        if length_of is not self._length_of:  # a token budget given now needs lengths
+            self._length_of = length_of
+            self._bind_lengths()
 
     def _restart_after_fork(self) -> None:
         """In a forked child: the parent's worker threads do not exist here and its queue's
@@ -231,7 +256,7 @@ class BatchProcessor(_core.CallEntry, Lifecycle, Generic[T, U]):
     @property
     def stats(self) -> BatchStats:
         """A snapshot of this processor's statistics."""
-        return BatchStats(**self._core.stats())
+        return BatchStats(**self._core.stats(), settings=self._settings.live)
 
     def histograms(self, time_bounds: list[float], size_bounds: list[int]) -> dict[str, Any]:
         """The histograms behind :attr:`stats`, cumulated at the given ascending bounds (seconds

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+
+from batched._options import BatchSettings
 
 # The fields that hold durations in seconds, printed in milliseconds by ``str()``.
 _SECONDS = frozenset(
@@ -29,6 +31,8 @@ class BatchStats:
     caller's ``timeout`` passed, ``items_cancelled`` because their caller was cancelled or
     interrupted, ``items_rejected`` because the queue refused them (full, or over
     ``max_batch_tokens``).
+
+    ``settings`` holds the options in force, which ``reconfigure`` may have changed.
     """
 
     queue_size: int = 0
@@ -50,17 +54,18 @@ class BatchStats:
     items_timed_out: int = 0
     items_cancelled: int = 0
     items_rejected: int = 0
+    settings: BatchSettings = field(default_factory=BatchSettings)
 
     def __str__(self) -> str:
         """Every field, with durations in milliseconds and their unit written out (the
         attributes themselves are in seconds)."""
         parts = []
-        for field in fields(self):
-            value = getattr(self, field.name)
-            if field.name in _SECONDS:
-                parts.append(f"{field.name}={value * 1e3:.3f} ms")
+        for stat in fields(self):
+            value = getattr(self, stat.name)
+            if stat.name in _SECONDS:
+                parts.append(f"{stat.name}={value * 1e3:.3f} ms")
             elif isinstance(value, float):
-                parts.append(f"{field.name}={value:.3f}")
+                parts.append(f"{stat.name}={value:.3f}")
             else:
-                parts.append(f"{field.name}={value}")
+                parts.append(f"{stat.name}={value}")
         return f"BatchStats({', '.join(parts)})"

@@ -143,6 +143,12 @@ impl LoopQueue {
         }
     }
 
+    /// Applies `options`' batch size, wait and token budget from the next `poll` on (see
+    /// `Processor.reconfigure`); the loop should poll again, to wait under the new ones.
+    fn reconfigure(&self, options: &QueueOptions) {
+        self.inner.scheduler.reconfigure(&options.policy);
+    }
+
     /// Refuses further calls; queued ones stay until `fail_remaining` or `poll` takes them.
     fn close(&self, py: Python<'_>) {
         let woken = self.inner.scheduler.close();

@@ -353,6 +353,12 @@ impl Processor {
         }
     }
 
+    /// Applies `options`' batch size, wait and token budget from the next batch on; the other
+    /// options are those the processor was made with (the Python layer refuses changes to them).
+    fn reconfigure(&self, options: &QueueOptions) {
+        self.shared.scheduler.reconfigure(&options.policy);
+    }
+
     /// Stops accepting calls. With `drain`, queued items still run; otherwise the worker stops
     /// after its current batch and `fail_remaining` tells the queued callers (at once: it need
     /// not wait for that batch).

@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import inspect
 import os
+import threading
 import weakref
 from asyncio import get_running_loop
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Generic, Protocol, Self, TypeVar, Unpack, overload
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Generic, Protocol, Self, TypeVar, Unpack, cast, overload
 
 from batched import _core
 from batched._decorate import Pinning, apply_or_defer, check_callable
 from batched._delivery import check_timeout, deliver, item_count, submit_call
 from batched._lifecycle import AsyncLifecycle
 from batched._log import logger
-from batched._options import AsyncBatchOptions, Settings
+from batched._options import (
+    ASYNC_RUNTIME_OPTIONS,
+    AsyncBatchOptions,
+    AsyncRuntimeOptions,
+    RuntimeOptions,
+    Settings,
+)
 from batched._plan import ITEMS, Plan, Resolver, item_lengths, run_batch_async
 from batched._processor import BatchProcessor
 from batched._reentry import refuse_call_inside_own_batch
@@ -57,6 +65,13 @@ class _LoopBatcher:
     def nudge(self) -> None:
         if self._running < self._limit:
             self._pump()
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Takes new settings from any thread; the loop then polls again under them."""
+        self.queue.reconfigure(settings.queue)
+        self._limit = settings.max_concurrent_batches
+        with contextlib.suppress(RuntimeError):  # a closed loop has nothing left to wake
+            self.loop.call_soon_threadsafe(self.nudge)
 
     def _pump(self, draining: bool = False) -> None:
         while self._running < self._limit:
@@ -118,6 +133,7 @@ class _AsyncCore:
     def __init__(self, resolve: Resolver, settings: Settings, plan: Plan) -> None:
         self.resolver = self._resolve = resolve  # public: identifies the processor's batches
         self._settings = settings
+        self._reconfiguring = threading.Lock()
         self._plan = plan
         self._closed = False
         self._start()
@@ -151,14 +167,26 @@ class _AsyncCore:
             raise _core.ProcessorClosedError("the batch processor has been shut down")
         batcher = self._batchers.get(loop)
         if batcher is None:
-            queue = self._new_queue(self._stats_anchor)
-            batcher = _LoopBatcher(queue, loop, self._resolve, self._settings, self._plan)
-            self._batchers[loop] = batcher
+            with self._reconfiguring:  # so that a concurrent reconfigure reaches this queue
+                queue = self._new_queue(self._stats_anchor)
+                batcher = _LoopBatcher(queue, loop, self._resolve, self._settings, self._plan)
+                self._batchers[loop] = batcher
         self.last = (loop, batcher)
         return batcher
 
     def stats(self) -> dict[str, Any]:
-        return self._stats_anchor.stats()
+        return {**self._stats_anchor.stats(), "settings": self._settings.live}
+
+    def reconfigure(self, options: Mapping[str, Any]) -> Settings:
+        """See :meth:`AsyncBatchProcessor.reconfigure`; returns the settings now in force."""
+        with self._reconfiguring:
+            settings = self._settings.reconfigured(options, ASYNC_RUNTIME_OPTIONS)
+            # Loops made from now on take these; the queues of existing loops are told.
+            self._settings = settings
+            self._stats_anchor.reconfigure(settings.queue)
+            for batcher in list(self._batchers.values()):
+                batcher.reconfigure(settings)
+            return settings
 
     @property
     def closed(self) -> bool:
@@ -351,6 +379,29 @@ class AsyncBatchProcessor(Pinning, AsyncLifecycle, Generic[T, U]):
         return await submit_call(
             batcher.queue, item_count(item, rows), submit, timeout, self._block_when_full
         )
+
+    def reconfigure(self, **options: Unpack[AsyncRuntimeOptions]) -> None:
+        """Changes ``batch_size``, ``timeout_ms`` (``max_timeout_ms``), ``max_batch_tokens`` or,
+        for an ``async def`` function, ``max_concurrent_batches`` while the processor runs,
+        from any thread; the next batch is formed under them.
+
+        A bad value raises what it would raise at decoration time and changes nothing; other
+        options raise ``TypeError``, and so does ``max_concurrent_batches`` for a plain ``def``
+        function, whose worker threads are started when it is decorated. :attr:`stats` shows the
+        options in force.
+        """
+        if self._async is not None:
+            self._length_of = self._async.reconfigure(options).length_of()
+            return
+        assert self._threaded is not None
+        if "max_concurrent_batches" in options:
+            raise TypeError(
+                "max_concurrent_batches of a plain def batch function is its number of worker "
+                "threads, fixed when it is decorated; reconfigure can change it only for an "
+                "async def function"
+            )
+        self._threaded.reconfigure(**cast(RuntimeOptions, options))
+        self._length_of = self._threaded._settings.length_of()
 
     @property
     def stats(self) -> BatchStats:

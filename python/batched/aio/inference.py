@@ -14,7 +14,7 @@ from batched._decorate import Pinning, apply_or_defer, check_callable
 from batched._features import merge_parts
 from batched._inference_options import AsyncInferenceOptions, call_features, plan_from
 from batched._lifecycle import AsyncLifecycle
-from batched._options import Settings
+from batched._options import AsyncRuntimeOptions, Settings
 from batched._plan import Resolver
 from batched._stats import BatchStats
 from batched.aio._processor import AsyncBatchProcessor
@@ -58,6 +58,11 @@ class AsyncInferenceProcessor(Pinning, AsyncLifecycle):
         call, lengths = call_features(self._schema, features, keywords)
         parts = await self._processor._submit(call, timeout, priority, call.rows, lengths)
         return merge_parts(parts, self._plan.left)
+
+    def reconfigure(self, **options: Unpack[AsyncRuntimeOptions]) -> None:
+        """Changes batching options while the processor runs; see
+        :meth:`batched.aio.AsyncBatchProcessor.reconfigure`."""
+        self._processor.reconfigure(**options)
 
     @property
     def stats(self) -> BatchStats:

@@ -16,7 +16,7 @@ from batched._decorate import Pinning, apply_or_defer, check_callable
 from batched._features import merge_parts
 from batched._inference_options import InferenceOptions, call_features, plan_from
 from batched._lifecycle import Lifecycle
-from batched._options import Settings
+from batched._options import RuntimeOptions, Settings
 from batched._plan import Resolver
 from batched._processor import BatchProcessor
 from batched._stats import BatchStats
@@ -76,6 +76,11 @@ class InferenceProcessor(Pinning, Lifecycle):
         call, lengths = call_features(self._schema, features, keywords)
         parts = await self._processor._acall_rows(call, timeout, priority, call.rows, lengths)
         return merge_parts(parts, self._plan.left)
+
+    def reconfigure(self, **options: Unpack[RuntimeOptions]) -> None:
+        """Changes batching options while the processor runs; see
+        :meth:`BatchProcessor.reconfigure`."""
+        self._processor.reconfigure(**options)
 
     @property
     def stats(self) -> BatchStats:

