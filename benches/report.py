@@ -496,9 +496,18 @@ also runs alone, with `--help` for its options: `python benches/overhead.py`, an
   tasks, and (e) the floor, one direct `encode` call over all the sentences.
 * `serve.py`: the same model in a FastAPI app under uvicorn, 64 concurrent httpx clients on
   loopback: no batching, 0.1.5, this package.
+* `load.py`: the same service under open-loop load, as TEI and Triton are measured: Poisson
+  arrivals from a generator process, each variant's capacity found first, then every variant
+  at 50%, 80% and 95% of the best capacity, alternated within each round; p50 to p99.9
+  latency, the rate achieved and the failed share
+  ([results/load.md](results/load.md), [results/load.png](results/load.png)). It takes about
+  half an hour, so `bench.sh` leaves it out: `python benches/load.py --help`.
 * `adaptive.py`: Poisson arrivals from 10 to 20 000 items/s against simulated models, fixed
   `timeout_ms` values against `"auto"` and 0.1.5, p99 latency and throughput at each rate
   ([results/adaptive.md](results/adaptive.md)).
+
+`scripts/gpu_check.sh` is the GPU run, for a machine with CUDA: the CUDA tests, `padding.py`
+with CUDA tensors and `embed.py` with the model on the GPU, results in `results/gpu/`.
 
 The figures below come from a 2-core virtual machine, where separate runs differ by up to 3x;
 read the ratios, which come from one run each, rather than the absolute numbers. The "other
