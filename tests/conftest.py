@@ -1,4 +1,4 @@
-"""Test-suite policy shared by every test file.
+"""Test-suite policy and helpers shared by every test file.
 
 ``BATCHED_REQUIRE_ALL=1`` (set by ``scripts/test.sh``) turns every skip into a failure, except
 for tests marked ``cuda`` on a machine without CUDA: a test whose optional dependency is
@@ -12,11 +12,24 @@ silently test the source tree instead.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+import time
+from collections.abc import Callable, Generator
 
 import pytest
 
 REQUIRE_ALL = os.environ.get("BATCHED_REQUIRE_ALL") == "1"
+
+
+def wait_until(
+    predicate: Callable[[], bool], what: str = "a condition", timeout: float = 20.0
+) -> None:
+    """Polls ``predicate`` until it holds; fails naming ``what`` after ``timeout`` seconds,
+    which a passing test never reaches."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.002)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections import namedtuple
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ import numpy as np
 import pytest
 from batched import ProcessorClosedError, inference
 from batched.aio import inference as aio_inference
+from conftest import wait_until
 
 try:
     import torch
@@ -93,14 +93,6 @@ def padded(row: np.ndarray, length: int, pad: Any, side: str) -> np.ndarray:
     else:
         out[length - len(row) :] = row
     return out
-
-
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.002)
 
 
 class Gate:

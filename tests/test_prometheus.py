@@ -16,7 +16,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -32,6 +31,7 @@ from batched.prometheus import (
     BatchedCollector,
     register,
 )
+from conftest import wait_until
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
@@ -62,14 +62,6 @@ COUNTERS = (
 
 # --------------------------------------------------------------------------------------------
 # helpers
-
-
-def wait_until(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {WAIT} s waiting for {what}")
-        time.sleep(0.002)
 
 
 class Scrape:

@@ -16,17 +16,11 @@ from typing import Any
 import batched
 import pytest
 from batched import aio
+from conftest import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
 GUARD = 30.0
-
-
-def wait_until(predicate: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + GUARD
-    while not predicate():
-        assert time.monotonic() < deadline, "condition never became true"
-        time.sleep(0.001)
 
 
 async def await_until(predicate: Callable[[], bool]) -> None:

@@ -26,20 +26,13 @@ from typing import Any
 
 import batched
 import pytest
+from conftest import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
 # An upper bound for anything that should happen "soon"; never reached unless something is wrong.
 WAIT = 10.0
 BLOCK = "block"
-
-
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.002)
 
 
 async def wait_until_async(predicate: Callable[[], bool], what: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from asyncio import events as _events
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -39,7 +38,11 @@ def deliver(
     errors: list[BaseException],
 ) -> None:
     """Resolves ``futures`` on ``loop``: at once on its own thread, else with one wake-up."""
-    if _events._get_running_loop() is loop:
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:  # a worker thread: no loop runs here
+        running = None
+    if running is loop:
         _settle(futures, values, failed_futures, errors)
         return
     # A closed loop raises RuntimeError: its tasks are gone and nobody awaits these futures.

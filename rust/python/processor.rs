@@ -392,8 +392,8 @@ impl Processor {
         )
     }
 
-    /// The histograms behind the statistics, cumulated at the given bounds (see
-    /// `batched.metrics`): a dict of `(counts, sum, count)` tuples.
+    /// The histograms behind the statistics, cumulated at the given bounds (what
+    /// `batched.prometheus` exports): a dict of `(counts, sum, count)` tuples.
     fn histograms<'py>(
         &self,
         py: Python<'py>,
