@@ -31,8 +31,12 @@ def ray_batch(
 ) -> Callable[[Any], Awaitable[Any]]:
     """``func`` (an ``async def`` over a list) batched by ``@serve.batch`` with these options.
     Each call awaits one item's result."""
-    return serve.batch(  # type: ignore[no-any-return]
+    decorate = serve.batch(
         max_batch_size=batch_size,
         batch_wait_timeout_s=timeout_ms / 1000.0,
         max_concurrent_batches=max_concurrent_batches,
-    )(func)
+    )
+    # Ray's stubs describe a function of its own shape; an async def over a list is what it
+    # batches at run time.
+    batched: Callable[[Any], Awaitable[Any]] = decorate(func)  # type: ignore[arg-type]
+    return batched
