@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import os
 import socket
 import time
@@ -143,7 +142,7 @@ async def embed_many(body: EmbedManyRequest, embedder: EmbedderDep) -> EmbedMany
 
 @app.get("/stats")
 async def stats(embedder: EmbedderDep) -> dict[str, Any]:
-    return dataclasses.asdict(embedder.stats)
+    return embedder.stats.as_dict()
 
 
 class BatchingChange(BaseModel):
@@ -163,7 +162,7 @@ async def reconfigure(change: BatchingChange, embedder: EmbedderDep) -> dict[str
         embedder.reconfigure(**change.model_dump(exclude_unset=True))
     except (TypeError, ValueError) as error:
         raise HTTPException(status_code=422, detail=str(error)) from error
-    return dataclasses.asdict(embedder.stats.settings)
+    return embedder.stats.settings.as_dict()
 
 
 async def demo(requests: int) -> None:

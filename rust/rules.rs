@@ -20,6 +20,28 @@ pub enum DispatchReason {
     Adaptive,
 }
 
+impl DispatchReason {
+    /// Every reason, in the order the statistics list them.
+    pub const ALL: [Self; 5] = [
+        Self::Full,
+        Self::Deadline,
+        Self::Drain,
+        Self::Idle,
+        Self::Adaptive,
+    ];
+
+    /// The reason's name in the statistics: `full` counts `full_batches`, and so on.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Deadline => "deadline",
+            Self::Drain => "drain",
+            Self::Idle => "idle",
+            Self::Adaptive => "adaptive",
+        }
+    }
+}
+
 /// What the scheduler should do next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {

@@ -154,6 +154,17 @@ impl Stats {
         }
     }
 
+    /// How many batches left for `reason`.
+    pub fn dispatched(&self, reason: DispatchReason) -> u64 {
+        match reason {
+            DispatchReason::Full => self.full_batches,
+            DispatchReason::Deadline => self.deadline_batches,
+            DispatchReason::Drain => self.drain_batches,
+            DispatchReason::Idle => self.idle_batches,
+            DispatchReason::Adaptive => self.adaptive_batches,
+        }
+    }
+
     pub fn record_batch(&mut self, items: usize, elapsed: Duration) {
         self.total_items += items as u64;
         self.total_batches += 1;

@@ -29,7 +29,7 @@ def _call_in_thread(core: _core.Processor, item: Any) -> tuple[threading.Thread,
 
 
 def test_a_batch_dropped_unsettled_fails_its_callers() -> None:
-    core = _core.Processor(_core.QueueOptions(4, 0.0, 8), deliver)
+    core = _core.Processor(_core.Options(batch_size=4, timeout_ms=0.0), deliver)
     thread, outcome = _call_in_thread(core, "x")
     batch = core.next_batch()
     assert batch is not None
@@ -44,7 +44,7 @@ def test_a_batch_dropped_unsettled_fails_its_callers() -> None:
 
 
 def test_a_batch_settles_once() -> None:
-    core = _core.Processor(_core.QueueOptions(4, 0.0, 8), deliver)
+    core = _core.Processor(_core.Options(batch_size=4, timeout_ms=0.0), deliver)
     thread, outcome = _call_in_thread(core, 3)
     batch = core.next_batch()
     assert batch is not None
@@ -62,14 +62,14 @@ def test_served_callers_wake_once_the_next_batch_is_about_to_run() -> None:
     # While a next batch is ready, the worker leaves the callers it served asleep until that
     # batch's arguments are built (so that they do not compete with it for the GIL), then
     # wakes them with wake_served().
-    core = _core.Processor(_core.QueueOptions(1, 0.0, 8), deliver)
+    core = _core.Processor(_core.Options(batch_size=1, timeout_ms=0.0), deliver)
     first, first_outcome = _call_in_thread(core, "a")
     batch = core.next_batch()
     assert batch is not None
     assert batch.items() == ["a"]
     second, second_outcome = _call_in_thread(core, "b")
     deadline = time.monotonic() + 10
-    while core.stats()["queue_size"] < 1 and time.monotonic() < deadline:
+    while core.stats().queue_size < 1 and time.monotonic() < deadline:
         time.sleep(0.001)
     batch.complete(["A"])
     following = core.next_batch()  # ready at once: nobody is woken yet
@@ -113,9 +113,9 @@ class _BreakingCore:
 
 
 def test_a_worker_that_breaks_releases_every_queued_caller() -> None:
-    real = _core.Processor(_core.QueueOptions(1, 0.0, 8), deliver)
+    real = _core.Processor(_core.Options(batch_size=1, timeout_ms=0.0), deliver)
     callers = [_call_in_thread(real, n) for n in range(4)]
-    while real.stats()["queue_size"] < 4:
+    while real.stats().queue_size < 4:
         threading.Event().wait(0.001)
     with pytest.raises(_CoreFailure):
         _serve(_BreakingCore(real), lambda: lambda items: [x * 10 for x in items], ITEMS, False)  # type: ignore[arg-type]
@@ -150,7 +150,7 @@ def test_calls_reach_the_queue_the_entry_was_bound_to_last() -> None:
     second = batched.BatchProcessor(lambda items: [item + 2 for item in items], timeout_ms=1)
     try:
         assert first(1) == 2
-        first._bind_core(second._core, None)
+        first._bind_core(second._backend.core, None)
         assert first(1) == 3
         assert first([1, 2], timeout=5.0, priority=1) == [3, 4]
         with pytest.raises(TypeError):

@@ -456,7 +456,7 @@ def test_thread_shutdown_drain_runs_queued_items_and_returns_after_the_worker() 
     wait_until(lambda: f.stats.queue_size == 2)
     threading.Timer(0.02, blocker.release.set).start()
     f.shutdown(drain=True)
-    assert not any(worker.is_alive() for worker in f._workers)
+    assert not any(worker.is_alive() for worker in f._backend._threads)
     for thread, outcome in queued:
         thread.join(GUARD)
         assert outcome[0] in (20, 30)

@@ -6,12 +6,16 @@ has imported them.
 """
 
 from batched import aio, inference
-from batched._core import BatchedError, ProcessorClosedError, QueueFullError
+from batched._core import (
+    BatchedError,
+    BatchSettings,
+    BatchStats,
+    ProcessorClosedError,
+    QueueFullError,
+)
 from batched._core import __version__ as __version__
 from batched._decorate import set_processor_warning_threshold
-from batched._options import BatchSettings
 from batched._processor import BatchProcessor, dynamically
-from batched._stats import BatchStats
 
 __all__ = [
     "BatchProcessor",

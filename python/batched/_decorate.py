@@ -63,28 +63,6 @@ def weak_bound(
     return resolve
 
 
-class Pinning:
-    """What a method's processor does with the instance it was fetched from: keeps it until its
-    next call takes it, and that call keeps it until it returns (``_pin``, ``_take_pin``).
-
-    The worker sees the instance only through a weak reference, so without this a method
-    fetched from a temporary instance (``Model().embed(x)``) would lose its instance before
-    the call reached the worker. Once its calls are over, nothing of the processor's holds the
-    instance.
-    """
-
-    _pinned: object = None
-
-    def _pin(self, owner: object) -> None:
-        self._pinned = owner
-
-    def _take_pin(self) -> object:
-        owner = self._pinned
-        if owner is not None:  # plain functions never pin: no write on their calls
-            self._pinned = None
-        return owner
-
-
 def _no_slot() -> None:
     """What a pickled :class:`_Slot` unpickles to: nothing, so the copy builds its own."""
     return None
@@ -111,7 +89,7 @@ class PerInstance(Generic[P]):
     The processor's worker sees the instance only through a weak reference, so collecting the
     instance collects the processor too, and its finalizer stops the worker. The processor
     holds the instance from each fetch to the end of the call that follows (see
-    :class:`Pinning`).
+    ``_core.Pinned``).
     """
 
     def __init__(self, func: Callable[..., Any], make: Callable[[Callable[[], Any]], P]) -> None:

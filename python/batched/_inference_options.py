@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from batched._features import FeatureSchema, FeaturesPlan
-from batched._options import QueueOptions, flag
+from batched._options import QueueOptions
 
 
 class InferenceOptions(QueueOptions, total=False):
@@ -21,6 +21,12 @@ class InferenceOptions(QueueOptions, total=False):
 
 class AsyncInferenceOptions(InferenceOptions, total=False):
     max_concurrent_batches: int
+
+
+def flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
 
 
 def pad_values(pad_tokens: Mapping[str, Any] | None, pad_token: Any) -> dict[str, Any]:

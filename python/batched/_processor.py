@@ -8,17 +8,16 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, Unpack, overload
 
 from batched import _core
+from batched._backend import Managed
 from batched._decorate import apply_or_defer, check_callable
 from batched._delivery import check_timeout, deliver, item_count, submit_call
-from batched._lifecycle import Lifecycle
 from batched._log import logger
-from batched._options import RUNTIME_OPTIONS, BatchOptions, RuntimeOptions, Settings
+from batched._options import BatchOptions, checked, reconfigured
 from batched._plan import ITEMS, Plan, Resolver, item_lengths, run_batch
-from batched._stats import BatchStats
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -29,19 +28,6 @@ BatchFunction = Callable[[list[T]], Sequence[U]]
 
 # How long an interpreter exit (or a collected processor) waits for a running batch to finish.
 _FINALIZE_JOIN_SECONDS = 5.0
-
-# Every processor alive, so that a forked child can restart them.
-_live_processors: weakref.WeakSet[BatchProcessor[Any, Any]] = weakref.WeakSet()
-
-
-def _restart_all_after_fork() -> None:
-    _core.reset_after_fork()
-    for processor in list(_live_processors):
-        processor._restart_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_restart_all_after_fork)
 
 
 def _serve(core: _core.Processor, resolve: Resolver, plan: Plan, isolate: bool) -> None:
@@ -89,7 +75,151 @@ def _stop(
     return True
 
 
-class BatchProcessor(_core.CallEntry, Lifecycle, Generic[T, U]):
+class Workers:
+    """The backend of a plain batch function: a queue in the core and worker threads that
+    take batches from it, ``count`` batches at a time."""
+
+    def __init__(
+        self,
+        name: str,
+        resolve: Resolver,
+        options: _core.Options,
+        *,
+        plan: Plan = ITEMS,
+        count: int = 1,
+        entry: _core.CallEntry | None = None,
+    ) -> None:
+        self._name = name
+        self._resolve = resolve
+        self._plan = plan
+        self._count = count
+        self.options = options
+        self.length_of = options.length_fn
+        # The callable face bound to the queue (the thread flavour's), told of every new queue.
+        self._entry = None if entry is None else weakref.ref(entry)
+        self._reconfiguring = threading.Lock()
+        self._start()
+        _live_workers.add(self)
+
+    def _start(self) -> None:
+        self.core = core = _core.Processor(self.options, deliver)
+        # Called straight, with no frame of ours: a call blocks on the core, GIL released.
+        self.call = core.call
+        self.submit = core.submit
+        self._bind()
+        isolate = self.options.isolate
+        self._threads = tuple(
+            threading.Thread(
+                target=_serve,
+                args=(core, self._resolve, self._plan, isolate),
+                name=f"batched:{self._name}",
+                daemon=True,
+            )
+            for _ in range(self._count)
+        )
+        try:
+            for thread in self._threads:
+                thread.start()
+        except Exception as error:  # out of threads, or a sandbox that forbids them
+            core.close(False)  # the workers already started see it closed and end
+            raise RuntimeError(
+                f"batched could not start a worker thread for {self._name}: {error}. The process "
+                "may have reached its thread limit (many processors, one per instance of a "
+                "batched method, each hold one)"
+            ) from error
+        logger.debug("started %s with %r", self._name, self.options)
+        # Runs on shutdown(), when this backend is collected, or at interpreter exit.
+        self._finalizer = weakref.finalize(
+            self, _stop, core, self._threads, False, _FINALIZE_JOIN_SECONDS, self._name
+        )
+
+    def _bind(self) -> None:
+        entry = None if self._entry is None else self._entry()
+        if entry is not None:
+            length_of = self.length_of
+            lengths = None if length_of is None else functools.partial(item_lengths, length_of)
+            entry._bind_core(self.core, lengths)
+
+    def restart_after_fork(self) -> None:
+        """In a forked child: the parent's worker threads do not exist here and its queue's
+        locks may be held forever, so a running backend starts afresh (empty, new workers)."""
+        if not self._finalizer.alive:
+            return  # shut down before the fork: stays shut down
+        self._finalizer.detach()
+        logger.debug("restarting %s in forked child %d", self._name, os.getpid())
+        self._start()
+
+    async def acall(
+        self,
+        item: Any,
+        timeout: float | None,
+        priority: int,
+        rows: int | None,
+        lengths: list[int] | None,
+    ) -> Any:
+        check_timeout(timeout)
+        loop = asyncio.get_running_loop()
+        core = self.core
+        return await submit_call(
+            core,
+            item_count(item, rows),
+            lambda future: core.submit(item, loop, future, priority, rows, lengths),
+            timeout,
+            self.options.block_when_full,
+        )
+
+    def reconfigure(self, changes: Mapping[str, Any], runtime: frozenset[str]) -> None:
+        if "max_concurrent_batches" in changes and "max_concurrent_batches" in runtime:
+            raise TypeError(
+                "max_concurrent_batches of a plain def batch function is its number of worker "
+                "threads, fixed when it is decorated; reconfigure can change it only for an "
+                "async def function"
+            )
+        with self._reconfiguring:
+            options = reconfigured(self.options, changes, runtime)
+            self.core.reconfigure(options)
+            self.options = options
+            length_of = options.length_fn
+            if length_of is not self.length_of:  # a token budget given now needs lengths
+                self.length_of = length_of
+                self._bind()
+        logger.debug("reconfigured %s: %r", self._name, options.settings)
+
+    @property
+    def closed(self) -> bool:
+        return self.core.closed
+
+    def stats(self) -> _core.BatchStats:
+        return self.core.stats()
+
+    def histograms(self, time_bounds: list[float], size_bounds: list[int]) -> dict[str, Any]:
+        return self.core.histograms(time_bounds, size_bounds)
+
+    def shutdown(self, drain: bool, timeout: float | None) -> bool:
+        self._finalizer.detach()
+        stopped = _stop(self.core, self._threads, drain, timeout, self._name)
+        logger.debug("shut down %s (drain=%s)", self._name, drain)
+        return stopped
+
+    async def ashutdown(self, drain: bool) -> None:
+        await asyncio.to_thread(self.shutdown, drain, None)
+
+
+# Every backend alive, so that a forked child can restart them.
+_live_workers: weakref.WeakSet[Workers] = weakref.WeakSet()
+
+
+def _restart_all_after_fork() -> None:
+    _core.reset_after_fork()
+    for workers in list(_live_workers):
+        workers.restart_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_restart_all_after_fork)
+
+
+class BatchProcessor(_core.CallEntry, Managed, Generic[T, U]):
     """Collects single-item calls from many threads into batched calls of ``func``.
 
     ``func`` takes a list of items and returns one result per item, in order (a list, a tuple or
@@ -97,96 +227,25 @@ class BatchProcessor(_core.CallEntry, Lifecycle, Generic[T, U]):
     GIL released; :meth:`acall` awaits instead. The options are described in the README.
     """
 
+    _backend: Workers
+
     def __init__(
         self,
         func: BatchFunction[T, U],
         *,
         _resolve: Resolver | None = None,
-        _workers: int = 1,
-        _plan: Plan = ITEMS,
-        _settings: Settings | None = None,
+        _options: _core.Options | None = None,
         **options: Unpack[BatchOptions],
     ) -> None:
         check_callable(func)
-        settings = _settings if _settings is not None else Settings.of(options, BatchOptions)
-        self._settings = settings
-        self._reconfiguring = threading.Lock()
-        self._block_when_full = settings.on_full == "block"
-        # Item lengths are computed only when some option looks at them.
-        self._length_of = settings.length_of()
+        checked_options = _options if _options is not None else checked(options, BatchOptions)
         functools.update_wrapper(self, func)
-        self._resolve = _resolve if _resolve is not None else (lambda: func)
-        self._worker_count = _workers
-        self._plan = _plan
-        self._start()
-        _live_processors.add(self)
-
-    def _start(self) -> None:
-        self._core = _core.Processor(self._settings.queue, deliver)
-        self._bind_lengths()
-        name = getattr(self, "__qualname__", "batch function")
-        isolate = self._settings.on_error == "isolate"
-        self._workers = tuple(
-            threading.Thread(
-                target=_serve,
-                args=(self._core, self._resolve, self._plan, isolate),
-                name=f"batched:{name}",
-                daemon=True,
-            )
-            for _ in range(self._worker_count)
+        self._backend = Workers(
+            getattr(func, "__qualname__", "batch function"),
+            _resolve if _resolve is not None else (lambda: func),
+            checked_options,
+            entry=self,
         )
-        try:
-            for worker in self._workers:
-                worker.start()
-        except Exception as error:  # out of threads, or a sandbox that forbids them
-            self._core.close(False)  # the workers already started see it closed and end
-            raise RuntimeError(
-                f"batched could not start a worker thread for {name}: {error}. The process may "
-                "have reached its thread limit (many processors, one per instance of a batched "
-                "method, each hold one)"
-            ) from error
-        logger.debug("started %s with %s", name, self._settings)
-        # Runs on shutdown(), when this processor is collected, or at interpreter exit.
-        self._finalizer = weakref.finalize(
-            self, _stop, self._core, self._workers, False, _FINALIZE_JOIN_SECONDS, name
-        )
-
-    def _bind_lengths(self) -> None:
-        length_of = self._length_of
-        self._bind_core(
-            self._core,
-            None if length_of is None else functools.partial(item_lengths, length_of),
-        )
-
-    def reconfigure(self, **options: Unpack[RuntimeOptions]) -> None:
-        """Changes ``batch_size``, ``timeout_ms`` (``max_timeout_ms``) or ``max_batch_tokens``
-        while the processor runs, from any thread; the next batch is formed under them.
-
-        A bad value raises what it would raise at decoration time and changes nothing; other
-        options raise ``TypeError``. :attr:`stats` shows the options in force.
-        """
-        with self._reconfiguring:
-            settings = self._settings.reconfigured(options, RUNTIME_OPTIONS)
-            self._apply(settings)
-        logger.debug("reconfigured %s: %s", self, settings.live)
-
-    def _apply(self, settings: Settings) -> None:
-        """Hands checked settings to the queue; with the lock held."""
-        self._core.reconfigure(settings.queue)
-        self._settings = settings
-        length_of = settings.length_of()
-        if length_of is not self._length_of:  # a token budget given now needs lengths
-            self._length_of = length_of
-            self._bind_lengths()
-
-    def _restart_after_fork(self) -> None:
-        """In a forked child: the parent's worker threads do not exist here and its queue's
-        locks may be held forever, so a running processor starts afresh (empty, new workers)."""
-        if not self._finalizer.alive:
-            return  # shut down before the fork: stays shut down
-        self._finalizer.detach()
-        logger.debug("restarting %s in forked child %d", self, os.getpid())
-        self._start()
 
     if TYPE_CHECKING:
         # At run time calls go to _core.CallEntry.__call__, in Rust, with no frame of ours.
@@ -212,18 +271,19 @@ class BatchProcessor(_core.CallEntry, Lifecycle, Generic[T, U]):
         """Like calling the processor, but awaits the result without blocking the event loop."""
         # A call without a timeout is inlined, as in batched.aio's __call__.
         _owner = self._take_pin()  # a method's instance lives until this call returns
-        length_of = self._length_of
+        backend = self._backend
+        length_of = backend.length_of
         lengths = None if length_of is None else item_lengths(length_of, item)
         if timeout is not None:
-            return await self._acall_rows(item, timeout, priority, None, lengths)
+            return await backend.acall(item, timeout, priority, None, lengths)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         try:
-            ticket = self._core.submit(item, loop, future, priority, None, lengths)
+            ticket = backend.submit(item, loop, future, priority, None, lengths)
         except _core.QueueFullError:
-            if not self._block_when_full:
+            if not backend.options.block_when_full:
                 raise
-            return await self._acall_rows(item, timeout, priority, None, lengths)
+            return await backend.acall(item, timeout, priority, None, lengths)
         if ticket is None:
             return []
         try:
@@ -231,59 +291,6 @@ class BatchProcessor(_core.CallEntry, Lifecycle, Generic[T, U]):
         except BaseException:
             ticket.cancel()  # cancelled: the call is withdrawn
             raise
-
-    async def _acall_rows(
-        self,
-        item: Any,
-        timeout: float | None,
-        priority: int,
-        rows: int | None,
-        lengths: list[int] | None,
-    ) -> Any:
-        """``acall`` with the core's options: a row payload and per-item lengths. The public
-        entry point that called it holds the pinned instance."""
-        check_timeout(timeout)
-        loop = asyncio.get_running_loop()
-        core = self._core
-        return await submit_call(
-            core,
-            item_count(item, rows),
-            lambda future: core.submit(item, loop, future, priority, rows, lengths),
-            timeout,
-            self._block_when_full,
-        )
-
-    @property
-    def stats(self) -> BatchStats:
-        """A snapshot of this processor's statistics."""
-        return BatchStats(**self._core.stats(), settings=self._settings.live)
-
-    def histograms(self, time_bounds: list[float], size_bounds: list[int]) -> dict[str, Any]:
-        """The histograms behind :attr:`stats`, cumulated at the given ascending bounds (seconds
-        for ``queue_wait_seconds`` and ``batch_time_seconds``, items for ``batch_size``): each a
-        ``(cumulative_counts, sum, count)`` tuple, as metrics exporters want them."""
-        return self._core.histograms(time_bounds, size_bounds)
-
-    @property
-    def closed(self) -> bool:
-        return self._core.closed
-
-    def shutdown(self, drain: bool = True, timeout: float | None = None) -> bool:
-        """Stops the processor and returns once its worker has stopped, or after ``timeout``
-        seconds. Returns True when the worker stopped, False (and logs a warning) when it was
-        still running a batch.
-
-        With ``drain`` (the default) the items already queued still run; without it they fail
-        with :class:`ProcessorClosedError` at once, even while a batch still runs. Later calls
-        raise :class:`ProcessorClosedError`.
-        """
-        check_timeout(timeout)
-        self._finalizer.detach()
-        stopped = _stop(
-            self._core, self._workers, drain, timeout, getattr(self, "__qualname__", "?")
-        )
-        logger.debug("shut down %s (drain=%s)", self, drain)
-        return stopped
 
 
 class BatchMethod(Protocol[S_contra, T, U]):
@@ -335,6 +342,4 @@ def dynamically(func: Callable[..., Any] | None = None, /, **options: Any) -> An
     of the items it fails on get the exception.
     """
     # Checked now, at decoration time, even for methods whose processors come later.
-    settings = Settings.of(options, BatchOptions)
-
-    return apply_or_defer(BatchProcessor, func, {"_settings": settings})
+    return apply_or_defer(BatchProcessor, func, {"_options": checked(options, BatchOptions)})

@@ -32,12 +32,11 @@ def enter_batch(owner: object) -> BatchScope:
     return scope
 
 
-def refuse_call_inside_own_batch(owner: object, processor: object) -> None:
+def refuse_call_inside_own_batch(owner: object, name: str) -> None:
     """Raises ``RuntimeError`` when the current task runs (or was started by) a batch of
-    ``owner`` that is still running; ``processor`` is the one called, named in the error."""
+    ``owner`` that is still running; ``name`` is the called processor's, named in the error."""
     scope = _running_batch.get()
     if scope is not None and scope.owner is owner and scope.active:
-        name = getattr(processor, "__qualname__", "a batched function")
         raise RuntimeError(
             f"{name} was called from inside its own batch function: the call would wait for a "
             "batch that cannot start before the running one returns, which is waiting for it "

@@ -34,7 +34,6 @@ registered there (``batched.prometheus.register`` then finds it and uses it)::
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 import threading
@@ -57,12 +56,9 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess by 
         name=error.name,
     ) from error
 
+from batched._backend import Managed
+from batched._core import BatchStats
 from batched._decorate import PerInstance
-from batched._processor import BatchProcessor
-from batched._stats import BatchStats
-from batched.aio._processor import AsyncBatchProcessor
-from batched.aio.inference import AsyncInferenceProcessor
-from batched.inference import InferenceProcessor
 
 __all__ = [
     "DEFAULT_SIZE_BUCKETS",
@@ -72,20 +68,8 @@ __all__ = [
     "register",
 ]
 
-Processor: TypeAlias = (
-    BatchProcessor[Any, Any]
-    | AsyncBatchProcessor[Any, Any]
-    | InferenceProcessor
-    | AsyncInferenceProcessor
-)
+Processor: TypeAlias = Managed
 """Any processor of the package: what the four ``dynamically`` decorators make."""
-
-_PROCESSOR_TYPES = (
-    BatchProcessor,
-    AsyncBatchProcessor,
-    InferenceProcessor,
-    AsyncInferenceProcessor,
-)
 
 DEFAULT_TIME_BUCKETS: tuple[float, ...] = (
     0.0005,
@@ -109,13 +93,6 @@ DEFAULT_SIZE_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 
 """Upper bounds, in items, of the batch size histogram's buckets."""
 
 _LABEL = "processor"
-
-# Why batches left: every ``<reason>_batches`` field of BatchStats but ``total_batches``.
-_REASONS = tuple(
-    field.name.removesuffix("_batches")
-    for field in dataclasses.fields(BatchStats)
-    if field.name.endswith("_batches") and field.name != "total_batches"
-)
 
 
 def _time_bounds(bounds: Iterable[float]) -> list[float]:
@@ -146,7 +123,7 @@ def _check_ascending(what: str, values: Sequence[float]) -> None:
 
 
 def _check_processor(processor: object) -> None:
-    if isinstance(processor, _PROCESSOR_TYPES):
+    if isinstance(processor, Managed):
         return
     if isinstance(processor, PerInstance):
         raise TypeError(
@@ -209,8 +186,8 @@ class _Families:
         self.batches = CounterMetricFamily(
             "batched_batches",
             "Batches dispatched, by why they left: full (batch_size items waited), deadline "
-            "(the oldest item waited timeout_ms), drain (a draining shutdown), or the other "
-            "<reason>_batches fields of BatchStats.",
+            "(the oldest item waited timeout_ms), drain (a draining shutdown), or under "
+            'timeout_ms="auto" idle (sparse traffic) and adaptive (waiting stopped paying).',
             labels=[_LABEL, "reason"],
         )
         self.padding = GaugeMetricFamily(
@@ -267,8 +244,8 @@ class _Families:
         self.timed_out.add_metric(labels, stats.items_timed_out)
         self.cancelled.add_metric(labels, stats.items_cancelled)
         self.rejected.add_metric(labels, stats.items_rejected)
-        for reason in _REASONS:
-            self.batches.add_metric([name, reason], getattr(stats, f"{reason}_batches"))
+        for reason, count in stats.batches_by_reason.items():
+            self.batches.add_metric([name, reason], count)
         self.padding.add_metric(labels, stats.padded_fraction)
         for family, key, bounds in (
             (self.batch_size, "batch_size", size_bounds),

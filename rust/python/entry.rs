@@ -12,14 +12,18 @@ use pyo3::{PyTraverseError, PyVisit};
 use super::errors::closed_error;
 use super::processor::Processor;
 
+/// Base class of every processor: for a method's processor, the instance it was last fetched
+/// from, kept alive until a call takes it (see `_pin`).
+#[pyclass(subclass, frozen, module = "batched._core")]
+pub struct Pinned {
+    pinned: Mutex<Option<Py<PyAny>>>,
+}
+
 /// Base class of `batched.BatchProcessor`: its `__call__`. The Python subclass binds the queue
 /// (again after a fork) with `_bind_core`.
-#[pyclass(subclass, frozen, module = "batched._core")]
+#[pyclass(subclass, frozen, extends = Pinned, module = "batched._core")]
 pub struct CallEntry {
     binding: RwLock<Option<Binding>>,
-    /// For a method's processor: the instance it was last fetched from, kept alive until a
-    /// call takes it (see `_pin`).
-    pinned: Mutex<Option<Py<PyAny>>>,
 }
 
 struct Binding {
@@ -29,22 +33,14 @@ struct Binding {
 }
 
 #[pymethods]
-impl CallEntry {
+impl Pinned {
     /// Takes (and ignores) the subclass's constructor arguments.
     #[new]
     #[pyo3(signature = (*_args, **_kwargs))]
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
         Self {
-            binding: RwLock::new(None),
             pinned: Mutex::new(None),
         }
-    }
-
-    /// Sends later calls to `core`; `lengths_of(item)` gives the lengths of the call's items
-    /// (a list of ints) when length-aware packing needs them.
-    fn _bind_core(&self, core: Py<Processor>, lengths_of: Option<Py<PyAny>>) {
-        *self.binding.write().unwrap_or_else(PoisonError::into_inner) =
-            Some(Binding { core, lengths_of });
     }
 
     /// Keeps `owner` alive until the next call takes it (`_take_pin`): a method fetched from a
@@ -76,22 +72,45 @@ impl CallEntry {
             .unwrap_or_else(PoisonError::into_inner)
             .take()
     }
+}
+
+#[pymethods]
+impl CallEntry {
+    /// Takes (and ignores) the subclass's constructor arguments.
+    #[new]
+    #[pyo3(signature = (*args, **kwargs))]
+    fn new(
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyClassInitializer<Self> {
+        PyClassInitializer::from(Pinned::new(args, kwargs)).add_subclass(Self {
+            binding: RwLock::new(None),
+        })
+    }
+
+    /// Sends later calls to `core`; `lengths_of(item)` gives the lengths of the call's items
+    /// (a list of ints) when length-aware packing needs them.
+    fn _bind_core(&self, core: Py<Processor>, lengths_of: Option<Py<PyAny>>) {
+        *self.binding.write().unwrap_or_else(PoisonError::into_inner) =
+            Some(Binding { core, lengths_of });
+    }
 
     /// Processes one item (or a list of items) and returns its result (or their list).
     #[pyo3(signature = (item, /, *, timeout = None, priority = 0))]
     fn __call__(
-        &self,
-        py: Python<'_>,
+        slf: &Bound<'_, Self>,
         item: &Bound<'_, PyAny>,
         timeout: Option<f64>,
         priority: i32,
     ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
         // Dropped when the call returns, with the instance's last reference if it was the last.
-        let _owner = self._take_pin();
+        let _owner = slf.as_super().get()._take_pin();
         // Held only with the GIL, for two increfs, never across the wait: a fork (made with the
         // GIL) cannot find it locked, and `_bind_core` never waits on a blocked caller.
         let (core, lengths_of) = {
-            let binding = self.binding.read().unwrap_or_else(PoisonError::into_inner);
+            let binding = this.binding.read().unwrap_or_else(PoisonError::into_inner);
             let Some(binding) = binding.as_ref() else {
                 return Err(closed_error());
             };

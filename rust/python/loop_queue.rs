@@ -5,13 +5,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
+use std::sync::{Mutex, PoisonError};
+
 use pyo3::types::PyDict;
 
 use super::batch::{Batch, BatchOwner};
 use super::in_flight::{new_call, CallRef, Waiter};
-use super::options::QueueOptions;
-use super::processor::{histograms_dict, register_room_waiter, rejected_error, stats_dict, Ticket};
+use super::options::Options;
+use super::processor::{register_room_waiter, rejected_error, Ticket};
 use super::settle::{wake_room_waiters, RoomWaiter, Settlement};
+use super::stats::{histograms_dict, BatchSettings, BatchStats};
 use crate::call::Failure;
 use crate::loop_scheduler::{LoopScheduler, Polled};
 use crate::stats::Unserved;
@@ -19,6 +22,17 @@ use crate::stats::Unserved;
 struct Inner {
     scheduler: LoopScheduler<CallRef, RoomWaiter>,
     deliver: Py<PyAny>,
+    /// The options in force, as the statistics show them.
+    settings: Mutex<BatchSettings>,
+}
+
+impl LoopQueue {
+    fn settings(&self) -> std::sync::MutexGuard<'_, BatchSettings> {
+        self.inner
+            .settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Inner {
@@ -61,11 +75,7 @@ impl LoopQueue {
     /// processor reports once across all its event loops.
     #[new]
     #[pyo3(signature = (options, deliver, share_stats_with = None))]
-    fn new(
-        options: &QueueOptions,
-        deliver: Py<PyAny>,
-        share_stats_with: Option<&LoopQueue>,
-    ) -> Self {
+    fn new(options: &Options, deliver: Py<PyAny>, share_stats_with: Option<&LoopQueue>) -> Self {
         let totals = share_stats_with
             .map_or_else(Arc::default, |other| other.inner.scheduler.totals().clone());
         let scheduler = LoopScheduler::new(
@@ -75,7 +85,11 @@ impl LoopQueue {
             totals,
         );
         Self {
-            inner: Arc::new(Inner { scheduler, deliver }),
+            inner: Arc::new(Inner {
+                scheduler,
+                deliver,
+                settings: Mutex::new(options.batch_settings()),
+            }),
         }
     }
 
@@ -145,8 +159,9 @@ impl LoopQueue {
 
     /// Applies `options`' batch size, wait and token budget from the next `poll` on (see
     /// `Processor.reconfigure`); the loop should poll again, to wait under the new ones.
-    fn reconfigure(&self, options: &QueueOptions) {
+    fn reconfigure(&self, options: &Options) {
         self.inner.scheduler.reconfigure(&options.policy);
+        *self.settings() = options.batch_settings();
     }
 
     /// Refuses further calls; queued ones stay until `fail_remaining` or `poll` takes them.
@@ -169,10 +184,10 @@ impl LoopQueue {
         self.inner.scheduler.len()
     }
 
-    /// Statistics of every queue sharing this one's, as a dict like `Processor.stats`.
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    /// Statistics of every queue sharing this one's, under this queue's settings.
+    fn stats(&self) -> BatchStats {
         let totals = self.inner.scheduler.totals();
-        stats_dict(py, &totals.stats(), totals.queued())
+        BatchStats::snapshot(&totals.stats(), totals.queued(), self.settings().clone())
     }
 
     /// As `Processor.histograms`, across every queue sharing this one's statistics.

@@ -11,6 +11,7 @@ mod loop_queue;
 mod options;
 mod processor;
 mod settle;
+mod stats;
 mod wake_relay;
 
 use pyo3::prelude::*;
@@ -27,8 +28,11 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("QueueFullError", py.get_type::<errors::QueueFullError>())?;
     m.add_class::<processor::Processor>()?;
+    m.add_class::<entry::Pinned>()?;
     m.add_class::<entry::CallEntry>()?;
-    m.add_class::<options::QueueOptions>()?;
+    m.add_class::<options::Options>()?;
+    m.add_class::<stats::BatchStats>()?;
+    m.add_class::<stats::BatchSettings>()?;
     m.add_class::<batch::Batch>()?;
     m.add_class::<processor::Ticket>()?;
     m.add_class::<loop_queue::LoopQueue>()?;

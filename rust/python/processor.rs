@@ -13,14 +13,15 @@ use super::errors::{closed_error, refusal_error, self_call_error};
 use super::gil::release_gil;
 use super::in_flight::{new_call, CallRef, PyCall, Waiter};
 use super::interrupt::{deadline_after, timeout_error, Interruptible, Stop};
-use super::options::QueueOptions;
+use super::options::Options;
 use super::settle::{wake_room_waiters, RoomWaiter, Settlement};
+use super::stats::{histograms_dict, BatchSettings, BatchStats};
 use super::wake_relay::Rhythm;
 use crate::admission::{Admission, Refusal};
 use crate::call::{Delivery, Failure};
 use crate::reentry::WorkerMark;
 use crate::scheduler::{Next, Rejected, Scheduler};
-use crate::stats::{Stats, Unserved};
+use crate::stats::Unserved;
 
 struct Shared {
     scheduler: Scheduler<CallRef, RoomWaiter>,
@@ -33,6 +34,8 @@ struct Shared {
     wake_later: Mutex<Vec<CallRef>>,
     /// Tells a call from inside the batch function (on a worker thread) from any other.
     workers: WorkerMark,
+    /// The options in force, as the statistics show them.
+    settings: Mutex<BatchSettings>,
 }
 
 impl BatchOwner for Shared {
@@ -210,7 +213,7 @@ pub(crate) fn rejected_error<C>(rejected: Rejected<C>) -> PyErr {
 #[pymethods]
 impl Processor {
     #[new]
-    fn new(options: &QueueOptions, deliver: Py<PyAny>) -> Self {
+    fn new(options: &Options, deliver: Py<PyAny>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 scheduler: Scheduler::new(options.policy.clone(), options.max_queued),
@@ -218,6 +221,7 @@ impl Processor {
                 deliver,
                 wake_later: Mutex::new(Vec::new()),
                 workers: WorkerMark::new(),
+                settings: Mutex::new(options.batch_settings()),
             }),
         }
     }
@@ -355,8 +359,9 @@ impl Processor {
 
     /// Applies `options`' batch size, wait and token budget from the next batch on; the other
     /// options are those the processor was made with (the Python layer refuses changes to them).
-    fn reconfigure(&self, options: &QueueOptions) {
+    fn reconfigure(&self, options: &Options) {
         self.shared.scheduler.reconfigure(&options.policy);
+        *lock(&self.shared.settings) = options.batch_settings();
     }
 
     /// Stops accepting calls. With `drain`, queued items still run; otherwise the worker stops
@@ -383,12 +388,13 @@ impl Processor {
         self.shared.scheduler.is_closed()
     }
 
-    /// A snapshot of the running statistics as a dict of plain numbers (seconds for times).
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        stats_dict(
-            py,
+    /// A snapshot of the running statistics.
+    fn stats(&self) -> BatchStats {
+        let settings = lock(&self.shared.settings).clone();
+        BatchStats::snapshot(
             &self.shared.scheduler.stats(),
             self.shared.scheduler.queued(),
+            settings,
         )
     }
 
@@ -404,80 +410,6 @@ impl Processor {
     }
 }
 
-/// The statistics as the Python `BatchStats` fields, times in seconds.
-pub(crate) fn stats_dict<'py>(
-    py: Python<'py>,
-    stats: &Stats,
-    queued: usize,
-) -> PyResult<Bound<'py, PyDict>> {
-    let seconds = |duration: Duration| duration.as_secs_f64();
-    let dict = PyDict::new(py);
-    dict.set_item("queue_size", queued)?;
-    dict.set_item("total_processed", stats.total_items)?;
-    dict.set_item("total_batches", stats.total_batches)?;
-    dict.set_item("avg_batch_size", stats.mean_batch_size())?;
-    dict.set_item("avg_processing_time", seconds(stats.mean_batch_time()))?;
-    dict.set_item("queue_wait_p50", seconds(stats.queue_wait.quantile(0.5)))?;
-    dict.set_item("queue_wait_p99", seconds(stats.queue_wait.quantile(0.99)))?;
-    dict.set_item("batch_time_p50", seconds(stats.batch_time.quantile(0.5)))?;
-    dict.set_item("batch_time_p99", seconds(stats.batch_time.quantile(0.99)))?;
-    dict.set_item("full_batches", stats.full_batches)?;
-    dict.set_item("deadline_batches", stats.deadline_batches)?;
-    dict.set_item("drain_batches", stats.drain_batches)?;
-    dict.set_item("idle_batches", stats.idle_batches)?;
-    dict.set_item("adaptive_batches", stats.adaptive_batches)?;
-    dict.set_item("padded_fraction", stats.padded_fraction())?;
-    dict.set_item("items_failed", stats.items_failed)?;
-    dict.set_item("items_timed_out", stats.items_timed_out)?;
-    dict.set_item("items_cancelled", stats.items_cancelled)?;
-    dict.set_item("items_rejected", stats.items_rejected)?;
-    Ok(dict)
-}
-
-/// One histogram as a metrics system wants it: `(cumulative counts at each bound, sum, count)`.
-type Cumulative = (Vec<u64>, f64, u64);
-
-/// The queue-wait, batch-time and batch-size histograms, cumulated at the given bounds
-/// (seconds for the times, items for the sizes, both ascending).
-pub(crate) fn histograms_dict<'py>(
-    py: Python<'py>,
-    stats: &Stats,
-    time_bounds: Vec<f64>,
-    size_bounds: Vec<u64>,
-) -> PyResult<Bound<'py, PyDict>> {
-    let durations = time_bounds
-        .iter()
-        .map(|&seconds| {
-            Duration::try_from_secs_f64(seconds).map_err(|_| {
-                PyValueError::new_err(format!(
-                    "histogram bounds must be seconds of at least 0, got {seconds}"
-                ))
-            })
-        })
-        .collect::<PyResult<Vec<_>>>()?;
-    let times = |histogram: &crate::stats::LatencyHistogram| -> Cumulative {
-        (
-            histogram.cumulative_counts(&durations),
-            histogram.sum().as_secs_f64(),
-            histogram.count(),
-        )
-    };
-    let mut below = 0;
-    let mut size = 0;
-    let size_counts = size_bounds
-        .iter()
-        .map(|&bound| {
-            while size < stats.batch_sizes.len() && size as u64 <= bound {
-                below += stats.batch_sizes[size];
-                size += 1;
-            }
-            below
-        })
-        .collect();
-    let dict = PyDict::new(py);
-    dict.set_item("queue_wait_seconds", times(&stats.queue_wait))?;
-    dict.set_item("batch_time_seconds", times(&stats.batch_time))?;
-    let sizes: Cumulative = (size_counts, stats.total_items as f64, stats.total_batches);
-    dict.set_item("batch_size", sizes)?;
-    Ok(dict)
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -12,24 +12,17 @@ import threading
 import weakref
 from asyncio import get_running_loop
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Generic, Protocol, Self, TypeVar, Unpack, cast, overload
+from typing import Any, Generic, Protocol, Self, TypeVar, Unpack, overload
 
 from batched import _core
-from batched._decorate import Pinning, apply_or_defer, check_callable
+from batched._backend import AsyncManaged
+from batched._decorate import apply_or_defer, check_callable
 from batched._delivery import check_timeout, deliver, item_count, submit_call
-from batched._lifecycle import AsyncLifecycle
 from batched._log import logger
-from batched._options import (
-    ASYNC_RUNTIME_OPTIONS,
-    AsyncBatchOptions,
-    AsyncRuntimeOptions,
-    RuntimeOptions,
-    Settings,
-)
+from batched._options import AsyncBatchOptions, checked, reconfigured
 from batched._plan import ITEMS, Plan, Resolver, item_lengths, run_batch_async
-from batched._processor import BatchProcessor
+from batched._processor import Workers
 from batched._reentry import refuse_call_inside_own_batch
-from batched._stats import BatchStats
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -49,14 +42,14 @@ class _LoopBatcher:
         queue: _core.LoopQueue,
         loop: asyncio.AbstractEventLoop,
         resolve: Resolver,
-        settings: Settings,
+        options: _core.Options,
         plan: Plan,
     ) -> None:
         self.queue = queue
         self.loop = loop
         self._resolve = resolve
-        self._limit = settings.max_concurrent_batches
-        self._isolate = settings.on_error == "isolate"
+        self._limit = options.max_concurrent_batches
+        self._isolate = options.isolate
         self._plan = plan
         self._running = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -66,10 +59,10 @@ class _LoopBatcher:
         if self._running < self._limit:
             self._pump()
 
-    def reconfigure(self, settings: Settings) -> None:
-        """Takes new settings from any thread; the loop then polls again under them."""
-        self.queue.reconfigure(settings.queue)
-        self._limit = settings.max_concurrent_batches
+    def reconfigure(self, options: _core.Options) -> None:
+        """Takes new options from any thread; the loop then polls again under them."""
+        self.queue.reconfigure(options)
+        self._limit = options.max_concurrent_batches
         with contextlib.suppress(RuntimeError):  # a closed loop has nothing left to wake
             self.loop.call_soon_threadsafe(self.nudge)
 
@@ -127,17 +120,20 @@ class _LoopBatcher:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
-class _AsyncCore:
-    """Batching for an ``async def`` function: one queue per event loop, shared statistics."""
+class Loops:
+    """The backend of an ``async def`` batch function: one queue per event loop, whose batches
+    run as tasks on that loop, and statistics shared by all of them."""
 
-    def __init__(self, resolve: Resolver, settings: Settings, plan: Plan) -> None:
+    def __init__(self, name: str, resolve: Resolver, options: _core.Options, plan: Plan) -> None:
+        self._name = name
         self.resolver = self._resolve = resolve  # public: identifies the processor's batches
-        self._settings = settings
+        self.options = options
+        self.length_of = options.length_fn
         self._reconfiguring = threading.Lock()
         self._plan = plan
         self._closed = False
         self._start()
-        _live_cores.add(self)
+        _live_loops.add(self)
 
     def _start(self) -> None:
         self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopBatcher] = (
@@ -156,7 +152,7 @@ class _AsyncCore:
             self._start()
 
     def _new_queue(self, share: _core.LoopQueue | None) -> _core.LoopQueue:
-        return _core.LoopQueue(self._settings.queue, deliver, share)
+        return _core.LoopQueue(self.options, deliver, share)
 
     def batcher(self, loop: asyncio.AbstractEventLoop) -> _LoopBatcher:
         """The batcher of ``loop``, made on first use; the last one used is found fastest."""
@@ -169,24 +165,69 @@ class _AsyncCore:
         if batcher is None:
             with self._reconfiguring:  # so that a concurrent reconfigure reaches this queue
                 queue = self._new_queue(self._stats_anchor)
-                batcher = _LoopBatcher(queue, loop, self._resolve, self._settings, self._plan)
+                batcher = _LoopBatcher(queue, loop, self._resolve, self.options, self._plan)
                 self._batchers[loop] = batcher
         self.last = (loop, batcher)
         return batcher
 
-    def stats(self) -> dict[str, Any]:
-        return {**self._stats_anchor.stats(), "settings": self._settings.live}
+    def submit(
+        self,
+        item: Any,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[Any],
+        priority: int,
+        rows: int | None,
+        lengths: list[int] | None,
+    ) -> _core.Ticket | None:
+        refuse_call_inside_own_batch(self.resolver, self._name)
+        last_loop, batcher = self.last
+        if last_loop is not loop or batcher is None:
+            batcher = self.batcher(loop)
+        ticket, act = batcher.queue.submit(item, loop, future, priority, rows, lengths)
+        if act:
+            batcher.nudge()
+        return ticket
 
-    def reconfigure(self, options: Mapping[str, Any]) -> Settings:
-        """See :meth:`AsyncBatchProcessor.reconfigure`; returns the settings now in force."""
+    async def acall(
+        self,
+        item: Any,
+        timeout: float | None,
+        priority: int,
+        rows: int | None,
+        lengths: list[int] | None,
+    ) -> Any:
+        refuse_call_inside_own_batch(self.resolver, self._name)
+        check_timeout(timeout)
+        loop = asyncio.get_running_loop()
+        batcher = self.batcher(loop)
+
+        def submit(future: asyncio.Future[Any]) -> _core.Ticket | None:
+            ticket, act = batcher.queue.submit(item, loop, future, priority, rows, lengths)
+            if act:
+                batcher.nudge()
+            return ticket
+
+        return await submit_call(
+            batcher.queue,
+            item_count(item, rows),
+            submit,
+            timeout,
+            self.options.block_when_full,
+        )
+
+    def stats(self) -> _core.BatchStats:
+        return self._stats_anchor.stats()
+
+    def reconfigure(self, changes: Mapping[str, Any], runtime: frozenset[str]) -> None:
         with self._reconfiguring:
-            settings = self._settings.reconfigured(options, ASYNC_RUNTIME_OPTIONS)
+            options = reconfigured(self.options, changes, runtime)
             # Loops made from now on take these; the queues of existing loops are told.
-            self._settings = settings
-            self._stats_anchor.reconfigure(settings.queue)
+            self.options = options
+            self.length_of = options.length_fn
+            self._stats_anchor.reconfigure(options)
             for batcher in list(self._batchers.values()):
-                batcher.reconfigure(settings)
-            return settings
+                batcher.reconfigure(options)
+        logger.debug("reconfigured %s: %r", self._name, options.settings)
 
     @property
     def closed(self) -> bool:
@@ -204,7 +245,6 @@ class _AsyncCore:
         return batchers
 
     def shutdown(self, drain: bool, timeout: float | None) -> bool:
-        """See :meth:`AsyncBatchProcessor.shutdown`."""
         try:
             current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -223,7 +263,6 @@ class _AsyncCore:
         return _wait_for_drains(waits, timeout) and not any(batcher.busy for batcher in batchers)
 
     async def ashutdown(self, drain: bool) -> None:
-        """See :meth:`AsyncBatchProcessor.ashutdown`."""
         current = asyncio.get_running_loop()
         waits: list[Awaitable[None]] = []
         for batcher in self._close():
@@ -255,19 +294,30 @@ def _wait_for_drains(waits: list[concurrent.futures.Future[None]], timeout: floa
     return not running
 
 
-_live_cores: weakref.WeakSet[_AsyncCore] = weakref.WeakSet()
+_live_loops: weakref.WeakSet[Loops] = weakref.WeakSet()
 
 
 def _restart_all_after_fork() -> None:
-    for core in list(_live_cores):
-        core.restart_after_fork()
+    for loops in list(_live_loops):
+        loops.restart_after_fork()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_restart_all_after_fork)
 
 
-class AsyncBatchProcessor(Pinning, AsyncLifecycle, Generic[T, U]):
+def backend_for(
+    func: Callable[..., Any], resolve: Resolver, options: _core.Options, plan: Plan
+) -> Loops | Workers:
+    """Queues on the callers' event loops for an ``async def`` function; for a plain one,
+    ``max_concurrent_batches`` worker threads."""
+    name = getattr(func, "__qualname__", "batch function")
+    if inspect.iscoroutinefunction(func):
+        return Loops(name, resolve, options, plan)
+    return Workers(name, resolve, options, plan=plan, count=options.max_concurrent_batches)
+
+
+class AsyncBatchProcessor(AsyncManaged, Generic[T, U]):
     """Collects single-item awaits from many tasks into batched calls of ``func``.
 
     ``func`` takes a list of items and returns (or, if ``async``, resolves to) one result per
@@ -281,28 +331,14 @@ class AsyncBatchProcessor(Pinning, AsyncLifecycle, Generic[T, U]):
         func: Callable[[list[T]], Results[U]],
         *,
         _resolve: Resolver | None = None,
-        _plan: Plan = ITEMS,
-        _settings: Settings | None = None,
+        _options: _core.Options | None = None,
         **options: Unpack[AsyncBatchOptions],
     ) -> None:
         check_callable(func)
-        settings = _settings if _settings is not None else Settings.of(options, AsyncBatchOptions)
-        self._length_of = settings.length_of()
-        self._block_when_full = settings.on_full == "block"
+        checked_options = _options if _options is not None else checked(options, AsyncBatchOptions)
         functools.update_wrapper(self, func)
         resolve: Resolver = _resolve if _resolve is not None else (lambda: func)
-        self._threaded: BatchProcessor[T, U] | None = None
-        self._async: _AsyncCore | None = None
-        if inspect.iscoroutinefunction(func):
-            self._async = _AsyncCore(resolve, settings, _plan)
-        else:
-            self._threaded = BatchProcessor(
-                func,  # type: ignore[arg-type]
-                _resolve=resolve,
-                _workers=settings.max_concurrent_batches,
-                _plan=_plan,
-                _settings=settings,
-            )
+        self._backend = backend_for(func, resolve, checked_options, ITEMS)
 
     @overload
     async def __call__(
@@ -316,34 +352,22 @@ class AsyncBatchProcessor(Pinning, AsyncLifecycle, Generic[T, U]):
         self, item: Any, /, *, timeout: float | None = None, priority: int = 0
     ) -> Any:
         """Awaits the result for one item (or the list of results for a list of items)."""
-        # Everything a call without a timeout needs is inlined here: each further coroutine or
-        # call would cost every item of every batch. A method's instance lives until we return.
-        owner = self._pinned
-        if owner is not None:
-            self._pinned = None
-        length_of = self._length_of
+        # A call without a timeout is inlined here: each further coroutine would cost every
+        # item of every batch. A method's instance lives until we return.
+        _owner = self._take_pin()
+        backend = self._backend
+        length_of = backend.length_of
         lengths = None if length_of is None else item_lengths(length_of, item)
         if timeout is not None:
-            return await self._submit(item, timeout, priority, None, lengths)
+            return await backend.acall(item, timeout, priority, None, lengths)
         loop = get_running_loop()
         future = loop.create_future()
         try:
-            core = self._async
-            if core is not None:
-                refuse_call_inside_own_batch(core.resolver, self)
-                last_loop, batcher = core.last
-                if last_loop is not loop or batcher is None:
-                    batcher = core.batcher(loop)
-                ticket, act = batcher.queue.submit(item, loop, future, priority, None, lengths)
-                if act:
-                    batcher.nudge()
-            else:
-                assert self._threaded is not None
-                ticket = self._threaded._core.submit(item, loop, future, priority, None, lengths)
+            ticket = backend.submit(item, loop, future, priority, None, lengths)
         except _core.QueueFullError:
-            if not self._block_when_full:
+            if not backend.options.block_when_full:
                 raise
-            return await self._submit(item, timeout, priority, None, lengths)
+            return await backend.acall(item, timeout, priority, None, lengths)
         if ticket is None:
             return []
         try:
@@ -351,106 +375,6 @@ class AsyncBatchProcessor(Pinning, AsyncLifecycle, Generic[T, U]):
         except BaseException:
             ticket.cancel()  # cancelled: the call is withdrawn
             raise
-
-    async def _submit(
-        self,
-        item: Any,
-        timeout: float | None,
-        priority: int,
-        rows: int | None,
-        lengths: list[int] | None,
-    ) -> Any:
-        """Submits a call and awaits its outcome; the public entry point that called it holds
-        the pinned instance."""
-        if self._async is None:
-            assert self._threaded is not None
-            return await self._threaded._acall_rows(item, timeout, priority, rows, lengths)
-        refuse_call_inside_own_batch(self._async.resolver, self)
-        check_timeout(timeout)
-        loop = asyncio.get_running_loop()
-        batcher = self._async.batcher(loop)
-
-        def submit(future: asyncio.Future[Any]) -> _core.Ticket | None:
-            ticket, act = batcher.queue.submit(item, loop, future, priority, rows, lengths)
-            if act:
-                batcher.nudge()
-            return ticket
-
-        return await submit_call(
-            batcher.queue, item_count(item, rows), submit, timeout, self._block_when_full
-        )
-
-    def reconfigure(self, **options: Unpack[AsyncRuntimeOptions]) -> None:
-        """Changes ``batch_size``, ``timeout_ms`` (``max_timeout_ms``), ``max_batch_tokens`` or,
-        for an ``async def`` function, ``max_concurrent_batches`` while the processor runs,
-        from any thread; the next batch is formed under them.
-
-        A bad value raises what it would raise at decoration time and changes nothing; other
-        options raise ``TypeError``, and so does ``max_concurrent_batches`` for a plain ``def``
-        function, whose worker threads are started when it is decorated. :attr:`stats` shows the
-        options in force.
-        """
-        if self._async is not None:
-            self._length_of = self._async.reconfigure(options).length_of()
-            return
-        assert self._threaded is not None
-        if "max_concurrent_batches" in options:
-            raise TypeError(
-                "max_concurrent_batches of a plain def batch function is its number of worker "
-                "threads, fixed when it is decorated; reconfigure can change it only for an "
-                "async def function"
-            )
-        self._threaded.reconfigure(**cast(RuntimeOptions, options))
-        self._length_of = self._threaded._settings.length_of()
-
-    @property
-    def stats(self) -> BatchStats:
-        """A snapshot of this processor's statistics, across all event loops."""
-        if self._async is not None:
-            return BatchStats(**self._async.stats())
-        assert self._threaded is not None
-        return self._threaded.stats
-
-    def histograms(self, time_bounds: list[float], size_bounds: list[int]) -> dict[str, Any]:
-        """The histograms behind :attr:`stats`; see :meth:`BatchProcessor.histograms`."""
-        if self._async is not None:
-            return self._async.histograms(time_bounds, size_bounds)
-        assert self._threaded is not None
-        return self._threaded.histograms(time_bounds, size_bounds)
-
-    def shutdown(self, drain: bool = True, timeout: float | None = None) -> bool:
-        """Stops the processor. Calls made afterwards raise :class:`ProcessorClosedError`.
-        Returns True when no batch of it still runs or waits, False otherwise (a warning is
-        logged when ``timeout`` seconds passed first).
-
-        For a plain ``def`` function this is :meth:`BatchProcessor.shutdown`. For an
-        ``async def`` function, ``drain`` runs the queued items on their own event loops and
-        waits for them (``timeout`` seconds at most), except on a loop's own thread, where it
-        cannot wait: there, use ``await f.ashutdown()``. Without ``drain``, queued items fail
-        with :class:`ProcessorClosedError`, and so do the items of loops no longer running.
-        """
-        check_timeout(timeout)
-        if self._async is not None:
-            return self._async.shutdown(drain, timeout)
-        assert self._threaded is not None
-        return self._threaded.shutdown(drain, timeout)
-
-    async def ashutdown(self, drain: bool = True) -> None:
-        """Like :meth:`shutdown`, awaited: returns once every queued item (with ``drain``) and
-        every running batch has finished."""
-        if self._async is not None:
-            await self._async.ashutdown(drain)
-        else:
-            assert self._threaded is not None
-            await asyncio.to_thread(self._threaded.shutdown, drain)
-
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`shutdown` (or :meth:`ashutdown`) was called."""
-        if self._async is not None:
-            return self._async.closed
-        assert self._threaded is not None
-        return self._threaded.closed
 
 
 class AsyncBatchMethod(Protocol[S_contra, T, U]):
@@ -495,6 +419,5 @@ def dynamically(func: Callable[..., Any] | None = None, /, **options: Any) -> An
     Use it bare or with options, on functions or methods (one processor per instance). The
     options are those of :func:`batched.dynamically` plus ``max_concurrent_batches``.
     """
-    settings = Settings.of(options, AsyncBatchOptions)
-
-    return apply_or_defer(AsyncBatchProcessor, func, {"_settings": settings})
+    checked_options = checked(options, AsyncBatchOptions)
+    return apply_or_defer(AsyncBatchProcessor, func, {"_options": checked_options})

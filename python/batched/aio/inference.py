@@ -10,19 +10,19 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any, Unpack, overload
 
-from batched._decorate import Pinning, apply_or_defer, check_callable
+from batched import _core
+from batched._backend import AsyncManaged
+from batched._decorate import apply_or_defer, check_callable
 from batched._features import merge_parts
 from batched._inference_options import AsyncInferenceOptions, call_features, plan_from
-from batched._lifecycle import AsyncLifecycle
-from batched._options import AsyncRuntimeOptions, Settings
+from batched._options import checked
 from batched._plan import Resolver
-from batched._stats import BatchStats
-from batched.aio._processor import AsyncBatchProcessor
+from batched.aio._processor import backend_for
 
 __all__ = ["AsyncInferenceProcessor", "dynamically"]
 
 
-class AsyncInferenceProcessor(Pinning, AsyncLifecycle):
+class AsyncInferenceProcessor(AsyncManaged):
     """Batches awaited calls of an inference function: ``await f(features)`` or
     ``await f(**features)``."""
 
@@ -31,18 +31,17 @@ class AsyncInferenceProcessor(Pinning, AsyncLifecycle):
         func: Callable[..., Any],
         *,
         _resolve: Resolver | None = None,
-        _settings: Settings | None = None,
+        _options: _core.Options | None = None,
         **options: Unpack[AsyncInferenceOptions],
     ) -> None:
         check_callable(func)
-        settings = (
-            _settings if _settings is not None else Settings.of(options, AsyncInferenceOptions)
+        checked_options = (
+            _options if _options is not None else checked(options, AsyncInferenceOptions)
         )
         self._schema, self._plan = plan_from(options)
-        self._processor: AsyncBatchProcessor[Any, Any] = AsyncBatchProcessor(
-            func, _resolve=_resolve, _plan=self._plan, _settings=settings
-        )
         functools.update_wrapper(self, func)
+        resolve: Resolver = _resolve if _resolve is not None else (lambda: func)
+        self._backend = backend_for(func, resolve, checked_options, self._plan)
 
     async def __call__(
         self,
@@ -56,33 +55,8 @@ class AsyncInferenceProcessor(Pinning, AsyncLifecycle):
         """Awaits the output rows for this call's features."""
         _owner = self._take_pin()  # a method's instance lives until this call returns
         call, lengths = call_features(self._schema, features, keywords)
-        parts = await self._processor._submit(call, timeout, priority, call.rows, lengths)
+        parts = await self._backend.acall(call, timeout, priority, call.rows, lengths)
         return merge_parts(parts, self._plan.left)
-
-    def reconfigure(self, **options: Unpack[AsyncRuntimeOptions]) -> None:
-        """Changes batching options while the processor runs; see
-        :meth:`batched.aio.AsyncBatchProcessor.reconfigure`."""
-        self._processor.reconfigure(**options)
-
-    @property
-    def stats(self) -> BatchStats:
-        return self._processor.stats
-
-    def histograms(self, time_bounds: list[float], size_bounds: list[int]) -> dict[str, Any]:
-        """See :meth:`batched.BatchProcessor.histograms`."""
-        return self._processor.histograms(time_bounds, size_bounds)
-
-    def shutdown(self, drain: bool = True, timeout: float | None = None) -> bool:
-        """Stops the processor; see :meth:`batched.aio.AsyncBatchProcessor.shutdown`."""
-        return self._processor.shutdown(drain, timeout)
-
-    async def ashutdown(self, drain: bool = True) -> None:
-        await self._processor.ashutdown(drain)
-
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`shutdown` (or :meth:`ashutdown`) was called."""
-        return self._processor.closed
 
 
 @overload
@@ -94,7 +68,6 @@ def dynamically(
 def dynamically(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Decorates a (plain or ``async``) inference function for asyncio callers; the options
     are those of :func:`batched.inference.dynamically` plus ``max_concurrent_batches``."""
-    settings = Settings.of(options, AsyncInferenceOptions)
+    checked_options = checked(options, AsyncInferenceOptions)
     plan_from(options)  # fails now on bad padding options
-
-    return apply_or_defer(AsyncInferenceProcessor, func, {**options, "_settings": settings})
+    return apply_or_defer(AsyncInferenceProcessor, func, {**options, "_options": checked_options})
