@@ -297,4 +297,21 @@ mod tests {
         assert_eq!((stats.items_timed_out, stats.items_rejected), (3, 2));
         assert_eq!((stats.items_failed, stats.items_cancelled), (0, 0));
     }
+
+    #[test]
+    fn every_dispatch_reason_has_its_own_counter_and_name() {
+        let mut stats = Stats::default();
+        for (times, reason) in DispatchReason::ALL.iter().enumerate() {
+            for _ in 0..=times {
+                stats.record_dispatch(*reason);
+            }
+        }
+        let counts: Vec<u64> = DispatchReason::ALL
+            .iter()
+            .map(|&reason| stats.dispatched(reason))
+            .collect();
+        assert_eq!(counts, [1, 2, 3, 4, 5]);
+        let names: Vec<&str> = DispatchReason::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(names, ["full", "deadline", "drain", "idle", "adaptive"]);
+    }
 }

@@ -11,6 +11,7 @@ import asyncio
 import collections
 import gc
 import math
+import pickle
 import queue
 import signal
 import subprocess
@@ -1035,6 +1036,7 @@ def test_stats_start_empty_and_are_frozen(make_processor: Any) -> None:
     fields = stats.as_dict()
     assert all(getattr(stats, name) == fields[name] for name in fields if name != "settings")
     assert fields["settings"] == stats.settings.as_dict()
+    assert pickle.loads(pickle.dumps(stats)) == stats
     assert set(fields) == {
         "queue_size",
         "total_processed",

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyFloat, PyString};
+use pyo3::types::{PyDict, PyFloat, PyString, PyTuple};
 
 use crate::rules::DispatchReason;
 use crate::stats::{LatencyHistogram, Stats};
@@ -83,6 +83,13 @@ impl BatchSettings {
     /// The settings as a dict of plain values, for JSON.
     fn as_dict<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyDict>> {
         fields_dict(slf.py(), &Self::fields(slf)?)
+    }
+
+    /// Pickles as the keyword arguments that rebuild it.
+    fn __getnewargs_ex__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, PyDict>)> {
+        Ok((PyTuple::empty(slf.py()), Self::as_dict(slf)?))
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
@@ -264,6 +271,19 @@ impl BatchStats {
             BatchSettings::as_dict(&settings)?.into_any(),
         ));
         fields_dict(py, &fields)
+    }
+
+    /// Pickles as the keyword arguments that rebuild it.
+    fn __getnewargs_ex__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, PyDict>)> {
+        let py = slf.py();
+        let mut fields = Self::fields(slf)?;
+        fields.push((
+            "settings".into(),
+            Bound::new(py, slf.get().settings.clone())?.into_any(),
+        ));
+        Ok((PyTuple::empty(py), fields_dict(py, &fields)?))
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
