@@ -19,6 +19,7 @@ from typing import Any
 import batched
 import pytest
 from batched import aio
+from conftest import Gate, await_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -32,58 +33,28 @@ GUARD = 30.0
 # helpers
 
 
-def run(main: Callable[[], Awaitable[Any]], *, guard: float = GUARD) -> Any:
-    """Runs ``main()`` in a fresh event loop with a hang guard."""
+def run(
+    main: Callable[[], Awaitable[Any]],
+    *,
+    guard: float = GUARD,
+    noise: list[dict[str, Any]] | None = None,
+) -> Any:
+    """Runs ``main()`` in a fresh event loop with a hang guard; with ``noise``, the loop's
+    exception handler appends to that list instead (a test then checks that it stays empty)."""
 
     async def guarded() -> Any:
+        if noise is not None:
+            asyncio.get_running_loop().set_exception_handler(lambda _l, ctx: noise.append(ctx))
         return await asyncio.wait_for(main(), guard)
 
     return asyncio.run(guarded())
 
 
-async def wait_until(predicate: Callable[[], bool], guard: float = GUARD) -> None:
-    """Yields to the loop until ``predicate()`` holds (fails the test after ``guard`` s)."""
-    deadline = time.monotonic() + guard
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition never became true")
-        await asyncio.sleep(0.002)
-
-
-def collect_loop_noise(loop: asyncio.AbstractEventLoop) -> list[dict[str, Any]]:
-    """Routes the loop's exception handler into a list: it must stay empty."""
-    calls: list[dict[str, Any]] = []
-    loop.set_exception_handler(lambda _loop, context: calls.append(context))
-    return calls
-
-
-class Gate:
-    """Lets the batch function block until the test releases it, for either kind.
-
-    ``entered`` is set (thread-safely) when the function reaches the gate; ``release()`` opens
-    it. For ``async def`` the gate is an :class:`asyncio.Event` of the running loop, created
-    lazily; for a plain ``def`` it is a :class:`threading.Event`.
-    """
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.thread_gate = threading.Event()
-        self.async_gate: asyncio.Event | None = None
-
-    async def wait_async(self) -> None:
-        if self.async_gate is None:
-            self.async_gate = asyncio.Event()
-        self.entered.set()
-        await asyncio.wait_for(self.async_gate.wait(), GUARD)
-
-    def wait_thread(self) -> None:
-        self.entered.set()
-        assert self.thread_gate.wait(GUARD), "gate never released"
-
-    def release(self) -> None:
-        self.thread_gate.set()
-        if self.async_gate is not None:
-            self.async_gate.set()
+async def held(call: Awaitable[Any], gate: Gate) -> asyncio.Future[Any]:
+    """Starts ``call`` and returns it, running, once its batch is held at ``gate``."""
+    running = asyncio.ensure_future(call)
+    await await_until(gate.entered.is_set, "the batch to reach the gate")
+    return running
 
 
 def make(
@@ -102,7 +73,7 @@ def make(
 
         async def batch_async(items: list[Any]) -> list[Any]:
             if gate is not None and block_when(items):
-                await gate.wait_async()
+                await gate.hold_async()
             await asyncio.sleep(0)
             return body(items)
 
@@ -110,7 +81,7 @@ def make(
 
     def batch_plain(items: list[Any]) -> list[Any]:
         if gate is not None and block_when(items):
-            gate.wait_thread()
+            gate.hold()
         return body(items)
 
     return aio.dynamically(**options)(batch_plain)
@@ -291,12 +262,11 @@ def test_plain_def_runs_off_the_loop_and_loop_stays_responsive() -> None:
         threads.append(threading.current_thread())
         gate.entered.set()
         # Blocks until the loop releases it: the loop must keep running meanwhile.
-        released_in_time.append(gate.thread_gate.wait(GUARD))
+        released_in_time.append(gate.released.wait(GUARD))
         return [x + 1 for x in items]
 
     async def main() -> tuple[int, int]:
-        call = asyncio.ensure_future(f(41))
-        await wait_until(gate.entered.is_set)
+        call = await held(f(41), gate)
         ticks = 0
         for _ in range(10):
             await asyncio.sleep(0.01)
@@ -484,13 +454,12 @@ def test_lower_priority_value_runs_first(kind: str) -> None:
     f = make(kind, body, gate=gate, block_when=lambda items: items == ["first"], batch_size=1)
 
     async def main() -> None:
-        first = asyncio.ensure_future(f("first"))
-        await wait_until(gate.entered.is_set)
+        first = await held(f("first"), gate)
         waiting = [
             asyncio.ensure_future(f(name, priority=priority))
             for name, priority in [("p5", 5), ("p-1", -1), ("p3", 3), ("p0", 0), ("p1", 1)]
         ]
-        await wait_until(lambda: f.stats.queue_size == 5)
+        await await_until(lambda: f.stats.queue_size == 5)
         gate.release()
         assert await first == "first"
         assert [await task for task in waiting] == ["p5", "p-1", "p3", "p0", "p1"]
@@ -519,11 +488,9 @@ def test_cancelled_before_dispatch_never_reaches_the_function(kind: str) -> None
     noise: list[dict[str, Any]] = []
 
     async def main() -> None:
-        asyncio.get_running_loop().set_exception_handler(lambda _l, ctx: noise.append(ctx))
-        busy = asyncio.ensure_future(f(0))
-        await wait_until(gate.entered.is_set)
+        busy = await held(f(0), gate)
         doomed = asyncio.ensure_future(f(1))
-        await wait_until(lambda: f.stats.queue_size == 1)  # item 1 queued, not dispatched
+        await await_until(lambda: f.stats.queue_size == 1)  # item 1 queued, not dispatched
         doomed.cancel()
         with pytest.raises(asyncio.CancelledError):
             await doomed
@@ -535,7 +502,7 @@ def test_cancelled_before_dispatch_never_reaches_the_function(kind: str) -> None
         await asyncio.sleep(0)
 
     try:
-        run(main)
+        run(main, noise=noise)
         assert seen == [0, 2, 3, 4]
         assert 1 not in seen
         stats = f.stats
@@ -569,9 +536,8 @@ def test_cancelled_while_in_running_batch_is_quiet(kind: str, outcome: str) -> N
     noise: list[dict[str, Any]] = []
 
     async def main() -> None:
-        asyncio.get_running_loop().set_exception_handler(lambda _l, ctx: noise.append(ctx))
         tasks = [asyncio.ensure_future(f(i)) for i in range(10)]
-        await wait_until(gate.entered.is_set)  # all ten are in the running batch
+        await await_until(gate.entered.is_set)  # all ten are in the running batch
         assert f.stats.queue_size == 0
         for task in tasks[5:]:
             task.cancel()
@@ -595,7 +561,7 @@ def test_cancelled_while_in_running_batch_is_quiet(kind: str, outcome: str) -> N
         await asyncio.sleep(0)
 
     try:
-        run(main)
+        run(main, noise=noise)
         gc.collect()
         assert noise == []
     finally:
@@ -611,19 +577,18 @@ def test_cancelled_in_running_batch_does_not_shift_other_results(kind: str) -> N
     noise: list[dict[str, Any]] = []
 
     async def main() -> dict[int, Any]:
-        asyncio.get_running_loop().set_exception_handler(lambda _l, ctx: noise.append(ctx))
         tasks = [asyncio.ensure_future(f(i)) for i in range(10)]
-        await wait_until(gate.entered.is_set)
+        await await_until(gate.entered.is_set)
         for task in tasks[::2]:
             task.cancel()
         # Let the cancelled tasks withdraw their calls before the batch finishes.
-        await wait_until(lambda: all(task.done() for task in tasks[::2]))
+        await await_until(lambda: all(task.done() for task in tasks[::2]))
         gate.release()
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         return dict(enumerate(outcomes))
 
     try:
-        outcomes = run(main)
+        outcomes = run(main, noise=noise)
         for i, outcome in outcomes.items():
             if i % 2 == 0:
                 assert isinstance(outcome, asyncio.CancelledError)
@@ -830,9 +795,7 @@ def test_timeout_raises_and_undispatched_item_never_runs(kind: str) -> None:
     noise: list[dict[str, Any]] = []
 
     async def main() -> None:
-        asyncio.get_running_loop().set_exception_handler(lambda _l, ctx: noise.append(ctx))
-        busy = asyncio.ensure_future(f("busy"))
-        await wait_until(gate.entered.is_set)
+        busy = await held(f("busy"), gate)
         with pytest.raises(TimeoutError):
             await f("late", timeout=0.05)
         gate.release()
@@ -842,7 +805,7 @@ def test_timeout_raises_and_undispatched_item_never_runs(kind: str) -> None:
         assert await f(["a", "b"], timeout=GUARD) == ["A", "B"]
 
     try:
-        run(main)
+        run(main, noise=noise)
         assert "late" not in seen
         assert seen == ["busy", "ok", "a", "b"]
         assert f.stats.queue_size == 0
@@ -885,7 +848,6 @@ def test_timeout_while_item_is_running(kind: str) -> None:
     noise: list[dict[str, Any]] = []
 
     async def main() -> None:
-        asyncio.get_running_loop().set_exception_handler(lambda _l, ctx: noise.append(ctx))
         # Generous enough for the batch to have started (a worker thread may be slow to
         # wake on a loaded machine); the gate keeps it running past the timeout.
         with pytest.raises(TimeoutError):
@@ -897,7 +859,7 @@ def test_timeout_while_item_is_running(kind: str) -> None:
         await asyncio.sleep(0.01)
 
     try:
-        run(main)
+        run(main, noise=noise)
         assert noise == []
     finally:
         f.shutdown()
@@ -987,7 +949,7 @@ def test_closed_loop_never_crashes_the_plain_def_worker() -> None:
     def f(items: list[str]) -> list[str]:
         seen.extend(items)
         if items == ["first"]:
-            gate.wait_thread()
+            gate.hold()
         return [f"done-{x}" for x in items]
 
     noise: list[dict[str, Any]] = []
@@ -1002,7 +964,7 @@ def test_closed_loop_never_crashes_the_plain_def_worker() -> None:
             kept.append(task)
 
             async def entered() -> None:
-                await wait_until(gate.entered.is_set)
+                await await_until(gate.entered.is_set)
 
             loop.run_until_complete(entered())
             assert not task.done()
@@ -1056,7 +1018,7 @@ def test_closed_loop_does_not_break_the_async_def_processor() -> None:
             kept.append(loop.create_task(f("first")))
 
             async def wait_entered() -> None:
-                await wait_until(entered.is_set)
+                await await_until(entered.is_set)
 
             loop.run_until_complete(wait_entered())
         finally:
@@ -1112,10 +1074,9 @@ def test_async_def_shutdown_without_drain_fails_queued_items_and_finishes_runnin
     f = make("async_def", body, gate=gate, block_when=lambda items: items == ["a"], batch_size=1)
 
     async def main() -> None:
-        running = asyncio.ensure_future(f("a"))
-        await wait_until(gate.entered.is_set)
+        running = await held(f("a"), gate)
         queued = asyncio.ensure_future(f("b"))
-        await wait_until(lambda: f.stats.queue_size == 1)
+        await await_until(lambda: f.stats.queue_size == 1)
         f.shutdown(drain=False)
         with pytest.raises(batched.ProcessorClosedError):
             await queued
@@ -1140,10 +1101,9 @@ def test_plain_def_shutdown_drains_queued_items() -> None:
     )
 
     async def main() -> None:
-        running = asyncio.ensure_future(f("a"))
-        await wait_until(gate.entered.is_set)
+        running = await held(f("a"), gate)
         queued = asyncio.ensure_future(f("b"))
-        await wait_until(lambda: f.stats.queue_size == 1)
+        await await_until(lambda: f.stats.queue_size == 1)
         releaser = threading.Timer(0.05, gate.release)
         releaser.start()
         # shutdown(drain=True) blocks until the worker is done with what was queued.

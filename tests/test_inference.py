@@ -10,9 +10,6 @@ every wait has a generous upper bound so that a bug shows up as a failure rather
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import textwrap
 import threading
 from collections import namedtuple
 from collections.abc import Callable, Iterator
@@ -23,7 +20,7 @@ import numpy as np
 import pytest
 from batched import ProcessorClosedError, inference
 from batched.aio import inference as aio_inference
-from conftest import wait_until
+from conftest import Gate, run_python, wait_until
 
 try:
     import torch
@@ -95,23 +92,6 @@ def padded(row: np.ndarray, length: int, pad: Any, side: str) -> np.ndarray:
     return out
 
 
-class Gate:
-    """Called first thing in a batch function: the first batch blocks there until released, so
-    the calls submitted meanwhile queue up and later batches form from a full queue."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.released = threading.Event()
-        self._armed = True
-
-    def __call__(self) -> None:
-        if self._armed:
-            self._armed = False
-            self.entered.set()
-            if not self.released.wait(WAIT):
-                raise AssertionError("the test never released the gate")
-
-
 def gated(
     processor: Any,
     gate: Gate,
@@ -129,7 +109,7 @@ def gated(
             futures = [pool.submit(call) for call in rest]
             wait_until(lambda: processor.stats.queue_size == rest_rows, f"{rest_rows} rows queued")
         finally:
-            gate.released.set()
+            gate.release()
         return head.result(WAIT), [future.result(WAIT) for future in futures]
 
 
@@ -185,7 +165,7 @@ def test_concurrent_single_rows_are_padded_and_answered_exactly(
     outputs: list[Any] = []
 
     def model(features: dict[str, Any]) -> Any:
-        gate()
+        gate.hold()
         assert set(features) == {"input_ids", "attention_mask"}
         ids, mask = features["input_ids"], features["attention_mask"]
         received.append((ids, mask))
@@ -333,7 +313,7 @@ def test_two_dimensional_rows_and_images(lib: str, side: str, track: Callable[[A
     received: list[dict[str, Any]] = []
 
     def model(features: dict[str, Any]) -> dict[str, Any]:
-        gate()
+        gate.hold()
         received.append(features)
         ids = as_numpy(features["id"])
         pixels = as_numpy(features["pixels"]).astype(np.float64)
@@ -414,7 +394,7 @@ def test_structured_outputs_are_split_per_call(
         return {"pair": (a, [b]), "a": a}
 
     def model(features: dict[str, Any]) -> Any:
-        gate()
+        gate.hold()
         ids = as_numpy(features["id"]).astype(np.int64)
         values = as_numpy(features["x"]).astype(np.int64)
         a = to_lib(lib, ids * 10)
@@ -496,7 +476,7 @@ def test_multi_row_calls_in_one_batch(lib: str, track: Callable[[Any], Any]) -> 
     received: list[Any] = []
 
     def model(features: dict[str, Any]) -> Any:
-        gate()
+        gate.hold()
         ids = as_numpy(features["input_ids"]).astype(np.int64)
         received.append(ids.copy())
         return to_lib(lib, np.stack([ids.sum(axis=1), np.full(len(ids), ids.shape[1])], axis=1))
@@ -549,7 +529,7 @@ def test_call_larger_than_batch_size_is_split_and_merged_in_order(
     batch_rows: list[int] = []
 
     def model(features: dict[str, Any]) -> Any:
-        gate()
+        gate.hold()
         ids = as_numpy(features["input_ids"]).astype(np.int64)
         batch_rows.append(len(ids))
         return {"sum": to_lib(lib, ids.sum(axis=1)), "first": to_lib(lib, ids[:, 0])}
@@ -718,7 +698,7 @@ def run_length_workload(sort_by_length: bool) -> tuple[float, list[tuple[int, in
     batches: list[tuple[int, int, list[int]]] = []
 
     def model(features: dict[str, Any]) -> Any:
-        gate()
+        gate.hold()
         ids, mask = features["input_ids"], features["attention_mask"]
         batches.append((ids.shape[0], ids.shape[1], [int(n) for n in mask.sum(axis=1)]))
         return np.stack([(ids * mask).sum(axis=1), mask.sum(axis=1)], axis=1)
@@ -1061,7 +1041,7 @@ def test_wrong_output_row_count_fails_every_caller_of_the_batch(
     gate = Gate()
 
     def model(features: dict[str, Any]) -> Any:
-        gate()
+        gate.hold()
         return features["x"][1:, 0]  # one row short
 
     processor = track(inference.dynamically(batch_size=16)(model))
@@ -1301,7 +1281,7 @@ def test_device_option_moves_cpu_inputs_to_the_gpu() -> None:
 
 
 def test_importing_the_inference_flavours_imports_neither_numpy_nor_torch() -> None:
-    code = textwrap.dedent(
+    done = run_python(
         """
         import sys
         import batched.inference
@@ -1318,10 +1298,6 @@ def test_importing_the_inference_flavours_imports_neither_numpy_nor_torch() -> N
         print("ok")
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
 
 
