@@ -19,6 +19,7 @@ import sys
 import textwrap
 import threading
 import time
+import traceback
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
@@ -117,6 +118,30 @@ def in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread, outcome
+
+
+def in_forked_child(child: Callable[[], object]) -> str:
+    """Runs ``child()`` in a forked copy of this process and returns the ``repr`` of its
+    result; fails the test with the child's traceback if it raised. The child leaves with
+    ``os._exit``, without any of the parent's cleanup."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            report = repr(child())
+            code = 0
+        except BaseException:
+            report = traceback.format_exc()
+        finally:
+            os.write(write, report.encode())
+            os._exit(code)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        reported = pipe.read()
+    assert os.waitstatus_to_exitcode(status) == 0, reported
+    return reported
 
 
 def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

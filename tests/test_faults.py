@@ -23,7 +23,7 @@ from typing import Any
 import batched
 import pytest
 from batched import aio, inference
-from conftest import Gate, await_until, in_thread, run_python, wait_until
+from conftest import Gate, await_until, in_forked_child, in_thread, run_python, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -735,23 +735,12 @@ def test_a_fork_while_a_batch_runs_gives_the_child_a_fresh_processor(
     hung_batch: HungBatch,
 ) -> None:
     f = hung_batch.processor
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: none of the parent's batch, queue or callers
-        code = 1
-        try:
-            hung_batch.gate.release()  # this copy of the gate only
-            results = [f(3), f([4, 5]), f.stats.queue_size]
-            os.write(write, repr(results).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write)
-    _, status = os.waitpid(pid, 0)
-    with os.fdopen(read) as pipe:
-        reported = pipe.read()
-    assert os.waitstatus_to_exitcode(status) == 0, reported
-    assert reported == "[30, [40, 50], 0]"
+
+    def child() -> list[Any]:  # none of the parent's batch, queue or callers
+        hung_batch.gate.release()  # this copy of the gate only
+        return [f(3), f([4, 5]), f.stats.queue_size]
+
+    assert in_forked_child(child) == "[30, [40, 50], 0]"
     assert hung_batch.running.is_alive()  # the parent's batch still runs
     assert hung_batch.finish() == ([10], [20])
 

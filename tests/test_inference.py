@@ -64,6 +64,19 @@ def as_numpy(value: Any) -> np.ndarray:
     return value.detach().cpu().numpy()
 
 
+def row_sums(lib: str, batch_rows: list[int] | None = None) -> Callable[[dict[str, Any]], Any]:
+    """A model that returns each row's sum of ``input_ids`` as ``lib``'s array, and appends
+    each batch's row count to ``batch_rows``."""
+
+    def model(features: dict[str, Any]) -> Any:
+        ids = as_numpy(features["input_ids"]).astype(np.int64)
+        if batch_rows is not None:
+            batch_rows.append(len(ids))
+        return to_lib(lib, ids.sum(axis=1))
+
+    return model
+
+
 def lib_of(value: Any) -> str:
     if isinstance(value, np.ndarray):
         return "numpy"
@@ -98,10 +111,14 @@ def gated(
     first: Callable[[], Any],
     rest: list[Callable[[], Any]],
     rest_rows: int,
+    *,
+    catch: bool = False,
 ) -> tuple[Any, list[Any]]:
     """Runs ``first`` on a thread until it blocks in the gate, then every call of ``rest`` on
     threads of their own; releases the gate once the ``rest_rows`` rows are all queued.
-    Returns the results (exceptions re-raised from the futures)."""
+    Returns the results: exceptions are re-raised, or with ``catch`` returned instead."""
+    if catch:
+        first, rest = _catching(first), [_catching(call) for call in rest]
     with ThreadPoolExecutor(max_workers=len(rest) + 1) as pool:
         head = pool.submit(first)
         try:
@@ -113,25 +130,14 @@ def gated(
         return head.result(WAIT), [future.result(WAIT) for future in futures]
 
 
-def gated_outcomes(
-    processor: Any,
-    gate: Gate,
-    first: Callable[[], Any],
-    rest: list[Callable[[], Any]],
-    rest_rows: int,
-) -> tuple[Any, list[Any]]:
-    """Like ``gated``, but returns each call's exception instead of raising it."""
+def _catching(call: Callable[[], Any]) -> Callable[[], Any]:
+    def run() -> Any:
+        try:
+            return call()
+        except Exception as error:
+            return error
 
-    def catching(call: Callable[[], Any]) -> Callable[[], Any]:
-        def run() -> Any:
-            try:
-                return call()
-            except Exception as error:
-                return error
-
-        return run
-
-    return gated(processor, gate, catching(first), [catching(call) for call in rest], rest_rows)
+    return run
 
 
 @pytest.fixture
@@ -248,12 +254,7 @@ def test_free_running_threads_get_their_own_rows(lib: str, track: Callable[[Any]
     rng = np.random.default_rng(11)
     lengths = [int(n) for n in rng.integers(1, 41, size=32)]
     batch_sizes: list[int] = []
-
-    def model(features: dict[str, Any]) -> Any:
-        ids = as_numpy(features["input_ids"]).astype(np.int64)
-        batch_sizes.append(len(ids))
-        return to_lib(lib, ids.sum(axis=1))
-
+    model = row_sums(lib, batch_sizes)
     processor = track(inference.dynamically(batch_size=16, timeout_ms=20.0)(model))
     start = threading.Barrier(32)
 
@@ -272,12 +273,7 @@ def test_free_running_threads_get_their_own_rows(lib: str, track: Callable[[Any]
 @pytest.mark.parametrize("lib", LIBS)
 def test_acall_from_the_thread_flavour(lib: str, track: Callable[[Any], Any]) -> None:
     lengths = list(range(1, 65))
-
-    def model(features: dict[str, Any]) -> Any:
-        ids = as_numpy(features["input_ids"]).astype(np.int64)
-        return to_lib(lib, ids.sum(axis=1))
-
-    processor = track(inference.dynamically(batch_size=16, timeout_ms=5.0)(model))
+    processor = track(inference.dynamically(batch_size=16, timeout_ms=5.0)(row_sums(lib)))
 
     async def main() -> list[Any]:
         calls = []
@@ -745,12 +741,7 @@ def test_length_aware_batches_respect_the_budget_and_sorting_reduces_padding() -
 @pytest.mark.parametrize("lib", LIBS)
 def test_over_budget_row_is_refused_and_not_queued(lib: str, track: Callable[[Any], Any]) -> None:
     received: list[int] = []
-
-    def model(features: dict[str, Any]) -> Any:
-        ids = as_numpy(features["input_ids"]).astype(np.int64)
-        received.append(len(ids))
-        return to_lib(lib, ids.sum(axis=1))
-
+    model = row_sums(lib, received)
     processor = track(inference.dynamically(max_batch_tokens=64, timeout_ms=1.0)(model))
     with pytest.raises(ValueError, match="max_batch_tokens"):
         processor(input_ids=[to_lib(lib, np.arange(65))])
@@ -1049,8 +1040,8 @@ def test_wrong_output_row_count_fails_every_caller_of_the_batch(
     def call() -> Any:
         return processor(x=np.ones((2, 3)))
 
-    first, rest = gated_outcomes(
-        processor, gate, lambda: processor(x=np.ones((1, 3))), [call, call], 4
+    first, rest = gated(
+        processor, gate, lambda: processor(x=np.ones((1, 3))), [call, call], 4, catch=True
     )
     assert isinstance(first, ValueError)
     assert "returned 0 rows for a batch of 1 items" in str(first)

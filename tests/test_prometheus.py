@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import gc
 import math
+import threading
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -270,19 +271,29 @@ def test_failed_items_are_counted(registry: CollectorRegistry, shutdowns: list[A
     assert (size_sum, size_count) == (4, 2)
 
 
-def test_timed_out_items_are_counted(registry: CollectorRegistry, shutdowns: list[Any]) -> None:
-    gate = Gate()
+def held_at_zero(
+    registry: CollectorRegistry, name: str, **options: Any
+) -> tuple[batched.BatchProcessor[int, int], Gate, threading.Thread, list[Any]]:
+    """A thread processor registered as ``name`` whose batch holding item 0 waits at a gate;
+    returns it once that call's batch is held, with the gate and that call's thread and
+    outcome."""
+    gate = Gate(WAIT)
 
-    @batched.dynamically(batch_size=4, timeout_ms=1.0)
     def blocked(items: list[int]) -> list[int]:
         if 0 in items:
             gate.hold()
         return items
 
-    shutdowns.append(blocked)
-    register(blocked, "blocked", registry=registry)
-    thread, outcome = in_thread(lambda: blocked(0))
+    processor = batched.BatchProcessor(blocked, batch_size=4, timeout_ms=1.0, **options)
+    register(processor, name, registry=registry)
+    thread, outcome = in_thread(lambda: processor(0))
     assert gate.entered.wait(WAIT)
+    return processor, gate, thread, outcome
+
+
+def test_timed_out_items_are_counted(registry: CollectorRegistry, shutdowns: list[Any]) -> None:
+    blocked, gate, thread, outcome = held_at_zero(registry, "blocked")
+    shutdowns.append(blocked)
     try:
         with pytest.raises(TimeoutError):
             blocked(1, timeout=0.01)
@@ -299,18 +310,8 @@ def test_timed_out_items_are_counted(registry: CollectorRegistry, shutdowns: lis
 
 
 def test_queue_length_and_rejected_items(registry: CollectorRegistry, shutdowns: list[Any]) -> None:
-    gate = Gate()
-
-    @batched.dynamically(batch_size=4, timeout_ms=1.0, max_queue_size=2)
-    def bounded(items: list[int]) -> list[int]:
-        if 0 in items:
-            gate.hold()
-        return items
-
+    bounded, gate, running, _ = held_at_zero(registry, "bounded", max_queue_size=2)
     shutdowns.append(bounded)
-    register(bounded, "bounded", registry=registry)
-    running, _ = in_thread(lambda: bounded(0))
-    assert gate.entered.wait(WAIT)
     queued, queued_outcome = in_thread(lambda: bounded([1, 2]))
     try:
         wait_until(lambda: bounded.stats.queue_size == 2, "two queued items")
@@ -364,17 +365,7 @@ def test_cancelled_items_are_counted(registry: CollectorRegistry) -> None:
 
 
 def test_drained_batches_and_a_shut_down_processor(registry: CollectorRegistry) -> None:
-    gate = Gate()
-
-    @batched.dynamically(batch_size=4, timeout_ms=1.0)
-    def blocked(items: list[int]) -> list[int]:
-        if 0 in items:
-            gate.hold()
-        return items
-
-    register(blocked, "blocked", registry=registry)
-    running, _ = in_thread(lambda: blocked(0))
-    assert gate.entered.wait(WAIT)
+    blocked, gate, running, _ = held_at_zero(registry, "blocked")
     queued, queued_outcome = in_thread(lambda: blocked(1))
     try:
         wait_until(lambda: blocked.stats.queue_size == 1, "a queued item")

@@ -16,7 +16,7 @@ from typing import Any
 import batched
 import pytest
 from batched import aio
-from conftest import Gate, await_until, in_thread, wait_until
+from conftest import Gate, await_until, in_forked_child, in_thread, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -492,24 +492,14 @@ def test_a_forked_child_gets_a_working_processor() -> None:
     try:
         assert f(1) == 3  # the worker runs before the fork
         assert tight_loops_then_wait_for_all(f) == tripled_loop_inputs()
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: report through the pipe, then leave without cleanup
-            code = 1
-            try:
-                results = [f(2), f([3, 4]), *asyncio.run(_acall_twice(f))]
-                # Tight loops hand their wake-up batons through a keeper thread of the child's.
-                assert tight_loops_then_wait_for_all(f) == tripled_loop_inputs()
-                os.write(write, repr(results).encode())
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write)
-        _, status = os.waitpid(pid, 0)
-        with os.fdopen(read) as pipe:
-            reported = pipe.read()
-        assert os.waitstatus_to_exitcode(status) == 0, reported
-        assert reported == "[6, [9, 12], 15, 18]"
+
+        def child() -> list[Any]:
+            results = [f(2), f([3, 4]), *asyncio.run(_acall_twice(f))]
+            # Tight loops hand their wake-up batons through a keeper thread of the child's.
+            assert tight_loops_then_wait_for_all(f) == tripled_loop_inputs()
+            return results
+
+        assert in_forked_child(child) == "[6, [9, 12], 15, 18]"
         assert f(7) == 21  # the parent's processor is untouched
     finally:
         f.shutdown()
