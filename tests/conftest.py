@@ -1,5 +1,10 @@
 """Test-suite policy and helpers shared by every test file.
 
+Test files import the helpers with ``from conftest import ...``: ``wait_until`` and
+``await_until`` poll a condition with a hang guard, ``Gate`` holds a batch function until the
+test releases it, ``in_thread`` runs a call on a thread of its own, ``in_forked_child`` runs
+one in a forked child, and ``run_python`` runs a snippet in a fresh interpreter.
+
 ``BATCHED_REQUIRE_ALL=1`` (set by ``scripts/test.sh``) turns every skip into a failure, except
 for tests marked ``cuda`` on a machine without CUDA: a test whose optional dependency is
 missing must not pass silently as "skipped" in the project's own runs.

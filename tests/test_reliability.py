@@ -10,7 +10,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import batched
@@ -29,19 +29,33 @@ class Blocker(Gate):
     def __init__(self) -> None:
         super().__init__()
         self.batches: list[list[Any]] = []
+        self.processors: list[batched.BatchProcessor[int, int]] = []
 
     def __call__(self, items: list[Any]) -> list[Any]:
         self.batches.append(list(items))
         self.hold()
         return [item * 10 for item in items]
 
+    def processor(self, **options: Any) -> batched.BatchProcessor[int, int]:
+        """A processor over this function, shut down by the ``blocker`` fixture."""
+        self.processors.append(batched.BatchProcessor(self, **options))
+        return self.processors[-1]
+
+
+@pytest.fixture
+def blocker() -> Iterator[Blocker]:
+    """A Blocker that is released, and whose processors are shut down, when the test ends."""
+    held = Blocker()
+    yield held
+    held.release()
+    for processor in held.processors:
+        processor.shutdown()
+
 
 def full_blocking_queue(blocker: Blocker) -> batched.BatchProcessor[int, int]:
     """One-item batches, a queue of one and ``on_full="block"``: item 1 runs (held by
     ``blocker``), item 2 fills the queue, and a further caller must wait for room."""
-    f = batched.BatchProcessor(
-        blocker, batch_size=1, timeout_ms=0, max_queue_size=1, on_full="block"
-    )
+    f = blocker.processor(batch_size=1, timeout_ms=0, max_queue_size=1, on_full="block")
     in_thread(lambda: f(1))
     assert blocker.entered.wait(GUARD)
     in_thread(lambda: f(2))
@@ -53,27 +67,22 @@ def full_blocking_queue(blocker: Blocker) -> batched.BatchProcessor[int, int]:
 # backpressure
 
 
-def test_a_full_queue_refuses_a_call_at_once_and_enqueues_none_of_it() -> None:
-    blocker = Blocker()
-    f = batched.BatchProcessor(blocker, batch_size=1, timeout_ms=0, max_queue_size=3)
-    try:
-        running = in_thread(lambda: f(1))
-        assert blocker.entered.wait(GUARD)
-        queued = [in_thread(lambda n=n: f(n)) for n in (2, 3)]
-        wait_until(lambda: f.stats.queue_size == 2)
-        with pytest.raises(batched.QueueFullError, match="max_queue_size=3") as refused:
-            f([4, 5])
-        assert isinstance(refused.value, batched.BatchedError)
-        assert f.stats.queue_size == 2  # nothing of the refused call went in
-        blocker.release()
-        for thread, _ in [running, *queued]:
-            thread.join(GUARD)
-        assert sorted(outcome[0] for _, outcome in queued) == [20, 30]
-        assert f([7]) == [70]  # room again
-        assert f.stats.items_rejected == 2
-    finally:
-        blocker.release()
-        f.shutdown()
+def test_a_full_queue_refuses_a_call_at_once_and_enqueues_none_of_it(blocker: Blocker) -> None:
+    f = blocker.processor(batch_size=1, timeout_ms=0, max_queue_size=3)
+    running = in_thread(lambda: f(1))
+    assert blocker.entered.wait(GUARD)
+    queued = [in_thread(lambda n=n: f(n)) for n in (2, 3)]
+    wait_until(lambda: f.stats.queue_size == 2)
+    with pytest.raises(batched.QueueFullError, match="max_queue_size=3") as refused:
+        f([4, 5])
+    assert isinstance(refused.value, batched.BatchedError)
+    assert f.stats.queue_size == 2  # nothing of the refused call went in
+    blocker.release()
+    for thread, _ in [running, *queued]:
+        thread.join(GUARD)
+    assert sorted(outcome[0] for _, outcome in queued) == [20, 30]
+    assert f([7]) == [70]  # room again
+    assert f.stats.items_rejected == 2
     assert all(4 not in batch and 5 not in batch for batch in blocker.batches)
 
 
@@ -98,47 +107,34 @@ def test_on_full_and_on_error_are_checked() -> None:
         batched.dynamically(batchsize=3)  # type: ignore[call-overload]
 
 
-def test_blocking_callers_wait_for_room_then_all_complete() -> None:
-    blocker = Blocker()
-    f = batched.BatchProcessor(
-        blocker, batch_size=2, timeout_ms=0, max_queue_size=2, on_full="block"
-    )
-    try:
-        first, first_outcome = in_thread(lambda: f([1, 2]))
-        assert blocker.entered.wait(GUARD)
-        callers = [in_thread(lambda n=n: f(n)) for n in range(3, 9)]
-        # Two fit in the queue; the other four wait for room, with nothing refused.
-        wait_until(lambda: f.stats.queue_size == 2)
-        assert f.stats.items_rejected == 0
-        assert all(thread.is_alive() for thread, _ in callers)
-        blocker.release()
-        for thread, _ in [(first, first_outcome), *callers]:
-            thread.join(GUARD)
-            assert not thread.is_alive()
-        assert first_outcome == [[10, 20]]
-        assert sorted(outcome[0] for _, outcome in callers) == [n * 10 for n in range(3, 9)]
-        assert max(len(batch) for batch in blocker.batches) <= 2
-    finally:
-        blocker.release()
-        f.shutdown()
+def test_blocking_callers_wait_for_room_then_all_complete(blocker: Blocker) -> None:
+    f = blocker.processor(batch_size=2, timeout_ms=0, max_queue_size=2, on_full="block")
+    first, first_outcome = in_thread(lambda: f([1, 2]))
+    assert blocker.entered.wait(GUARD)
+    callers = [in_thread(lambda n=n: f(n)) for n in range(3, 9)]
+    # Two fit in the queue; the other four wait for room, with nothing refused.
+    wait_until(lambda: f.stats.queue_size == 2)
+    assert f.stats.items_rejected == 0
+    assert all(thread.is_alive() for thread, _ in callers)
+    blocker.release()
+    for thread, _ in [(first, first_outcome), *callers]:
+        thread.join(GUARD)
+        assert not thread.is_alive()
+    assert first_outcome == [[10, 20]]
+    assert sorted(outcome[0] for _, outcome in callers) == [n * 10 for n in range(3, 9)]
+    assert max(len(batch) for batch in blocker.batches) <= 2
 
 
-def test_a_blocked_caller_times_out_waiting_for_room() -> None:
-    blocker = Blocker()
+def test_a_blocked_caller_times_out_waiting_for_room(blocker: Blocker) -> None:
     f = full_blocking_queue(blocker)
-    try:
-        started = time.monotonic()
-        with pytest.raises(TimeoutError, match=r"timeout of 0\.05 s"):
-            f(3, timeout=0.05)
-        assert time.monotonic() - started >= 0.05
-        assert f.stats.items_timed_out == 1
-    finally:
-        blocker.release()
-        f.shutdown()
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"timeout of 0\.05 s"):
+        f(3, timeout=0.05)
+    assert time.monotonic() - started >= 0.05
+    assert f.stats.items_timed_out == 1
 
 
-def test_shutdown_wakes_callers_blocked_for_room() -> None:
-    blocker = Blocker()
+def test_shutdown_wakes_callers_blocked_for_room(blocker: Blocker) -> None:
     f = full_blocking_queue(blocker)
     blocked, outcome = in_thread(lambda: f(3))
     time.sleep(0.02)
@@ -419,9 +415,10 @@ def test_async_def_shutdown_from_another_thread_drains_and_waits() -> None:
     assert f.stats.drain_batches == 1
 
 
-def test_thread_shutdown_drain_runs_queued_items_and_returns_after_the_worker() -> None:
-    blocker = Blocker()
-    f = batched.BatchProcessor(blocker, batch_size=1, timeout_ms=0)
+def test_thread_shutdown_drain_runs_queued_items_and_returns_after_the_worker(
+    blocker: Blocker,
+) -> None:
+    f = blocker.processor(batch_size=1, timeout_ms=0)
     in_thread(lambda: f(1))
     assert blocker.entered.wait(GUARD)
     queued = [in_thread(lambda n=n: f(n)) for n in (2, 3)]
@@ -440,28 +437,23 @@ def test_thread_shutdown_drain_runs_queued_items_and_returns_after_the_worker() 
 # counters, histograms
 
 
-def test_timeouts_and_cancellations_are_counted() -> None:
-    blocker = Blocker()
-    f = batched.BatchProcessor(blocker, batch_size=1, timeout_ms=0)
-    try:
-        in_thread(lambda: f(1))
-        assert blocker.entered.wait(GUARD)
-        with pytest.raises(TimeoutError):
-            f([2, 3], timeout=0.01)
+def test_timeouts_and_cancellations_are_counted(blocker: Blocker) -> None:
+    f = blocker.processor(batch_size=1, timeout_ms=0)
+    in_thread(lambda: f(1))
+    assert blocker.entered.wait(GUARD)
+    with pytest.raises(TimeoutError):
+        f([2, 3], timeout=0.01)
 
-        async def cancel_one() -> None:
-            task = asyncio.ensure_future(f.acall(4))
-            await await_until(lambda: f.stats.queue_size == 3)  # two timed out, one new
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+    async def cancel_one() -> None:
+        task = asyncio.ensure_future(f.acall(4))
+        await await_until(lambda: f.stats.queue_size == 3)  # two timed out, one new
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
-        asyncio.run(cancel_one())
-        stats = f.stats
-        assert (stats.items_timed_out, stats.items_cancelled) == (2, 1)
-    finally:
-        blocker.release()
-        f.shutdown()
+    asyncio.run(cancel_one())
+    stats = f.stats
+    assert (stats.items_timed_out, stats.items_cancelled) == (2, 1)
 
 
 def test_histograms_cumulate_at_the_given_bounds() -> None:

@@ -39,19 +39,27 @@ def result_of(x: Any) -> tuple[str, Any]:
     return ("r", x)
 
 
+class Boom(Exception):
+    pass
+
+
 class Recorder(Gate):
     """A batch function that records every batch it receives and returns ``result_of`` each
-    item. A batch holding ``BLOCK`` is held at the gate, keeping the worker busy."""
+    item. A batch holding ``BLOCK`` is held at the gate, keeping the worker busy; with
+    ``boom``, a batch holding ``"bad"`` raises ``Boom(boom)``."""
 
-    def __init__(self) -> None:
+    def __init__(self, boom: str | None = None) -> None:
         super().__init__(WAIT)
         self.batches: list[list[Any]] = []
+        self.boom = boom
 
     def __call__(self, items: list[Any]) -> list[Any]:
         assert isinstance(items, list)
         self.batches.append(list(items))
         if any(isinstance(item, str) and item == BLOCK for item in items):
             self.hold()
+        if self.boom is not None and "bad" in items:
+            raise Boom(self.boom)
         return [result_of(item) for item in items]
 
     @property
@@ -62,6 +70,14 @@ class Recorder(Gate):
         """Submits ``BLOCK`` from a thread and returns once the worker is stuck in it."""
         blocker = Caller(processor, BLOCK)
         assert self.entered.wait(WAIT), "the blocking batch never started"
+        return blocker
+
+    async def ablock_worker(
+        self, processor: batched.BatchProcessor[Any, Any]
+    ) -> asyncio.Future[Any]:
+        """Submits ``BLOCK`` with ``acall``; returns its task once the worker is stuck in it."""
+        blocker = asyncio.ensure_future(processor.acall(BLOCK))
+        await await_until(self.entered.is_set, "the blocking batch", WAIT)
         return blocker
 
 
@@ -457,20 +473,9 @@ def test_static_methods_batch_like_functions_and_classmethods_are_refused() -> N
 # --- 3. errors and bad arguments --------------------------------------------------------------
 
 
-class Boom(Exception):
-    pass
-
-
 def test_user_exception_reaches_every_caller_of_the_batch(make_processor: Any) -> None:
-    rec = Recorder()
-
-    def func(items: list[Any]) -> list[Any]:
-        out = rec(items)
-        if "bad" in items:
-            raise Boom("bad batch")
-        return out
-
-    p = make_processor(func, batch_size=8, timeout_ms=1)
+    rec = Recorder(boom="bad batch")
+    p = make_processor(rec, batch_size=8, timeout_ms=1)
     blocker = rec.block_worker(p)
     callers = submit_in_order(p, [("a", {}), ("bad", {}), ("c", {}), (["d", "e"], {})])
     rec.release()
@@ -835,21 +840,13 @@ def test_acall_from_many_concurrent_tasks(make_processor: Any) -> None:
 
 
 def test_acall_errors_and_timeout(make_processor: Any) -> None:
-    rec = Recorder()
-
-    def func(items: list[Any]) -> list[Any]:
-        out = rec(items)
-        if "bad" in items:
-            raise Boom("async boom")
-        return out
-
-    p = make_processor(func, batch_size=8, timeout_ms=1)
+    rec = Recorder(boom="async boom")
+    p = make_processor(rec, batch_size=8, timeout_ms=1)
 
     async def main() -> None:
         with pytest.raises(Boom, match="async boom"):
             await p.acall("bad")
-        blocker = asyncio.ensure_future(p.acall(BLOCK))
-        await await_until(rec.entered.is_set, "the blocking batch", WAIT)
+        blocker = await rec.ablock_worker(p)
         with pytest.raises(TimeoutError):
             await p.acall("late", timeout=0.1)
         rec.release()
@@ -865,8 +862,7 @@ def test_cancelled_acall_never_reaches_the_function(make_processor: Any) -> None
     p = make_processor(rec, batch_size=8, timeout_ms=1)
 
     async def main() -> None:
-        blocker = asyncio.ensure_future(p.acall(BLOCK))
-        await await_until(rec.entered.is_set, "the blocking batch", WAIT)
+        blocker = await rec.ablock_worker(p)
         victim = asyncio.ensure_future(p.acall("victim"))
         victims = asyncio.ensure_future(p.acall(["v1", "v2"]))
         survivor = asyncio.ensure_future(p.acall("survivor"))
@@ -933,8 +929,7 @@ def test_shutdown_without_drain_fails_queued_acalls(make_processor: Any) -> None
     p = make_processor(rec, batch_size=2, timeout_ms=1)
 
     async def main() -> None:
-        blocker = asyncio.ensure_future(p.acall(BLOCK))
-        await await_until(rec.entered.is_set, "the blocking batch", WAIT)
+        blocker = await rec.ablock_worker(p)
         queued = [asyncio.ensure_future(p.acall(x)) for x in ("a", ["b", "c"])]
         await await_until(lambda: p.stats.queue_size == 3, "3 queued items", WAIT)
         stopper = Caller(p.shutdown, drain=False)
