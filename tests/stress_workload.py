@@ -20,13 +20,14 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import batched
 from batched import aio
+from conftest import wait_until
 
 # The outcomes a call may have; each call has exactly one.
 KINDS = ("result", "user_error", "timeout", "queue_full", "cancelled")
@@ -536,14 +537,6 @@ def queue_is_empty(processor: Any) -> bool:
     return bool(processor.stats.queue_size == 0)
 
 
-def wait_until(predicate: Callable[[], bool], until: float) -> bool:
-    while not predicate():
-        if time.monotonic() >= until:
-            return False
-        time.sleep(0.005)
-    return True
-
-
 @dataclass
 class Report:
     config: Config
@@ -684,7 +677,13 @@ def _run(config: Config) -> Report:
     if hung:
         describe_hang(report, targets, loops)
     for target in targets:
-        if not wait_until(partial(queue_is_empty, target.processor), until):
+        try:
+            wait_until(
+                partial(queue_is_empty, target.processor),
+                f"{target.spec.name}'s queue to empty",
+                max(until - time.monotonic(), 0.0),
+            )
+        except AssertionError:  # a finding of the report, not the end of the run
             size = target.processor.stats.queue_size
             report.problems.append(f"{target.spec.name}: {size} items still queued")
     for target in targets:

@@ -13,12 +13,13 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import batched
 import pytest
 from batched import aio
+from conftest import Gate, await_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -32,61 +33,31 @@ GUARD = 30.0
 # helpers
 
 
-def run(main: Callable[[], Awaitable[Any]], *, guard: float = GUARD) -> Any:
-    """Runs ``main()`` in a fresh event loop with a hang guard."""
+def run(
+    main: Callable[[], Awaitable[Any]],
+    *,
+    guard: float = GUARD,
+    noise: list[dict[str, Any]] | None = None,
+) -> Any:
+    """Runs ``main()`` in a fresh event loop with a hang guard; with ``noise``, the loop's
+    exception handler appends to that list instead (a test then checks that it stays empty)."""
 
     async def guarded() -> Any:
+        if noise is not None:
+            asyncio.get_running_loop().set_exception_handler(lambda _l, ctx: noise.append(ctx))
         return await asyncio.wait_for(main(), guard)
 
     return asyncio.run(guarded())
 
 
-async def wait_until(predicate: Callable[[], bool], guard: float = GUARD) -> None:
-    """Yields to the loop until ``predicate()`` holds (fails the test after ``guard`` s)."""
-    deadline = time.monotonic() + guard
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition never became true")
-        await asyncio.sleep(0.002)
+async def held(call: Awaitable[Any], gate: Gate) -> asyncio.Future[Any]:
+    """Starts ``call`` and returns it, running, once its batch is held at ``gate``."""
+    running = asyncio.ensure_future(call)
+    await await_until(gate.entered.is_set, "the batch to reach the gate")
+    return running
 
 
-def collect_loop_noise(loop: asyncio.AbstractEventLoop) -> list[dict[str, Any]]:
-    """Routes the loop's exception handler into a list: it must stay empty."""
-    calls: list[dict[str, Any]] = []
-    loop.set_exception_handler(lambda _loop, context: calls.append(context))
-    return calls
-
-
-class Gate:
-    """Lets the batch function block until the test releases it, for either kind.
-
-    ``entered`` is set (thread-safely) when the function reaches the gate; ``release()`` opens
-    it. For ``async def`` the gate is an :class:`asyncio.Event` of the running loop, created
-    lazily; for a plain ``def`` it is a :class:`threading.Event`.
-    """
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.thread_gate = threading.Event()
-        self.async_gate: asyncio.Event | None = None
-
-    async def wait_async(self) -> None:
-        if self.async_gate is None:
-            self.async_gate = asyncio.Event()
-        self.entered.set()
-        await asyncio.wait_for(self.async_gate.wait(), GUARD)
-
-    def wait_thread(self) -> None:
-        self.entered.set()
-        assert self.thread_gate.wait(GUARD), "gate never released"
-
-    def release(self) -> None:
-        self.thread_gate.set()
-        if self.async_gate is not None:
-            self.async_gate.set()
-
-
-def make(
+def _decorated(
     kind: str,
     body: Callable[[list[Any]], list[Any]],
     *,
@@ -102,7 +73,7 @@ def make(
 
         async def batch_async(items: list[Any]) -> list[Any]:
             if gate is not None and block_when(items):
-                await gate.wait_async()
+                await gate.hold_async()
             await asyncio.sleep(0)
             return body(items)
 
@@ -110,10 +81,27 @@ def make(
 
     def batch_plain(items: list[Any]) -> list[Any]:
         if gate is not None and block_when(items):
-            gate.wait_thread()
+            gate.hold()
         return body(items)
 
     return aio.dynamically(**options)(batch_plain)
+
+
+Make = Callable[..., aio.AsyncBatchProcessor[Any, Any]]
+
+
+@pytest.fixture
+def make() -> Iterator[Make]:
+    """Makes processors as ``_decorated`` does, and shuts them all down when the test ends."""
+    made: list[aio.AsyncBatchProcessor[Any, Any]] = []
+
+    def tracked(*args: Any, **kwargs: Any) -> aio.AsyncBatchProcessor[Any, Any]:
+        made.append(_decorated(*args, **kwargs))
+        return made[-1]
+
+    yield tracked
+    for processor in made:
+        processor.shutdown()
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,7 +110,7 @@ def make(
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.asyncio
-async def test_single_list_and_empty_calls(kind: str) -> None:
+async def test_single_list_and_empty_calls(kind: str, make: Make) -> None:
     calls: list[list[Any]] = []
 
     def body(items: list[Any]) -> list[Any]:
@@ -130,17 +118,14 @@ async def test_single_list_and_empty_calls(kind: str) -> None:
         return [x * 10 for x in items]
 
     f = make(kind, body, batch_size=8, timeout_ms=1.0)
-    try:
-        assert await f(3) == 30
-        assert await f([1, 2, 3]) == [10, 20, 30]
-        assert await f([]) == []
-        # The empty call never reached the function.
-        assert all(batch for batch in calls)
-        assert sorted(x for batch in calls for x in batch) == [1, 2, 3, 3]
-        # A tuple is one item, not a list of items.
-        assert await f((1,)) == (1,) * 10
-    finally:
-        f.shutdown()
+    assert await f(3) == 30
+    assert await f([1, 2, 3]) == [10, 20, 30]
+    assert await f([]) == []
+    # The empty call never reached the function.
+    assert all(batch for batch in calls)
+    assert sorted(x for batch in calls for x in batch) == [1, 2, 3, 3]
+    # A tuple is one item, not a list of items.
+    assert await f((1,)) == (1,) * 10
 
 
 def test_bare_decorator_on_both_kinds() -> None:
@@ -187,7 +172,7 @@ def test_invalid_options_are_rejected_at_decoration() -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_ten_thousand_concurrent_tasks_exact_results(kind: str) -> None:
+def test_ten_thousand_concurrent_tasks_exact_results(kind: str, make: Make) -> None:
     n = 10_000
     seen: Counter[int] = Counter()
     batch_sizes: list[int] = []
@@ -202,29 +187,26 @@ def test_ten_thousand_concurrent_tasks_exact_results(kind: str) -> None:
     async def main() -> list[int]:
         return list(await asyncio.gather(*(f(i) for i in range(n))))
 
-    try:
-        results = run(main)
-        assert results == [i * 3 + 1 for i in range(n)]
-        # Every item reached the function exactly once.
-        assert len(seen) == n
-        assert set(seen) == set(range(n))
-        assert max(seen.values()) == 1
-        assert sum(batch_sizes) == n
-        assert max(batch_sizes) <= 64
-        # Concurrent tasks were actually batched together.
-        assert len(batch_sizes) < n
-        stats = f.stats
-        assert isinstance(stats, batched.BatchStats)
-        assert stats.total_processed == n
-        assert stats.total_batches == len(batch_sizes)
-        assert stats.queue_size == 0
-        assert stats.avg_batch_size == pytest.approx(n / len(batch_sizes))
-    finally:
-        f.shutdown()
+    results = run(main)
+    assert results == [i * 3 + 1 for i in range(n)]
+    # Every item reached the function exactly once.
+    assert len(seen) == n
+    assert set(seen) == set(range(n))
+    assert max(seen.values()) == 1
+    assert sum(batch_sizes) == n
+    assert max(batch_sizes) <= 64
+    # Concurrent tasks were actually batched together.
+    assert len(batch_sizes) < n
+    stats = f.stats
+    assert isinstance(stats, batched.BatchStats)
+    assert stats.total_processed == n
+    assert stats.total_batches == len(batch_sizes)
+    assert stats.queue_size == 0
+    assert stats.avg_batch_size == pytest.approx(n / len(batch_sizes))
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_mixed_single_and_list_calls_exact_results(kind: str) -> None:
+def test_mixed_single_and_list_calls_exact_results(kind: str, make: Make) -> None:
     seen: Counter[int] = Counter()
 
     def body(items: list[int]) -> list[int]:
@@ -242,21 +224,18 @@ def test_mixed_single_and_list_calls_exact_results(kind: str) -> None:
                 calls.append(f(10 * i))
         return list(await asyncio.gather(*calls))
 
-    try:
-        results = run(main)
-        expected_items: list[int] = []
-        for i, result in enumerate(results):
-            if i % 3 == 0:
-                items = [10 * i + k for k in range(5)]
-                assert result == [-x for x in items]
-                expected_items.extend(items)
-            else:
-                assert result == -10 * i
-                expected_items.append(10 * i)
-        assert seen == Counter(expected_items)
-        assert f.stats.total_processed == len(expected_items)
-    finally:
-        f.shutdown()
+    results = run(main)
+    expected_items: list[int] = []
+    for i, result in enumerate(results):
+        if i % 3 == 0:
+            items = [10 * i + k for k in range(5)]
+            assert result == [-x for x in items]
+            expected_items.extend(items)
+        else:
+            assert result == -10 * i
+            expected_items.append(10 * i)
+    assert seen == Counter(expected_items)
+    assert f.stats.total_processed == len(expected_items)
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,12 +270,11 @@ def test_plain_def_runs_off_the_loop_and_loop_stays_responsive() -> None:
         threads.append(threading.current_thread())
         gate.entered.set()
         # Blocks until the loop releases it: the loop must keep running meanwhile.
-        released_in_time.append(gate.thread_gate.wait(GUARD))
+        released_in_time.append(gate.released.wait(GUARD))
         return [x + 1 for x in items]
 
     async def main() -> tuple[int, int]:
-        call = asyncio.ensure_future(f(41))
-        await wait_until(gate.entered.is_set)
+        call = await held(f(41), gate)
         ticks = 0
         for _ in range(10):
             await asyncio.sleep(0.01)
@@ -473,7 +451,7 @@ def test_methods_get_a_processor_per_instance(method: str) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_lower_priority_value_runs_first(kind: str) -> None:
+def test_lower_priority_value_runs_first(kind: str, make: Make) -> None:
     order: list[str] = []
     gate = Gate()
 
@@ -484,22 +462,18 @@ def test_lower_priority_value_runs_first(kind: str) -> None:
     f = make(kind, body, gate=gate, block_when=lambda items: items == ["first"], batch_size=1)
 
     async def main() -> None:
-        first = asyncio.ensure_future(f("first"))
-        await wait_until(gate.entered.is_set)
+        first = await held(f("first"), gate)
         waiting = [
             asyncio.ensure_future(f(name, priority=priority))
             for name, priority in [("p5", 5), ("p-1", -1), ("p3", 3), ("p0", 0), ("p1", 1)]
         ]
-        await wait_until(lambda: f.stats.queue_size == 5)
+        await await_until(lambda: f.stats.queue_size == 5)
         gate.release()
         assert await first == "first"
         assert [await task for task in waiting] == ["p5", "p-1", "p3", "p0", "p1"]
 
-    try:
-        run(main)
-        assert order == ["first", "p-1", "p0", "p1", "p3", "p5"]
-    finally:
-        f.shutdown()
+    run(main)
+    assert order == ["first", "p-1", "p0", "p1", "p3", "p5"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -507,7 +481,7 @@ def test_lower_priority_value_runs_first(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_cancelled_before_dispatch_never_reaches_the_function(kind: str) -> None:
+def test_cancelled_before_dispatch_never_reaches_the_function(kind: str, make: Make) -> None:
     seen: list[Any] = []
     gate = Gate()
 
@@ -519,11 +493,9 @@ def test_cancelled_before_dispatch_never_reaches_the_function(kind: str) -> None
     noise: list[dict[str, Any]] = []
 
     async def main() -> None:
-        asyncio.get_running_loop().set_exception_handler(lambda _l, ctx: noise.append(ctx))
-        busy = asyncio.ensure_future(f(0))
-        await wait_until(gate.entered.is_set)
+        busy = await held(f(0), gate)
         doomed = asyncio.ensure_future(f(1))
-        await wait_until(lambda: f.stats.queue_size == 1)  # item 1 queued, not dispatched
+        await await_until(lambda: f.stats.queue_size == 1)  # item 1 queued, not dispatched
         doomed.cancel()
         with pytest.raises(asyncio.CancelledError):
             await doomed
@@ -534,21 +506,18 @@ def test_cancelled_before_dispatch_never_reaches_the_function(kind: str) -> None
         gc.collect()
         await asyncio.sleep(0)
 
-    try:
-        run(main)
-        assert seen == [0, 2, 3, 4]
-        assert 1 not in seen
-        stats = f.stats
-        assert stats.total_processed == 4
-        assert stats.queue_size == 0
-        assert noise == []
-    finally:
-        f.shutdown()
+    run(main, noise=noise)
+    assert seen == [0, 2, 3, 4]
+    assert 1 not in seen
+    stats = f.stats
+    assert stats.total_processed == 4
+    assert stats.queue_size == 0
+    assert noise == []
 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("outcome", ["result", "error"])
-def test_cancelled_while_in_running_batch_is_quiet(kind: str, outcome: str) -> None:
+def test_cancelled_while_in_running_batch_is_quiet(kind: str, outcome: str, make: Make) -> None:
     """Tasks cancelled while their items run: no InvalidStateError, no unretrieved exception.
 
     The cancelled tasks are the last five of the batch, so that the results of the others do
@@ -569,9 +538,8 @@ def test_cancelled_while_in_running_batch_is_quiet(kind: str, outcome: str) -> N
     noise: list[dict[str, Any]] = []
 
     async def main() -> None:
-        asyncio.get_running_loop().set_exception_handler(lambda _l, ctx: noise.append(ctx))
         tasks = [asyncio.ensure_future(f(i)) for i in range(10)]
-        await wait_until(gate.entered.is_set)  # all ten are in the running batch
+        await await_until(gate.entered.is_set)  # all ten are in the running batch
         assert f.stats.queue_size == 0
         for task in tasks[5:]:
             task.cancel()
@@ -594,16 +562,13 @@ def test_cancelled_while_in_running_batch_is_quiet(kind: str, outcome: str) -> N
         gc.collect()
         await asyncio.sleep(0)
 
-    try:
-        run(main)
-        gc.collect()
-        assert noise == []
-    finally:
-        f.shutdown()
+    run(main, noise=noise)
+    gc.collect()
+    assert noise == []
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_cancelled_in_running_batch_does_not_shift_other_results(kind: str) -> None:
+def test_cancelled_in_running_batch_does_not_shift_other_results(kind: str, make: Make) -> None:
     gate = Gate()
     f = make(
         kind, lambda items: [x + 100 for x in items], gate=gate, batch_size=10, timeout_ms=1000.0
@@ -611,26 +576,22 @@ def test_cancelled_in_running_batch_does_not_shift_other_results(kind: str) -> N
     noise: list[dict[str, Any]] = []
 
     async def main() -> dict[int, Any]:
-        asyncio.get_running_loop().set_exception_handler(lambda _l, ctx: noise.append(ctx))
         tasks = [asyncio.ensure_future(f(i)) for i in range(10)]
-        await wait_until(gate.entered.is_set)
+        await await_until(gate.entered.is_set)
         for task in tasks[::2]:
             task.cancel()
         # Let the cancelled tasks withdraw their calls before the batch finishes.
-        await wait_until(lambda: all(task.done() for task in tasks[::2]))
+        await await_until(lambda: all(task.done() for task in tasks[::2]))
         gate.release()
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         return dict(enumerate(outcomes))
 
-    try:
-        outcomes = run(main)
-        for i, outcome in outcomes.items():
-            if i % 2 == 0:
-                assert isinstance(outcome, asyncio.CancelledError)
-        assert {i: outcomes[i] for i in range(1, 10, 2)} == {i: i + 100 for i in range(1, 10, 2)}
-        assert noise == []
-    finally:
-        f.shutdown()
+    outcomes = run(main, noise=noise)
+    for i, outcome in outcomes.items():
+        if i % 2 == 0:
+            assert isinstance(outcome, asyncio.CancelledError)
+    assert {i: outcomes[i] for i in range(1, 10, 2)} == {i: i + 100 for i in range(1, 10, 2)}
+    assert noise == []
 
 
 # --------------------------------------------------------------------------------------------
@@ -638,20 +599,17 @@ def test_cancelled_in_running_batch_does_not_shift_other_results(kind: str) -> N
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_two_successive_asyncio_runs(kind: str) -> None:
+def test_two_successive_asyncio_runs(kind: str, make: Make) -> None:
     f = make(kind, lambda items: [x * x for x in items], batch_size=16, timeout_ms=2.0)
 
     async def main(start: int) -> list[int]:
         return list(await asyncio.gather(*(f(i) for i in range(start, start + 500))))
 
-    try:
-        assert run(lambda: main(0)) == [i * i for i in range(500)]
-        assert run(lambda: main(500)) == [i * i for i in range(500, 1000)]
-        assert run(lambda: main(0)) == [i * i for i in range(500)]
-        assert f.stats.total_processed == 1500
-        assert f.stats.queue_size == 0
-    finally:
-        f.shutdown()
+    assert run(lambda: main(0)) == [i * i for i in range(500)]
+    assert run(lambda: main(500)) == [i * i for i in range(500, 1000)]
+    assert run(lambda: main(0)) == [i * i for i in range(500)]
+    assert f.stats.total_processed == 1500
+    assert f.stats.queue_size == 0
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -724,7 +682,7 @@ def test_two_loops_in_two_threads_at_once(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_user_exception_reaches_every_task_of_the_batch(kind: str) -> None:
+def test_user_exception_reaches_every_task_of_the_batch(kind: str, make: Make) -> None:
     class ModelError(Exception):
         pass
 
@@ -753,14 +711,11 @@ def test_user_exception_reaches_every_task_of_the_batch(kind: str) -> None:
         assert await asyncio.gather(*(f(i) for i in range(8))) == list(range(1, 9))
         assert await f(list(range(10, 18))) == list(range(11, 19))
 
-    try:
-        run(main)
-    finally:
-        f.shutdown()
+    run(main)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_wrong_output_length_is_a_value_error_naming_both_lengths(kind: str) -> None:
+def test_wrong_output_length_is_a_value_error_naming_both_lengths(kind: str, make: Make) -> None:
     def body(items: list[int]) -> list[int]:
         if -1 in items:
             return [x for x in items[:5]]
@@ -783,14 +738,11 @@ def test_wrong_output_length_is_a_value_error_naming_both_lengths(kind: str) -> 
         assert await f(list(range(7))) == [x * 2 for x in range(7)]
         assert await asyncio.gather(*(f(i) for i in range(7))) == [x * 2 for x in range(7)]
 
-    try:
-        run(main)
-    finally:
-        f.shutdown()
+    run(main)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_non_sequence_output_is_a_type_error(kind: str) -> None:
+def test_non_sequence_output_is_a_type_error(kind: str, make: Make) -> None:
     def body(items: list[int]) -> Any:
         if items == [0]:
             return None
@@ -807,10 +759,7 @@ def test_non_sequence_output_is_a_type_error(kind: str) -> None:
             await f(1)
         assert await f(5) == 5
 
-    try:
-        run(main)
-    finally:
-        f.shutdown()
+    run(main)
 
 
 # --------------------------------------------------------------------------------------------
@@ -818,7 +767,7 @@ def test_non_sequence_output_is_a_type_error(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_timeout_raises_and_undispatched_item_never_runs(kind: str) -> None:
+def test_timeout_raises_and_undispatched_item_never_runs(kind: str, make: Make) -> None:
     seen: list[str] = []
     gate = Gate()
 
@@ -830,9 +779,7 @@ def test_timeout_raises_and_undispatched_item_never_runs(kind: str) -> None:
     noise: list[dict[str, Any]] = []
 
     async def main() -> None:
-        asyncio.get_running_loop().set_exception_handler(lambda _l, ctx: noise.append(ctx))
-        busy = asyncio.ensure_future(f("busy"))
-        await wait_until(gate.entered.is_set)
+        busy = await held(f("busy"), gate)
         with pytest.raises(TimeoutError):
             await f("late", timeout=0.05)
         gate.release()
@@ -841,20 +788,17 @@ def test_timeout_raises_and_undispatched_item_never_runs(kind: str) -> None:
         assert await f("ok", timeout=GUARD) == "OK"
         assert await f(["a", "b"], timeout=GUARD) == ["A", "B"]
 
-    try:
-        run(main)
-        assert "late" not in seen
-        assert seen == ["busy", "ok", "a", "b"]
-        assert f.stats.queue_size == 0
-        assert noise == []
-    finally:
-        f.shutdown()
+    run(main, noise=noise)
+    assert "late" not in seen
+    assert seen == ["busy", "ok", "a", "b"]
+    assert f.stats.queue_size == 0
+    assert noise == []
 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("timeout", [None, GUARD])
 def test_a_timeout_error_of_the_batch_function_is_not_taken_for_the_callers(
-    kind: str, timeout: float | None
+    kind: str, timeout: float | None, make: Make
 ) -> None:
     def body(items: list[Any]) -> list[Any]:
         raise TimeoutError("the upstream service did not answer")
@@ -866,14 +810,11 @@ def test_a_timeout_error_of_the_batch_function_is_not_taken_for_the_callers(
             await f(1, timeout=timeout)
         assert raised.value.args == ("the upstream service did not answer",)
 
-    try:
-        run(main)
-    finally:
-        f.shutdown()
+    run(main)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_timeout_while_item_is_running(kind: str) -> None:
+def test_timeout_while_item_is_running(kind: str, make: Make) -> None:
     gate = Gate()
     f = make(
         kind,
@@ -885,7 +826,6 @@ def test_timeout_while_item_is_running(kind: str) -> None:
     noise: list[dict[str, Any]] = []
 
     async def main() -> None:
-        asyncio.get_running_loop().set_exception_handler(lambda _l, ctx: noise.append(ctx))
         # Generous enough for the batch to have started (a worker thread may be slow to
         # wake on a loaded machine); the gate keeps it running past the timeout.
         with pytest.raises(TimeoutError):
@@ -896,11 +836,8 @@ def test_timeout_while_item_is_running(kind: str) -> None:
         gc.collect()
         await asyncio.sleep(0.01)
 
-    try:
-        run(main)
-        assert noise == []
-    finally:
-        f.shutdown()
+    run(main, noise=noise)
+    assert noise == []
 
 
 # --------------------------------------------------------------------------------------------
@@ -979,17 +916,12 @@ def test_idle_after_full_batches_has_no_timer() -> None:
 # 7. a closed loop never breaks the processor
 
 
-def test_closed_loop_never_crashes_the_plain_def_worker() -> None:
-    gate = Gate()
-    seen: list[str] = []
-
-    @aio.dynamically(batch_size=1, timeout_ms=1.0)
-    def f(items: list[str]) -> list[str]:
-        seen.extend(items)
-        if items == ["first"]:
-            gate.wait_thread()
-        return [f"done-{x}" for x in items]
-
+def call_then_close_its_loop(
+    f: aio.AsyncBatchProcessor[str, str], entered: threading.Event
+) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Calls ``f("first")`` on a new loop in a thread and closes that loop once the batch has
+    started (``entered``) and while it still runs. Returns the loop's exception-handler calls
+    and the abandoned task, which the caller keeps until it checks those calls."""
     noise: list[dict[str, Any]] = []
     kept: list[Any] = []
     thread_errors: list[BaseException] = []
@@ -1000,16 +932,11 @@ def test_closed_loop_never_crashes_the_plain_def_worker() -> None:
         try:
             task = loop.create_task(f("first"))
             kept.append(task)
-
-            async def entered() -> None:
-                await wait_until(gate.entered.is_set)
-
-            loop.run_until_complete(entered())
+            loop.run_until_complete(await_until(entered.is_set, "the first batch"))
             assert not task.done()
         except BaseException as error:
             thread_errors.append(error)
         finally:
-            # Stopped and closed while its batch is still running.
             loop.close()
 
     thread = threading.Thread(target=doomed_loop)
@@ -1017,23 +944,43 @@ def test_closed_loop_never_crashes_the_plain_def_worker() -> None:
     thread.join(GUARD)
     assert not thread.is_alive()
     assert thread_errors == []
-    try:
-        # The worker now finishes the batch and finds its loop closed.
-        gate.release()
+    return noise, kept
 
-        async def main() -> list[str]:
-            return [await f("second"), *await asyncio.gather(f("third"), f("fourth"))]
 
-        assert run(main) == ["done-second", "done-third", "done-fourth"]
-        assert run(main) == ["done-second", "done-third", "done-fourth"]
-        assert seen[0] == "first"
-        assert f.stats.total_processed == 7
-    finally:
-        f.shutdown()
+def check_it_serves_on_other_loops(
+    f: aio.AsyncBatchProcessor[str, str], noise: list[dict[str, Any]], kept: list[Any]
+) -> None:
+    async def main() -> list[str]:
+        return [await f("second"), *await asyncio.gather(f("third"), f("fourth"))]
+
+    assert run(main) == ["done-second", "done-third", "done-fourth"]
+    assert run(main) == ["done-second", "done-third", "done-fourth"]
     kept.clear()
     gc.collect()
     # Only the expected complaint about the abandoned task, nothing from batched.
     assert all("destroyed but it is pending" in ctx.get("message", "") for ctx in noise), noise
+
+
+def test_closed_loop_never_crashes_the_plain_def_worker() -> None:
+    gate = Gate()
+    seen: list[str] = []
+
+    @aio.dynamically(batch_size=1, timeout_ms=1.0)
+    def f(items: list[str]) -> list[str]:
+        seen.extend(items)
+        if items == ["first"]:
+            gate.hold()
+        return [f"done-{x}" for x in items]
+
+    try:
+        noise, kept = call_then_close_its_loop(f, gate.entered)
+        # The worker now finishes the batch and finds its loop closed.
+        gate.release()
+        check_it_serves_on_other_loops(f, noise, kept)
+        assert seen[0] == "first"
+        assert f.stats.total_processed == 7
+    finally:
+        f.shutdown()
 
 
 def test_closed_loop_does_not_break_the_async_def_processor() -> None:
@@ -1046,36 +993,8 @@ def test_closed_loop_does_not_break_the_async_def_processor() -> None:
             await asyncio.Event().wait()  # never set: the loop closes under it
         return [f"done-{x}" for x in items]
 
-    noise: list[dict[str, Any]] = []
-    kept: list[Any] = []
-
-    def doomed_loop() -> None:
-        loop = asyncio.new_event_loop()
-        loop.set_exception_handler(lambda _l, ctx: noise.append(ctx))
-        try:
-            kept.append(loop.create_task(f("first")))
-
-            async def wait_entered() -> None:
-                await wait_until(entered.is_set)
-
-            loop.run_until_complete(wait_entered())
-        finally:
-            loop.close()
-
-    thread = threading.Thread(target=doomed_loop)
-    thread.start()
-    thread.join(GUARD)
-    assert not thread.is_alive()
-    assert entered.is_set()
-
-    async def main() -> list[str]:
-        return [await f("second"), *await asyncio.gather(f("third"), f("fourth"))]
-
-    assert run(main) == ["done-second", "done-third", "done-fourth"]
-    assert run(main) == ["done-second", "done-third", "done-fourth"]
-    kept.clear()
-    gc.collect()
-    assert all("destroyed but it is pending" in ctx.get("message", "") for ctx in noise), noise
+    noise, kept = call_then_close_its_loop(f, entered)
+    check_it_serves_on_other_loops(f, noise, kept)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1083,7 +1002,7 @@ def test_closed_loop_does_not_break_the_async_def_processor() -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_call_after_shutdown_raises_processor_closed(kind: str) -> None:
+def test_call_after_shutdown_raises_processor_closed(kind: str, make: Make) -> None:
     f = make(kind, lambda items: items, batch_size=4, timeout_ms=1.0)
 
     async def main() -> None:
@@ -1101,7 +1020,9 @@ def test_call_after_shutdown_raises_processor_closed(kind: str) -> None:
     f.shutdown()  # a second shutdown is harmless
 
 
-def test_async_def_shutdown_without_drain_fails_queued_items_and_finishes_running_batch() -> None:
+def test_async_def_shutdown_without_drain_fails_queued_items_and_finishes_running_batch(
+    make: Make,
+) -> None:
     gate = Gate()
     seen: list[str] = []
 
@@ -1112,10 +1033,9 @@ def test_async_def_shutdown_without_drain_fails_queued_items_and_finishes_runnin
     f = make("async_def", body, gate=gate, block_when=lambda items: items == ["a"], batch_size=1)
 
     async def main() -> None:
-        running = asyncio.ensure_future(f("a"))
-        await wait_until(gate.entered.is_set)
+        running = await held(f("a"), gate)
         queued = asyncio.ensure_future(f("b"))
-        await wait_until(lambda: f.stats.queue_size == 1)
+        await await_until(lambda: f.stats.queue_size == 1)
         f.shutdown(drain=False)
         with pytest.raises(batched.ProcessorClosedError):
             await queued
@@ -1128,7 +1048,7 @@ def test_async_def_shutdown_without_drain_fails_queued_items_and_finishes_runnin
     assert seen == ["a"]
 
 
-def test_plain_def_shutdown_drains_queued_items() -> None:
+def test_plain_def_shutdown_drains_queued_items(make: Make) -> None:
     gate = Gate()
 
     f = make(
@@ -1140,10 +1060,9 @@ def test_plain_def_shutdown_drains_queued_items() -> None:
     )
 
     async def main() -> None:
-        running = asyncio.ensure_future(f("a"))
-        await wait_until(gate.entered.is_set)
+        running = await held(f("a"), gate)
         queued = asyncio.ensure_future(f("b"))
-        await wait_until(lambda: f.stats.queue_size == 1)
+        await await_until(lambda: f.stats.queue_size == 1)
         releaser = threading.Timer(0.05, gate.release)
         releaser.start()
         # shutdown(drain=True) blocks until the worker is done with what was queued.
@@ -1162,7 +1081,7 @@ def test_plain_def_shutdown_drains_queued_items() -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_async_processors_are_context_managers_and_say_when_closed(kind: str) -> None:
+def test_async_processors_are_context_managers_and_say_when_closed(kind: str, make: Make) -> None:
     import batched.aio.inference
     import numpy as np
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import batched
@@ -12,20 +11,11 @@ from batched import _core
 from batched._delivery import deliver
 from batched._plan import ITEMS
 from batched._processor import _serve
+from conftest import in_thread, wait_until
 
 
 def _call_in_thread(core: _core.Processor, item: Any) -> tuple[threading.Thread, list[Any]]:
-    outcome: list[Any] = []
-
-    def run() -> None:
-        try:
-            outcome.append(core.call(item))
-        except BaseException as error:
-            outcome.append(error)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, outcome
+    return in_thread(lambda: core.call(item))
 
 
 def test_a_batch_dropped_unsettled_fails_its_callers() -> None:
@@ -68,9 +58,7 @@ def test_served_callers_wake_once_the_next_batch_is_about_to_run() -> None:
     assert batch is not None
     assert batch.items() == ["a"]
     second, second_outcome = _call_in_thread(core, "b")
-    deadline = time.monotonic() + 10
-    while core.stats().queue_size < 1 and time.monotonic() < deadline:
-        time.sleep(0.001)
+    wait_until(lambda: core.stats().queue_size == 1, "b to be queued")
     batch.complete(["A"])
     following = core.next_batch()  # ready at once: nobody is woken yet
     assert following is not None
@@ -115,8 +103,7 @@ class _BreakingCore:
 def test_a_worker_that_breaks_releases_every_queued_caller() -> None:
     real = _core.Processor(_core.Options(batch_size=1, timeout_ms=0.0), deliver)
     callers = [_call_in_thread(real, n) for n in range(4)]
-    while real.stats().queue_size < 4:
-        threading.Event().wait(0.001)
+    wait_until(lambda: real.stats().queue_size == 4, "four queued calls")
     with pytest.raises(_CoreFailure):
         _serve(_BreakingCore(real), lambda: lambda items: [x * 10 for x in items], ITEMS, False)  # type: ignore[arg-type]
     outcomes = []

@@ -23,6 +23,7 @@ from typing import Any
 import batched
 import pytest
 from batched import aio
+from conftest import wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -254,10 +255,7 @@ def decorate(case: Case) -> Any:
 
 def wait_for_empty_queue(f: Any) -> None:
     """Withdrawn items (timed out, cancelled) leave the queue when its worker next looks."""
-    deadline = time.monotonic() + GUARD
-    while f.stats.queue_size:
-        assert time.monotonic() < deadline, "items stayed queued"
-        time.sleep(0.001)
+    wait_until(lambda: f.stats.queue_size == 0, "withdrawn items to leave the queue")
 
 
 def run_threads(f: Any, case: Case) -> list[list[Any]]:

@@ -10,9 +10,6 @@ every wait has a generous upper bound so that a bug shows up as a failure rather
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import textwrap
 import threading
 from collections import namedtuple
 from collections.abc import Callable, Iterator
@@ -23,7 +20,7 @@ import numpy as np
 import pytest
 from batched import ProcessorClosedError, inference
 from batched.aio import inference as aio_inference
-from conftest import wait_until
+from conftest import Gate, run_python, wait_until
 
 try:
     import torch
@@ -67,6 +64,19 @@ def as_numpy(value: Any) -> np.ndarray:
     return value.detach().cpu().numpy()
 
 
+def row_sums(lib: str, batch_rows: list[int] | None = None) -> Callable[[dict[str, Any]], Any]:
+    """A model that returns each row's sum of ``input_ids`` as ``lib``'s array, and appends
+    each batch's row count to ``batch_rows``."""
+
+    def model(features: dict[str, Any]) -> Any:
+        ids = as_numpy(features["input_ids"]).astype(np.int64)
+        if batch_rows is not None:
+            batch_rows.append(len(ids))
+        return to_lib(lib, ids.sum(axis=1))
+
+    return model
+
+
 def lib_of(value: Any) -> str:
     if isinstance(value, np.ndarray):
         return "numpy"
@@ -95,33 +105,20 @@ def padded(row: np.ndarray, length: int, pad: Any, side: str) -> np.ndarray:
     return out
 
 
-class Gate:
-    """Called first thing in a batch function: the first batch blocks there until released, so
-    the calls submitted meanwhile queue up and later batches form from a full queue."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.released = threading.Event()
-        self._armed = True
-
-    def __call__(self) -> None:
-        if self._armed:
-            self._armed = False
-            self.entered.set()
-            if not self.released.wait(WAIT):
-                raise AssertionError("the test never released the gate")
-
-
 def gated(
     processor: Any,
     gate: Gate,
     first: Callable[[], Any],
     rest: list[Callable[[], Any]],
     rest_rows: int,
+    *,
+    catch: bool = False,
 ) -> tuple[Any, list[Any]]:
     """Runs ``first`` on a thread until it blocks in the gate, then every call of ``rest`` on
     threads of their own; releases the gate once the ``rest_rows`` rows are all queued.
-    Returns the results (exceptions re-raised from the futures)."""
+    Returns the results: exceptions are re-raised, or with ``catch`` returned instead."""
+    if catch:
+        first, rest = _catching(first), [_catching(call) for call in rest]
     with ThreadPoolExecutor(max_workers=len(rest) + 1) as pool:
         head = pool.submit(first)
         try:
@@ -129,29 +126,18 @@ def gated(
             futures = [pool.submit(call) for call in rest]
             wait_until(lambda: processor.stats.queue_size == rest_rows, f"{rest_rows} rows queued")
         finally:
-            gate.released.set()
+            gate.release()
         return head.result(WAIT), [future.result(WAIT) for future in futures]
 
 
-def gated_outcomes(
-    processor: Any,
-    gate: Gate,
-    first: Callable[[], Any],
-    rest: list[Callable[[], Any]],
-    rest_rows: int,
-) -> tuple[Any, list[Any]]:
-    """Like ``gated``, but returns each call's exception instead of raising it."""
+def _catching(call: Callable[[], Any]) -> Callable[[], Any]:
+    def run() -> Any:
+        try:
+            return call()
+        except Exception as error:
+            return error
 
-    def catching(call: Callable[[], Any]) -> Callable[[], Any]:
-        def run() -> Any:
-            try:
-                return call()
-            except Exception as error:
-                return error
-
-        return run
-
-    return gated(processor, gate, catching(first), [catching(call) for call in rest], rest_rows)
+    return run
 
 
 @pytest.fixture
@@ -185,7 +171,7 @@ def test_concurrent_single_rows_are_padded_and_answered_exactly(
     outputs: list[Any] = []
 
     def model(features: dict[str, Any]) -> Any:
-        gate()
+        gate.hold()
         assert set(features) == {"input_ids", "attention_mask"}
         ids, mask = features["input_ids"], features["attention_mask"]
         received.append((ids, mask))
@@ -268,12 +254,7 @@ def test_free_running_threads_get_their_own_rows(lib: str, track: Callable[[Any]
     rng = np.random.default_rng(11)
     lengths = [int(n) for n in rng.integers(1, 41, size=32)]
     batch_sizes: list[int] = []
-
-    def model(features: dict[str, Any]) -> Any:
-        ids = as_numpy(features["input_ids"]).astype(np.int64)
-        batch_sizes.append(len(ids))
-        return to_lib(lib, ids.sum(axis=1))
-
+    model = row_sums(lib, batch_sizes)
     processor = track(inference.dynamically(batch_size=16, timeout_ms=20.0)(model))
     start = threading.Barrier(32)
 
@@ -292,12 +273,7 @@ def test_free_running_threads_get_their_own_rows(lib: str, track: Callable[[Any]
 @pytest.mark.parametrize("lib", LIBS)
 def test_acall_from_the_thread_flavour(lib: str, track: Callable[[Any], Any]) -> None:
     lengths = list(range(1, 65))
-
-    def model(features: dict[str, Any]) -> Any:
-        ids = as_numpy(features["input_ids"]).astype(np.int64)
-        return to_lib(lib, ids.sum(axis=1))
-
-    processor = track(inference.dynamically(batch_size=16, timeout_ms=5.0)(model))
+    processor = track(inference.dynamically(batch_size=16, timeout_ms=5.0)(row_sums(lib)))
 
     async def main() -> list[Any]:
         calls = []
@@ -333,7 +309,7 @@ def test_two_dimensional_rows_and_images(lib: str, side: str, track: Callable[[A
     received: list[dict[str, Any]] = []
 
     def model(features: dict[str, Any]) -> dict[str, Any]:
-        gate()
+        gate.hold()
         received.append(features)
         ids = as_numpy(features["id"])
         pixels = as_numpy(features["pixels"]).astype(np.float64)
@@ -414,7 +390,7 @@ def test_structured_outputs_are_split_per_call(
         return {"pair": (a, [b]), "a": a}
 
     def model(features: dict[str, Any]) -> Any:
-        gate()
+        gate.hold()
         ids = as_numpy(features["id"]).astype(np.int64)
         values = as_numpy(features["x"]).astype(np.int64)
         a = to_lib(lib, ids * 10)
@@ -496,7 +472,7 @@ def test_multi_row_calls_in_one_batch(lib: str, track: Callable[[Any], Any]) -> 
     received: list[Any] = []
 
     def model(features: dict[str, Any]) -> Any:
-        gate()
+        gate.hold()
         ids = as_numpy(features["input_ids"]).astype(np.int64)
         received.append(ids.copy())
         return to_lib(lib, np.stack([ids.sum(axis=1), np.full(len(ids), ids.shape[1])], axis=1))
@@ -549,7 +525,7 @@ def test_call_larger_than_batch_size_is_split_and_merged_in_order(
     batch_rows: list[int] = []
 
     def model(features: dict[str, Any]) -> Any:
-        gate()
+        gate.hold()
         ids = as_numpy(features["input_ids"]).astype(np.int64)
         batch_rows.append(len(ids))
         return {"sum": to_lib(lib, ids.sum(axis=1)), "first": to_lib(lib, ids[:, 0])}
@@ -718,7 +694,7 @@ def run_length_workload(sort_by_length: bool) -> tuple[float, list[tuple[int, in
     batches: list[tuple[int, int, list[int]]] = []
 
     def model(features: dict[str, Any]) -> Any:
-        gate()
+        gate.hold()
         ids, mask = features["input_ids"], features["attention_mask"]
         batches.append((ids.shape[0], ids.shape[1], [int(n) for n in mask.sum(axis=1)]))
         return np.stack([(ids * mask).sum(axis=1), mask.sum(axis=1)], axis=1)
@@ -765,12 +741,7 @@ def test_length_aware_batches_respect_the_budget_and_sorting_reduces_padding() -
 @pytest.mark.parametrize("lib", LIBS)
 def test_over_budget_row_is_refused_and_not_queued(lib: str, track: Callable[[Any], Any]) -> None:
     received: list[int] = []
-
-    def model(features: dict[str, Any]) -> Any:
-        ids = as_numpy(features["input_ids"]).astype(np.int64)
-        received.append(len(ids))
-        return to_lib(lib, ids.sum(axis=1))
-
+    model = row_sums(lib, received)
     processor = track(inference.dynamically(max_batch_tokens=64, timeout_ms=1.0)(model))
     with pytest.raises(ValueError, match="max_batch_tokens"):
         processor(input_ids=[to_lib(lib, np.arange(65))])
@@ -1061,7 +1032,7 @@ def test_wrong_output_row_count_fails_every_caller_of_the_batch(
     gate = Gate()
 
     def model(features: dict[str, Any]) -> Any:
-        gate()
+        gate.hold()
         return features["x"][1:, 0]  # one row short
 
     processor = track(inference.dynamically(batch_size=16)(model))
@@ -1069,8 +1040,8 @@ def test_wrong_output_row_count_fails_every_caller_of_the_batch(
     def call() -> Any:
         return processor(x=np.ones((2, 3)))
 
-    first, rest = gated_outcomes(
-        processor, gate, lambda: processor(x=np.ones((1, 3))), [call, call], 4
+    first, rest = gated(
+        processor, gate, lambda: processor(x=np.ones((1, 3))), [call, call], 4, catch=True
     )
     assert isinstance(first, ValueError)
     assert "returned 0 rows for a batch of 1 items" in str(first)
@@ -1301,7 +1272,7 @@ def test_device_option_moves_cpu_inputs_to_the_gpu() -> None:
 
 
 def test_importing_the_inference_flavours_imports_neither_numpy_nor_torch() -> None:
-    code = textwrap.dedent(
+    done = run_python(
         """
         import sys
         import batched.inference
@@ -1318,10 +1289,6 @@ def test_importing_the_inference_flavours_imports_neither_numpy_nor_torch() -> N
         print("ok")
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
 
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
-import textwrap
 
 import batched
 import pytest
+from conftest import run_python
 
 
 def failing(items: list[int]) -> list[int]:
@@ -55,7 +53,7 @@ def test_isolation_and_lifecycle_are_logged_below_warning(
 
 
 def test_nothing_is_printed_when_logging_is_not_configured() -> None:
-    script = textwrap.dedent(
+    run = run_python(
         """
         import batched
 
@@ -67,10 +65,8 @@ def test_nothing_is_printed_when_logging_is_not_configured() -> None:
             failing(1)
         except ValueError:
             print("caller got it")
-        """
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+        """,
+        timeout=120,
     )
     assert run.stdout.strip() == "caller got it"
     assert run.stderr == ""

@@ -11,12 +11,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import math
-import subprocess
-import sys
-import textwrap
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import batched
@@ -30,7 +27,7 @@ from batched.prometheus import (
     BatchedCollector,
     register,
 )
-from conftest import wait_until
+from conftest import Gate, await_until, in_thread, run_python, wait_until
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
@@ -98,36 +95,6 @@ class Scrape:
         return buckets, self.value(f"{name}_sum", processor=processor), count
 
 
-class Gate:
-    """Blocks the batch function inside the first batch until ``release()``."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.released = threading.Event()
-
-    def hold(self) -> None:
-        self.entered.set()
-        assert self.released.wait(WAIT), "the gate was never released"
-
-    def release(self) -> None:
-        self.released.set()
-
-
-def in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
-    """Runs ``call`` in a thread; the list receives its result or exception."""
-    outcome: list[Any] = []
-
-    def run() -> None:
-        try:
-            outcome.append(call())
-        except BaseException as error:
-            outcome.append(error)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, outcome
-
-
 @pytest.fixture
 def registry() -> CollectorRegistry:
     return CollectorRegistry()
@@ -150,18 +117,8 @@ def double(items: list[int]) -> list[int]:
 # importing
 
 
-def run_python(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_import_batched_does_not_import_prometheus_client() -> None:
-    result = run_python(
+    run_python(
         """
         import sys
         import batched, batched.aio, batched.inference, batched.aio.inference
@@ -170,7 +127,6 @@ def test_import_batched_does_not_import_prometheus_client() -> None:
         assert "prometheus_client" in sys.modules
         """
     )
-    assert result.returncode == 0, result.stderr
 
 
 def test_missing_prometheus_client_names_the_extra() -> None:
@@ -187,7 +143,6 @@ def test_missing_prometheus_client_names_the_extra() -> None:
             raise SystemExit("imported without prometheus_client")
         """
     )
-    assert result.returncode == 0, result.stderr
     assert "batched[prometheus]" in result.stdout
     assert "prometheus_client" in result.stdout
 
@@ -314,19 +269,29 @@ def test_failed_items_are_counted(registry: CollectorRegistry, shutdowns: list[A
     assert (size_sum, size_count) == (4, 2)
 
 
-def test_timed_out_items_are_counted(registry: CollectorRegistry, shutdowns: list[Any]) -> None:
-    gate = Gate()
+def held_at_zero(
+    registry: CollectorRegistry, name: str, **options: Any
+) -> tuple[batched.BatchProcessor[int, int], Gate, threading.Thread, list[Any]]:
+    """A thread processor registered as ``name`` whose batch holding item 0 waits at a gate;
+    returns it once that call's batch is held, with the gate and that call's thread and
+    outcome."""
+    gate = Gate(WAIT)
 
-    @batched.dynamically(batch_size=4, timeout_ms=1.0)
     def blocked(items: list[int]) -> list[int]:
         if 0 in items:
             gate.hold()
         return items
 
-    shutdowns.append(blocked)
-    register(blocked, "blocked", registry=registry)
-    thread, outcome = in_thread(lambda: blocked(0))
+    processor = batched.BatchProcessor(blocked, batch_size=4, timeout_ms=1.0, **options)
+    register(processor, name, registry=registry)
+    thread, outcome = in_thread(lambda: processor(0))
     assert gate.entered.wait(WAIT)
+    return processor, gate, thread, outcome
+
+
+def test_timed_out_items_are_counted(registry: CollectorRegistry, shutdowns: list[Any]) -> None:
+    blocked, gate, thread, outcome = held_at_zero(registry, "blocked")
+    shutdowns.append(blocked)
     try:
         with pytest.raises(TimeoutError):
             blocked(1, timeout=0.01)
@@ -343,18 +308,8 @@ def test_timed_out_items_are_counted(registry: CollectorRegistry, shutdowns: lis
 
 
 def test_queue_length_and_rejected_items(registry: CollectorRegistry, shutdowns: list[Any]) -> None:
-    gate = Gate()
-
-    @batched.dynamically(batch_size=4, timeout_ms=1.0, max_queue_size=2)
-    def bounded(items: list[int]) -> list[int]:
-        if 0 in items:
-            gate.hold()
-        return items
-
+    bounded, gate, running, _ = held_at_zero(registry, "bounded", max_queue_size=2)
     shutdowns.append(bounded)
-    register(bounded, "bounded", registry=registry)
-    running, _ = in_thread(lambda: bounded(0))
-    assert gate.entered.wait(WAIT)
     queued, queued_outcome = in_thread(lambda: bounded([1, 2]))
     try:
         wait_until(lambda: bounded.stats.queue_size == 2, "two queued items")
@@ -379,27 +334,25 @@ def test_queue_length_and_rejected_items(registry: CollectorRegistry, shutdowns:
 
 def test_cancelled_items_are_counted(registry: CollectorRegistry) -> None:
     async def main() -> None:
-        entered, release = asyncio.Event(), asyncio.Event()
+        gate = Gate()
 
         @aio.dynamically(batch_size=4, timeout_ms=1.0)
         async def blocked(items: list[int]) -> list[int]:
             if 0 in items:
-                entered.set()
-                await release.wait()
+                await gate.hold_async()
             return items
 
         register(blocked, "blocked", registry=registry)
         running = asyncio.create_task(blocked(0))
-        await asyncio.wait_for(entered.wait(), WAIT)
+        await await_until(gate.entered.is_set, "the first batch", WAIT)
         doomed = asyncio.create_task(blocked(1))
-        while blocked.stats.queue_size < 1:
-            await asyncio.sleep(0.002)
+        await await_until(lambda: blocked.stats.queue_size == 1, "a queued item", WAIT)
         doomed.cancel()
         with pytest.raises(asyncio.CancelledError):
             await doomed
         scrape = Scrape(registry)
         assert scrape.value("batched_items_cancelled_total", processor="blocked") == 1
-        release.set()
+        gate.release()
         assert await asyncio.wait_for(running, WAIT) == 0
         await blocked.ashutdown()
         scrape = Scrape(registry)
@@ -410,17 +363,7 @@ def test_cancelled_items_are_counted(registry: CollectorRegistry) -> None:
 
 
 def test_drained_batches_and_a_shut_down_processor(registry: CollectorRegistry) -> None:
-    gate = Gate()
-
-    @batched.dynamically(batch_size=4, timeout_ms=1.0)
-    def blocked(items: list[int]) -> list[int]:
-        if 0 in items:
-            gate.hold()
-        return items
-
-    register(blocked, "blocked", registry=registry)
-    running, _ = in_thread(lambda: blocked(0))
-    assert gate.entered.wait(WAIT)
+    blocked, gate, running, _ = held_at_zero(registry, "blocked")
     queued, queued_outcome = in_thread(lambda: blocked(1))
     try:
         wait_until(lambda: blocked.stats.queue_size == 1, "a queued item")

@@ -24,8 +24,6 @@ Nothing here depends on timing: the waits are handshakes, with guards only again
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +31,7 @@ from typing import Any
 import batched
 import pytest
 from batched import aio
+from conftest import Gate, await_until
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -82,14 +81,13 @@ def result_of(item: Item) -> tuple[str, Item]:
 def serve(flavour: str, options: dict[str, Any], plans: list[CallPlan]) -> Served:
     """Queues ``plans`` in order behind a held first batch, then lets them all run."""
     seen: list[list[Item]] = []
-    thread_gate, entered = threading.Event(), threading.Event()
+    gate = Gate()
     bad = {(number, index) for number, plan in enumerate(plans) for index in plan.poison}
 
     def body(items: list[Item]) -> list[tuple[str, Item]]:
         seen.append(list(items))
         if items == [PLUG]:
-            entered.set()
-            assert thread_gate.wait(GUARD)
+            gate.hold()
         if any(item[:2] in bad for item in items):
             raise Bad(items)
         return [result_of(item) for item in items]
@@ -97,11 +95,7 @@ def serve(flavour: str, options: dict[str, Any], plans: list[CallPlan]) -> Serve
     async def async_body(items: list[Item]) -> list[tuple[str, Item]]:
         seen.append(list(items))
         if items == [PLUG]:
-            entered.set()
-            deadline = time.monotonic() + GUARD
-            while not thread_gate.is_set():
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.001)
+            await gate.hold_async()
         if any(item[:2] in bad for item in items):
             raise Bad(items)
         return [result_of(item) for item in items]
@@ -118,10 +112,7 @@ def serve(flavour: str, options: dict[str, Any], plans: list[CallPlan]) -> Serve
             call = processor
         try:
             plug = asyncio.ensure_future(call(PLUG))
-            deadline = time.monotonic() + GUARD
-            while not entered.is_set():
-                assert time.monotonic() < deadline, "the first batch never started"
-                await asyncio.sleep(0.001)
+            await await_until(gate.entered.is_set, "the first batch to start")
             tasks = []
             for number, plan in enumerate(plans):
                 items = plan.items(number)
@@ -129,14 +120,12 @@ def serve(flavour: str, options: dict[str, Any], plans: list[CallPlan]) -> Serve
                 tasks.append(asyncio.ensure_future(call(argument, priority=plan.priority)))
             # Each task queues its call in its first step, in the order they were created.
             total = sum(len(plan.lengths) for plan in plans)
-            while processor.stats.queue_size < total:
-                assert time.monotonic() < deadline, "the calls never all queued"
-                await asyncio.sleep(0)
-            thread_gate.set()
+            await await_until(lambda: processor.stats.queue_size >= total, "every call queued")
+            gate.release()
             assert await asyncio.wait_for(plug, GUARD) == result_of(PLUG)
             outcomes = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), GUARD)
         finally:
-            thread_gate.set()
+            gate.release()
             if flavour == "thread":
                 processor.shutdown()
             else:

@@ -14,18 +14,19 @@ import batched
 import numpy as np
 import pytest
 from batched import aio
+from conftest import Gate, wait_until
 
 GUARD = 30.0
 
 
-def recording(sizes: list[int], gate: threading.Event | None = None) -> Callable[[list[int]], Any]:
-    """A batch function doubling its items that records each batch's size, and waits for
-    ``gate`` before the first batch returns."""
+def recording(sizes: list[int], gate: Gate | None = None) -> Callable[[list[int]], Any]:
+    """A batch function doubling its items that records each batch's size, and holds the first
+    batch at ``gate``."""
 
     def double(items: list[int]) -> list[int]:
         sizes.append(len(items))
         if gate is not None and len(sizes) == 1:
-            assert gate.wait(GUARD)
+            gate.hold()
         return [2 * item for item in items]
 
     return double
@@ -128,25 +129,23 @@ def test_stats_show_the_options_in_force() -> None:
 @pytest.mark.parametrize("make", [make_thread, make_aio_def])
 def test_a_new_batch_size_applies_from_the_next_batch(make: Any) -> None:
     sizes: list[int] = []
-    gate = threading.Event()
+    gate = Gate()
     processor = make(recording(sizes, gate), batch_size=4, timeout_ms=1)
     call = processor if make is make_thread else lambda x: asyncio.run(processor(x))
     try:
         with ThreadPoolExecutor(12) as pool:
             first = pool.submit(call, [0, 1, 2, 3])
-            deadline = time.monotonic() + GUARD
-            while not sizes and time.monotonic() < deadline:  # the first batch is running
-                time.sleep(0.001)
+            wait_until(gate.entered.is_set, "the first batch to run")
             rest = [pool.submit(call, i) for i in range(10)]
             processor.reconfigure(batch_size=2)
-            gate.set()
+            gate.release()
             assert first.result(GUARD) == [0, 2, 4, 6]
             assert [r.result(GUARD) for r in rest] == [2 * i for i in range(10)]
         assert sizes[0] == 4
         assert max(sizes[1:]) <= 2
         assert processor.stats.settings.batch_size == 2
     finally:
-        gate.set()
+        gate.release()
         processor.shutdown()
 
 

@@ -10,81 +10,79 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import batched
 import pytest
 from batched import aio
-from conftest import wait_until
+from conftest import Gate, await_until, in_forked_child, in_thread, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
 GUARD = 30.0
 
 
-async def await_until(predicate: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + GUARD
-    while not predicate():
-        assert time.monotonic() < deadline, "condition never became true"
-        await asyncio.sleep(0.001)
-
-
-class Blocker:
-    """A batch function that holds its first batch until released, so the queue fills."""
+class Blocker(Gate):
+    """A batch function that records every batch and holds it at the gate, so the queue fills."""
 
     def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.release = threading.Event()
+        super().__init__()
         self.batches: list[list[Any]] = []
+        self.processors: list[batched.BatchProcessor[int, int]] = []
 
     def __call__(self, items: list[Any]) -> list[Any]:
         self.batches.append(list(items))
-        self.entered.set()
-        assert self.release.wait(GUARD)
+        self.hold()
         return [item * 10 for item in items]
 
+    def processor(self, **options: Any) -> batched.BatchProcessor[int, int]:
+        """A processor over this function, shut down by the ``blocker`` fixture."""
+        self.processors.append(batched.BatchProcessor(self, **options))
+        return self.processors[-1]
 
-def in_thread(target: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
-    """Runs ``target`` in a thread; the list receives its result or exception."""
-    outcome: list[Any] = []
 
-    def run() -> None:
-        try:
-            outcome.append(target())
-        except BaseException as error:
-            outcome.append(error)
+@pytest.fixture
+def blocker() -> Iterator[Blocker]:
+    """A Blocker that is released, and whose processors are shut down, when the test ends."""
+    held = Blocker()
+    yield held
+    held.release()
+    for processor in held.processors:
+        processor.shutdown()
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, outcome
+
+def full_blocking_queue(blocker: Blocker) -> batched.BatchProcessor[int, int]:
+    """One-item batches, a queue of one and ``on_full="block"``: item 1 runs (held by
+    ``blocker``), item 2 fills the queue, and a further caller must wait for room."""
+    f = blocker.processor(batch_size=1, timeout_ms=0, max_queue_size=1, on_full="block")
+    in_thread(lambda: f(1))
+    assert blocker.entered.wait(GUARD)
+    in_thread(lambda: f(2))
+    wait_until(lambda: f.stats.queue_size == 1, "item 2 to fill the queue")
+    return f
 
 
 # --------------------------------------------------------------------------------------------
 # backpressure
 
 
-def test_a_full_queue_refuses_a_call_at_once_and_enqueues_none_of_it() -> None:
-    blocker = Blocker()
-    f = batched.BatchProcessor(blocker, batch_size=1, timeout_ms=0, max_queue_size=3)
-    try:
-        running = in_thread(lambda: f(1))
-        assert blocker.entered.wait(GUARD)
-        queued = [in_thread(lambda n=n: f(n)) for n in (2, 3)]
-        wait_until(lambda: f.stats.queue_size == 2)
-        with pytest.raises(batched.QueueFullError, match="max_queue_size=3") as refused:
-            f([4, 5])
-        assert isinstance(refused.value, batched.BatchedError)
-        assert f.stats.queue_size == 2  # nothing of the refused call went in
-        blocker.release.set()
-        for thread, _ in [running, *queued]:
-            thread.join(GUARD)
-        assert sorted(outcome[0] for _, outcome in queued) == [20, 30]
-        assert f([7]) == [70]  # room again
-        assert f.stats.items_rejected == 2
-    finally:
-        blocker.release.set()
-        f.shutdown()
+def test_a_full_queue_refuses_a_call_at_once_and_enqueues_none_of_it(blocker: Blocker) -> None:
+    f = blocker.processor(batch_size=1, timeout_ms=0, max_queue_size=3)
+    running = in_thread(lambda: f(1))
+    assert blocker.entered.wait(GUARD)
+    queued = [in_thread(lambda n=n: f(n)) for n in (2, 3)]
+    wait_until(lambda: f.stats.queue_size == 2)
+    with pytest.raises(batched.QueueFullError, match="max_queue_size=3") as refused:
+        f([4, 5])
+    assert isinstance(refused.value, batched.BatchedError)
+    assert f.stats.queue_size == 2  # nothing of the refused call went in
+    blocker.release()
+    for thread, _ in [running, *queued]:
+        thread.join(GUARD)
+    assert sorted(outcome[0] for _, outcome in queued) == [20, 30]
+    assert f([7]) == [70]  # room again
+    assert f.stats.items_rejected == 2
     assert all(4 not in batch and 5 not in batch for batch in blocker.batches)
 
 
@@ -109,64 +107,39 @@ def test_on_full_and_on_error_are_checked() -> None:
         batched.dynamically(batchsize=3)  # type: ignore[call-overload]
 
 
-def test_blocking_callers_wait_for_room_then_all_complete() -> None:
-    blocker = Blocker()
-    f = batched.BatchProcessor(
-        blocker, batch_size=2, timeout_ms=0, max_queue_size=2, on_full="block"
-    )
-    try:
-        first, first_outcome = in_thread(lambda: f([1, 2]))
-        assert blocker.entered.wait(GUARD)
-        callers = [in_thread(lambda n=n: f(n)) for n in range(3, 9)]
-        # Two fit in the queue; the other four wait for room, with nothing refused.
-        wait_until(lambda: f.stats.queue_size == 2)
-        assert f.stats.items_rejected == 0
-        assert all(thread.is_alive() for thread, _ in callers)
-        blocker.release.set()
-        for thread, _ in [(first, first_outcome), *callers]:
-            thread.join(GUARD)
-            assert not thread.is_alive()
-        assert first_outcome == [[10, 20]]
-        assert sorted(outcome[0] for _, outcome in callers) == [n * 10 for n in range(3, 9)]
-        assert max(len(batch) for batch in blocker.batches) <= 2
-    finally:
-        blocker.release.set()
-        f.shutdown()
-
-
-def test_a_blocked_caller_times_out_waiting_for_room() -> None:
-    blocker = Blocker()
-    f = batched.BatchProcessor(
-        blocker, batch_size=1, timeout_ms=0, max_queue_size=1, on_full="block"
-    )
-    try:
-        in_thread(lambda: f(1))
-        assert blocker.entered.wait(GUARD)
-        in_thread(lambda: f(2))
-        wait_until(lambda: f.stats.queue_size == 1)
-        started = time.monotonic()
-        with pytest.raises(TimeoutError, match=r"timeout of 0\.05 s"):
-            f(3, timeout=0.05)
-        assert time.monotonic() - started >= 0.05
-        assert f.stats.items_timed_out == 1
-    finally:
-        blocker.release.set()
-        f.shutdown()
-
-
-def test_shutdown_wakes_callers_blocked_for_room() -> None:
-    blocker = Blocker()
-    f = batched.BatchProcessor(
-        blocker, batch_size=1, timeout_ms=0, max_queue_size=1, on_full="block"
-    )
-    in_thread(lambda: f(1))
+def test_blocking_callers_wait_for_room_then_all_complete(blocker: Blocker) -> None:
+    f = blocker.processor(batch_size=2, timeout_ms=0, max_queue_size=2, on_full="block")
+    first, first_outcome = in_thread(lambda: f([1, 2]))
     assert blocker.entered.wait(GUARD)
-    in_thread(lambda: f(2))
-    wait_until(lambda: f.stats.queue_size == 1)
+    callers = [in_thread(lambda n=n: f(n)) for n in range(3, 9)]
+    # Two fit in the queue; the other four wait for room, with nothing refused.
+    wait_until(lambda: f.stats.queue_size == 2)
+    assert f.stats.items_rejected == 0
+    assert all(thread.is_alive() for thread, _ in callers)
+    blocker.release()
+    for thread, _ in [(first, first_outcome), *callers]:
+        thread.join(GUARD)
+        assert not thread.is_alive()
+    assert first_outcome == [[10, 20]]
+    assert sorted(outcome[0] for _, outcome in callers) == [n * 10 for n in range(3, 9)]
+    assert max(len(batch) for batch in blocker.batches) <= 2
+
+
+def test_a_blocked_caller_times_out_waiting_for_room(blocker: Blocker) -> None:
+    f = full_blocking_queue(blocker)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"timeout of 0\.05 s"):
+        f(3, timeout=0.05)
+    assert time.monotonic() - started >= 0.05
+    assert f.stats.items_timed_out == 1
+
+
+def test_shutdown_wakes_callers_blocked_for_room(blocker: Blocker) -> None:
+    f = full_blocking_queue(blocker)
     blocked, outcome = in_thread(lambda: f(3))
     time.sleep(0.02)
     assert blocked.is_alive()
-    blocker.release.set()
+    blocker.release()
     f.shutdown(drain=False)
     blocked.join(GUARD)
     assert not blocked.is_alive()
@@ -195,19 +168,17 @@ def blocking_queue(
 
 @pytest.mark.parametrize("kind", ["acall", "async_def", "plain_def"])
 def test_async_callers_block_for_room_without_blocking_the_loop(kind: str) -> None:
-    release = asyncio.Event() if kind == "async_def" else None
-    thread_release = threading.Event()
+    gate = Gate()
     batches: list[list[int]] = []
 
     async def async_body(items: list[int]) -> list[int]:
         batches.append(list(items))
-        assert release is not None
-        await release.wait()
+        await gate.hold_async()
         return [x * 10 for x in items]
 
     def body(items: list[int]) -> list[int]:
         batches.append(list(items))
-        assert thread_release.wait(GUARD)
+        gate.hold()
         return [x * 10 for x in items]
 
     async def main() -> None:
@@ -220,9 +191,7 @@ def test_async_callers_block_for_room_without_blocking_the_loop(kind: str) -> No
             ticks += 1
         assert ticks == 5
         assert stats().items_rejected == 0
-        if release is not None:
-            release.set()
-        thread_release.set()
+        gate.release()
         assert await asyncio.gather(*tasks) == [n * 10 for n in range(1, 9)]
 
     asyncio.run(asyncio.wait_for(main(), GUARD))
@@ -231,15 +200,14 @@ def test_async_callers_block_for_room_without_blocking_the_loop(kind: str) -> No
 
 @pytest.mark.parametrize("kind", ["acall", "async_def"])
 def test_async_call_times_out_waiting_for_room(kind: str) -> None:
-    gate = threading.Event()
+    gate = Gate()
 
     def body(items: list[int]) -> list[int]:
-        assert gate.wait(GUARD)
+        gate.hold()
         return items
 
     async def async_body(items: list[int]) -> list[int]:
-        while not gate.is_set():
-            await asyncio.sleep(0.001)
+        await gate.hold_async()
         return items
 
     async def main() -> None:
@@ -250,7 +218,7 @@ def test_async_call_times_out_waiting_for_room(kind: str) -> None:
         with pytest.raises(TimeoutError, match="no room for this call within its timeout"):
             await call(3, timeout=0.05)
         assert stats().items_timed_out == 1
-        gate.set()
+        gate.release()
         assert await asyncio.gather(first, second) == [1, 2]
 
     asyncio.run(asyncio.wait_for(main(), GUARD))
@@ -258,12 +226,12 @@ def test_async_call_times_out_waiting_for_room(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", ["acall", "plain_def"])
 def test_a_call_that_got_room_and_then_timed_out_names_its_own_timeout(kind: str) -> None:
-    gates = {1: threading.Event(), 2: threading.Event()}
+    gates = {1: Gate(), 2: Gate()}
 
     def body(items: list[int]) -> list[int]:
         for item in items:
             if item in gates:
-                assert gates[item].wait(GUARD)
+                gates[item].hold()
         return items
 
     async def main() -> None:
@@ -273,19 +241,19 @@ def test_a_call_that_got_room_and_then_timed_out_names_its_own_timeout(kind: str
         await await_until(lambda: stats().queue_size == 1)
         third = asyncio.ensure_future(call(3, timeout=0.4))
         await asyncio.sleep(0.1)
-        gates[1].set()  # 2 runs (and waits for its gate), 3 gets its room and then times out
+        gates[1].release()  # 2 runs (and waits for its gate), 3 gets its room and then times out
         with pytest.raises(
             TimeoutError, match=r"the call did not complete within its timeout of 0\.4 s"
         ):
             await third
-        gates[2].set()
+        gates[2].release()
         assert await asyncio.gather(first, second) == [1, 2]
 
     try:
         asyncio.run(asyncio.wait_for(main(), GUARD))
     finally:
         for gate in gates.values():
-            gate.set()
+            gate.release()
 
 
 # --------------------------------------------------------------------------------------------
@@ -396,13 +364,13 @@ def test_isolate_with_inference_rows() -> None:
 
 
 def test_async_def_ashutdown_drains_queued_items() -> None:
-    gate = asyncio.Event()
+    gate = Gate()
     seen: list[str] = []
 
     async def body(items: list[str]) -> list[str]:
         seen.extend(items)
         if items == ["a"]:
-            await gate.wait()
+            await gate.hold_async()
         return [x * 2 for x in items]
 
     f = aio.AsyncBatchProcessor(body, batch_size=1, timeout_ms=0)
@@ -412,7 +380,7 @@ def test_async_def_ashutdown_drains_queued_items() -> None:
         await await_until(lambda: seen == ["a"])
         queued = [asyncio.ensure_future(f(x)) for x in "bc"]
         await await_until(lambda: f.stats.queue_size == 2)
-        asyncio.get_running_loop().call_later(0.01, gate.set)
+        asyncio.get_running_loop().call_later(0.01, gate.release)
         await f.ashutdown()
         assert f.stats.queue_size == 0
         assert await running == "aa"
@@ -447,14 +415,15 @@ def test_async_def_shutdown_from_another_thread_drains_and_waits() -> None:
     assert f.stats.drain_batches == 1
 
 
-def test_thread_shutdown_drain_runs_queued_items_and_returns_after_the_worker() -> None:
-    blocker = Blocker()
-    f = batched.BatchProcessor(blocker, batch_size=1, timeout_ms=0)
+def test_thread_shutdown_drain_runs_queued_items_and_returns_after_the_worker(
+    blocker: Blocker,
+) -> None:
+    f = blocker.processor(batch_size=1, timeout_ms=0)
     in_thread(lambda: f(1))
     assert blocker.entered.wait(GUARD)
     queued = [in_thread(lambda n=n: f(n)) for n in (2, 3)]
     wait_until(lambda: f.stats.queue_size == 2)
-    threading.Timer(0.02, blocker.release.set).start()
+    threading.Timer(0.02, blocker.release).start()
     f.shutdown(drain=True)
     assert not any(worker.is_alive() for worker in f._backend._threads)
     for thread, outcome in queued:
@@ -468,28 +437,23 @@ def test_thread_shutdown_drain_runs_queued_items_and_returns_after_the_worker() 
 # counters, histograms
 
 
-def test_timeouts_and_cancellations_are_counted() -> None:
-    blocker = Blocker()
-    f = batched.BatchProcessor(blocker, batch_size=1, timeout_ms=0)
-    try:
-        in_thread(lambda: f(1))
-        assert blocker.entered.wait(GUARD)
-        with pytest.raises(TimeoutError):
-            f([2, 3], timeout=0.01)
+def test_timeouts_and_cancellations_are_counted(blocker: Blocker) -> None:
+    f = blocker.processor(batch_size=1, timeout_ms=0)
+    in_thread(lambda: f(1))
+    assert blocker.entered.wait(GUARD)
+    with pytest.raises(TimeoutError):
+        f([2, 3], timeout=0.01)
 
-        async def cancel_one() -> None:
-            task = asyncio.ensure_future(f.acall(4))
-            await await_until(lambda: f.stats.queue_size == 3)  # two timed out, one new
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+    async def cancel_one() -> None:
+        task = asyncio.ensure_future(f.acall(4))
+        await await_until(lambda: f.stats.queue_size == 3)  # two timed out, one new
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
-        asyncio.run(cancel_one())
-        stats = f.stats
-        assert (stats.items_timed_out, stats.items_cancelled) == (2, 1)
-    finally:
-        blocker.release.set()
-        f.shutdown()
+    asyncio.run(cancel_one())
+    stats = f.stats
+    assert (stats.items_timed_out, stats.items_cancelled) == (2, 1)
 
 
 def test_histograms_cumulate_at_the_given_bounds() -> None:
@@ -520,24 +484,14 @@ def test_a_forked_child_gets_a_working_processor() -> None:
     try:
         assert f(1) == 3  # the worker runs before the fork
         assert tight_loops_then_wait_for_all(f) == tripled_loop_inputs()
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: report through the pipe, then leave without cleanup
-            code = 1
-            try:
-                results = [f(2), f([3, 4]), *asyncio.run(_acall_twice(f))]
-                # Tight loops hand their wake-up batons through a keeper thread of the child's.
-                assert tight_loops_then_wait_for_all(f) == tripled_loop_inputs()
-                os.write(write, repr(results).encode())
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write)
-        _, status = os.waitpid(pid, 0)
-        with os.fdopen(read) as pipe:
-            reported = pipe.read()
-        assert os.waitstatus_to_exitcode(status) == 0, reported
-        assert reported == "[6, [9, 12], 15, 18]"
+
+        def child() -> list[Any]:
+            results = [f(2), f([3, 4]), *asyncio.run(_acall_twice(f))]
+            # Tight loops hand their wake-up batons through a keeper thread of the child's.
+            assert tight_loops_then_wait_for_all(f) == tripled_loop_inputs()
+            return results
+
+        assert in_forked_child(child) == "[6, [9, 12], 15, 18]"
         assert f(7) == 21  # the parent's processor is untouched
     finally:
         f.shutdown()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +21,7 @@ import batched
 import pytest
 import stress_workload
 from batched import aio
+from conftest import Gate, await_until
 
 SECONDS = float(os.environ.get("BATCHED_STRESS_SECONDS", "45"))
 SEED = int(os.environ.get("BATCHED_STRESS_SEED", random.randrange(2**32)))
@@ -54,17 +54,14 @@ def test_a_task_waiting_for_room_wakes_when_abandoned_items_leave(flavour: str) 
     """Found by the stress run: the bound is full of items whose caller gave up, a task waits
     for room, and the worker frees the room by discarding those items without dispatching any.
     The waiting task must be woken then, not whenever some later call happens to arrive."""
-    thread_gate, entered = threading.Event(), threading.Event()
-    loop_gate = asyncio.Event()
+    gate = Gate()
 
     def body(items: list[int]) -> list[int]:
-        entered.set()
-        assert thread_gate.wait(GUARD)
+        gate.hold()
         return [item * 10 for item in items]
 
     async def async_body(items: list[int]) -> list[int]:
-        entered.set()
-        await loop_gate.wait()
+        await gate.hold_async()
         return [item * 10 for item in items]
 
     options: dict[str, Any] = {
@@ -87,8 +84,7 @@ def test_a_task_waiting_for_room_wakes_when_abandoned_items_leave(flavour: str) 
         waiting: asyncio.Future[Any] | None = None
         try:
             held = asyncio.ensure_future(call(1))  # the worker holds this batch
-            while not entered.is_set():
-                await asyncio.sleep(0.001)
+            await await_until(gate.entered.is_set, "the held batch", GUARD)
             with pytest.raises(TimeoutError):
                 await call([2, 3], timeout=0.05)  # fills the bound, then gives up
             # Abandoned, but queued until the worker looks at them.
@@ -97,8 +93,7 @@ def test_a_task_waiting_for_room_wakes_when_abandoned_items_leave(flavour: str) 
             for _ in range(3):
                 await asyncio.sleep(0)  # it found no room and now waits for some
             assert not waiting.done()
-            thread_gate.set()
-            loop_gate.set()
+            gate.release()
             assert await held == 10
             # The worker discards 2 and 3: the queue is empty and the waiting task must go in.
             woken, _ = await asyncio.wait([waiting], timeout=GUARD)
@@ -106,8 +101,7 @@ def test_a_task_waiting_for_room_wakes_when_abandoned_items_leave(flavour: str) 
             assert woken, f"the task waiting for room was never woken (queue_size {queued})"
             assert waiting.result() == 40
         finally:
-            thread_gate.set()
-            loop_gate.set()
+            gate.release()
             if waiting is not None and not waiting.done():
                 waiting.cancel()
             if flavour == "acall":

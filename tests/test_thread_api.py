@@ -26,7 +26,7 @@ from typing import Any
 
 import batched
 import pytest
-from conftest import wait_until
+from conftest import Gate, await_until, run_python, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,34 +35,31 @@ WAIT = 10.0
 BLOCK = "block"
 
 
-async def wait_until_async(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.002)
-
-
 def result_of(x: Any) -> tuple[str, Any]:
     return ("r", x)
 
 
-class Recorder:
-    """A batch function that records every batch it receives and returns ``result_of`` each
-    item. A batch holding ``BLOCK`` blocks until ``release`` is set, keeping the worker busy."""
+class Boom(Exception):
+    pass
 
-    def __init__(self) -> None:
+
+class Recorder(Gate):
+    """A batch function that records every batch it receives and returns ``result_of`` each
+    item. A batch holding ``BLOCK`` is held at the gate, keeping the worker busy; with
+    ``boom``, a batch holding ``"bad"`` raises ``Boom(boom)``."""
+
+    def __init__(self, boom: str | None = None) -> None:
+        super().__init__(WAIT)
         self.batches: list[list[Any]] = []
-        self.started = threading.Event()
-        self.release = threading.Event()
+        self.boom = boom
 
     def __call__(self, items: list[Any]) -> list[Any]:
         assert isinstance(items, list)
         self.batches.append(list(items))
         if any(isinstance(item, str) and item == BLOCK for item in items):
-            self.started.set()
-            if not self.release.wait(WAIT):
-                raise RuntimeError("the test never released the blocked batch")
+            self.hold()
+        if self.boom is not None and "bad" in items:
+            raise Boom(self.boom)
         return [result_of(item) for item in items]
 
     @property
@@ -72,7 +69,15 @@ class Recorder:
     def block_worker(self, processor: batched.BatchProcessor[Any, Any]) -> Caller:
         """Submits ``BLOCK`` from a thread and returns once the worker is stuck in it."""
         blocker = Caller(processor, BLOCK)
-        assert self.started.wait(WAIT), "the blocking batch never started"
+        assert self.entered.wait(WAIT), "the blocking batch never started"
+        return blocker
+
+    async def ablock_worker(
+        self, processor: batched.BatchProcessor[Any, Any]
+    ) -> asyncio.Future[Any]:
+        """Submits ``BLOCK`` with ``acall``; returns its task once the worker is stuck in it."""
+        blocker = asyncio.ensure_future(processor.acall(BLOCK))
+        await await_until(self.entered.is_set, "the blocking batch", WAIT)
         return blocker
 
 
@@ -468,23 +473,12 @@ def test_static_methods_batch_like_functions_and_classmethods_are_refused() -> N
 # --- 3. errors and bad arguments --------------------------------------------------------------
 
 
-class Boom(Exception):
-    pass
-
-
 def test_user_exception_reaches_every_caller_of_the_batch(make_processor: Any) -> None:
-    rec = Recorder()
-
-    def func(items: list[Any]) -> list[Any]:
-        out = rec(items)
-        if "bad" in items:
-            raise Boom("bad batch")
-        return out
-
-    p = make_processor(func, batch_size=8, timeout_ms=1)
+    rec = Recorder(boom="bad batch")
+    p = make_processor(rec, batch_size=8, timeout_ms=1)
     blocker = rec.block_worker(p)
     callers = submit_in_order(p, [("a", {}), ("bad", {}), ("c", {}), (["d", "e"], {})])
-    rec.release.set()
+    rec.release()
     assert blocker.outcome() == result_of(BLOCK)
     for caller in callers:
         error = caller.failure()
@@ -688,7 +682,7 @@ def test_single_calls_keep_submission_order(make_processor: Any) -> None:
     blocker = rec.block_worker(p)
     items = [f"item{i}" for i in range(7)]
     callers = submit_in_order(p, [(item, {}) for item in items])
-    rec.release.set()
+    rec.release()
     assert blocker.outcome() == result_of(BLOCK)
     assert [caller.outcome() for caller in callers] == [result_of(i) for i in items]
     assert rec.batches[1:] == [items[:4], items[4:]]
@@ -700,7 +694,7 @@ def test_lower_priority_number_runs_first(make_processor: Any) -> None:
     blocker = rec.block_worker(p)
     calls = [("low", {"priority": 5}), ("high", {"priority": 0}), ("urgent", {"priority": -3})]
     callers = submit_in_order(p, calls)
-    rec.release.set()
+    rec.release()
     assert blocker.outcome() == result_of(BLOCK)
     assert [caller.outcome() for caller in callers] == [
         result_of("low"),
@@ -715,7 +709,7 @@ def test_priority_orders_items_within_one_batch(make_processor: Any) -> None:
     p = make_processor(rec, batch_size=8, timeout_ms=1)
     blocker = rec.block_worker(p)
     callers = submit_in_order(p, [("later", {"priority": 5}), ("first", {"priority": 0})])
-    rec.release.set()
+    rec.release()
     blocker.outcome()
     assert [caller.outcome() for caller in callers] == [result_of("later"), result_of("first")]
     assert rec.batches[1:] == [["first", "later"]]
@@ -726,11 +720,11 @@ def test_small_calls_go_before_bulk_but_bulk_keeps_progressing(make_processor: A
     p = make_processor(rec, batch_size=4, timeout_ms=1, small_batch_threshold=2)
     bulk = [BLOCK, *range(1, 100)]
     bulk_caller = Caller(p, bulk)
-    assert rec.started.wait(WAIT)
+    assert rec.entered.wait(WAIT)
     assert rec.batches == [[BLOCK, 1, 2, 3]]
     singles = [f"s{i}" for i in range(5)]
     single_callers = submit_in_order(p, [(s, {}) for s in singles])
-    rec.release.set()
+    rec.release()
     assert bulk_caller.outcome() == [result_of(x) for x in bulk]
     assert [caller.outcome() for caller in single_callers] == [result_of(s) for s in singles]
 
@@ -763,7 +757,7 @@ def test_call_timeout_raises_and_its_items_never_run(make_processor: Any) -> Non
         p("late", timeout=0.2)
     with pytest.raises(TimeoutError):
         p(["late1", "late2"], timeout=0.1)
-    rec.release.set()
+    rec.release()
     assert blocker.outcome() == result_of(BLOCK)
     assert p("after") == result_of("after")
     assert rec.seen == ["quick", BLOCK, "after"]
@@ -846,24 +840,16 @@ def test_acall_from_many_concurrent_tasks(make_processor: Any) -> None:
 
 
 def test_acall_errors_and_timeout(make_processor: Any) -> None:
-    rec = Recorder()
-
-    def func(items: list[Any]) -> list[Any]:
-        out = rec(items)
-        if "bad" in items:
-            raise Boom("async boom")
-        return out
-
-    p = make_processor(func, batch_size=8, timeout_ms=1)
+    rec = Recorder(boom="async boom")
+    p = make_processor(rec, batch_size=8, timeout_ms=1)
 
     async def main() -> None:
         with pytest.raises(Boom, match="async boom"):
             await p.acall("bad")
-        blocker = asyncio.ensure_future(p.acall(BLOCK))
-        await wait_until_async(rec.started.is_set, "the blocking batch")
+        blocker = await rec.ablock_worker(p)
         with pytest.raises(TimeoutError):
             await p.acall("late", timeout=0.1)
-        rec.release.set()
+        rec.release()
         assert await blocker == result_of(BLOCK)
         assert await p.acall("after") == result_of("after")
 
@@ -876,18 +862,17 @@ def test_cancelled_acall_never_reaches_the_function(make_processor: Any) -> None
     p = make_processor(rec, batch_size=8, timeout_ms=1)
 
     async def main() -> None:
-        blocker = asyncio.ensure_future(p.acall(BLOCK))
-        await wait_until_async(rec.started.is_set, "the blocking batch")
+        blocker = await rec.ablock_worker(p)
         victim = asyncio.ensure_future(p.acall("victim"))
         victims = asyncio.ensure_future(p.acall(["v1", "v2"]))
         survivor = asyncio.ensure_future(p.acall("survivor"))
-        await wait_until_async(lambda: p.stats.queue_size == 4, "4 queued items")
+        await await_until(lambda: p.stats.queue_size == 4, "4 queued items", WAIT)
         victim.cancel()
         victims.cancel()
         for task in (victim, victims):
             with pytest.raises(asyncio.CancelledError):
                 await task
-        rec.release.set()
+        rec.release()
         assert await blocker == result_of(BLOCK)
         assert await survivor == result_of("survivor")
         assert await p.acall("after") == result_of("after")
@@ -910,7 +895,7 @@ def test_shutdown_with_drain_finishes_queued_items(make_processor: Any) -> None:
     wait_until(lambda: p.closed, "the processor to close")
     with pytest.raises(batched.ProcessorClosedError):
         p("too late")
-    rec.release.set()
+    rec.release()
     stopper.outcome()
     assert not stopper.is_alive()
     assert blocker.outcome() == result_of(BLOCK)
@@ -928,7 +913,7 @@ def test_shutdown_without_drain_fails_queued_items(make_processor: Any) -> None:
     callers = submit_in_order(p, [("q0", {}), (["q1", "q2"], {}), ("q3", {})])
     stopper = Caller(p.shutdown, drain=False)
     wait_until(lambda: p.closed, "the processor to close")
-    rec.release.set()
+    rec.release()
     stopper.outcome()
     # The running batch still completes; the queued ones fail instead of hanging.
     assert blocker.outcome() == result_of(BLOCK)
@@ -944,13 +929,12 @@ def test_shutdown_without_drain_fails_queued_acalls(make_processor: Any) -> None
     p = make_processor(rec, batch_size=2, timeout_ms=1)
 
     async def main() -> None:
-        blocker = asyncio.ensure_future(p.acall(BLOCK))
-        await wait_until_async(rec.started.is_set, "the blocking batch")
+        blocker = await rec.ablock_worker(p)
         queued = [asyncio.ensure_future(p.acall(x)) for x in ("a", ["b", "c"])]
-        await wait_until_async(lambda: p.stats.queue_size == 3, "3 queued items")
+        await await_until(lambda: p.stats.queue_size == 3, "3 queued items", WAIT)
         stopper = Caller(p.shutdown, drain=False)
-        await wait_until_async(lambda: p.closed, "the processor to close")
-        rec.release.set()
+        await await_until(lambda: p.closed, "the processor to close", WAIT)
+        rec.release()
         assert await blocker == result_of(BLOCK)
         for task in queued:
             with pytest.raises(batched.ProcessorClosedError):
@@ -1101,7 +1085,7 @@ def test_queue_size_counts_waiting_items(make_processor: Any) -> None:
     blocker = rec.block_worker(p)
     callers = submit_in_order(p, [("a", {}), (["b", "c", "d"], {})])
     assert p.stats.queue_size == 4
-    rec.release.set()
+    rec.release()
     blocker.outcome()
     for caller in callers:
         caller.outcome()
@@ -1170,23 +1154,12 @@ def test_torch_tensor_output_gives_each_caller_its_row(make_processor: Any) -> N
 # --- 9. the process as a whole ------------------------------------------------------------
 
 
-def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 def test_import_does_not_import_numpy_or_torch() -> None:
-    done = run_python(
+    run_python(
         "import batched, sys; "
         "assert 'torch' not in sys.modules and 'numpy' not in sys.modules, "
         "sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy'))"
     )
-    assert done.returncode == 0, done.stderr
 
 
 def test_interpreter_exit_does_not_hang_on_blocked_callers() -> None:
@@ -1209,12 +1182,8 @@ def test_interpreter_exit_does_not_hang_on_blocked_callers() -> None:
         print("exiting", flush=True)
     """
     started = time.monotonic()
-    try:
-        done = run_python(code, timeout=20)
-    except subprocess.TimeoutExpired as expired:
-        pytest.fail(f"the interpreter did not exit within 20 s; output: {expired.stdout!r}")
+    done = run_python(code, timeout=20)
     assert "exiting" in done.stdout, done.stderr
-    assert done.returncode == 0, done.stderr
     assert time.monotonic() - started < 20
 
 
