@@ -20,6 +20,7 @@ from batched._options import (
     AsyncRuntimeOptions,
     RuntimeOptions,
 )
+from batched._plan import item_lengths
 
 LengthOf = Callable[[Any], int]
 
@@ -126,6 +127,36 @@ class Managed(_core.Pinned):
     def __repr__(self) -> str:
         state = "closed" if self.closed else "running"
         return f"<{type(self).__name__} {getattr(self, '__qualname__', '?')} ({state})>"
+
+
+async def await_item(
+    processor: Managed, item: Any, /, *, timeout: float | None = None, priority: int = 0
+) -> Any:
+    """Awaits the result for one item (or the list of results for a list of items) without
+    blocking the event loop."""
+    # A call without a timeout is inlined here: each further coroutine or frame would cost
+    # every item of every batch. A method's instance lives until we return.
+    _owner = processor._take_pin()
+    backend = processor._backend
+    length_of = backend.length_of
+    lengths = None if length_of is None else item_lengths(length_of, item)
+    if timeout is not None:
+        return await backend.acall(item, timeout, priority, None, lengths)
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    try:
+        ticket = backend.submit(item, loop, future, priority, None, lengths)
+    except _core.QueueFullError:
+        if not backend.options.block_when_full:
+            raise
+        return await backend.acall(item, timeout, priority, None, lengths)
+    if ticket is None:
+        return []
+    try:
+        return await future
+    except BaseException:
+        ticket.cancel()  # cancelled: the call is withdrawn
+        raise
 
 
 class AsyncManaged(Managed):

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, Unpack, overload
 
 from batched import _core
-from batched._backend import Managed
+from batched._backend import Managed, await_item
 from batched._decorate import apply_or_defer, check_callable
 from batched._delivery import check_timeout, deliver, item_count, submit_call
 from batched._log import logger
@@ -261,36 +261,21 @@ class BatchProcessor(_core.CallEntry, Managed, Generic[T, U]):
             """Processes one item (or a list of items) and returns its result (or their
             list)."""
 
-    @overload
-    async def acall(
-        self, item: list[T], /, *, timeout: float | None = ..., priority: int = ...
-    ) -> list[U]: ...
-    @overload
-    async def acall(self, item: T, /, *, timeout: float | None = ..., priority: int = ...) -> U: ...
-    async def acall(self, item: Any, /, *, timeout: float | None = None, priority: int = 0) -> Any:
-        """Like calling the processor, but awaits the result without blocking the event loop."""
-        # A call without a timeout is inlined, as in batched.aio's __call__.
-        _owner = self._take_pin()  # a method's instance lives until this call returns
-        backend = self._backend
-        length_of = backend.length_of
-        lengths = None if length_of is None else item_lengths(length_of, item)
-        if timeout is not None:
-            return await backend.acall(item, timeout, priority, None, lengths)
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        try:
-            ticket = backend.submit(item, loop, future, priority, None, lengths)
-        except _core.QueueFullError:
-            if not backend.options.block_when_full:
-                raise
-            return await backend.acall(item, timeout, priority, None, lengths)
-        if ticket is None:
-            return []
-        try:
-            return await future
-        except BaseException:
-            ticket.cancel()  # cancelled: the call is withdrawn
-            raise
+        @overload
+        async def acall(
+            self, item: list[T], /, *, timeout: float | None = ..., priority: int = ...
+        ) -> list[U]: ...
+        @overload
+        async def acall(
+            self, item: T, /, *, timeout: float | None = ..., priority: int = ...
+        ) -> U: ...
+        async def acall(
+            self, item: Any, /, *, timeout: float | None = None, priority: int = 0
+        ) -> Any:
+            """Like calling the processor, but awaits the result without blocking the event
+            loop."""
+    else:
+        acall = await_item
 
 
 class BatchMethod(Protocol[S_contra, T, U]):

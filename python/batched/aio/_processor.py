@@ -10,17 +10,16 @@ import inspect
 import os
 import threading
 import weakref
-from asyncio import get_running_loop
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Generic, Protocol, Self, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, Unpack, overload
 
 from batched import _core
-from batched._backend import AsyncManaged
+from batched._backend import AsyncManaged, await_item
 from batched._decorate import apply_or_defer, check_callable
 from batched._delivery import check_timeout, deliver, item_count, submit_call
 from batched._log import logger
 from batched._options import AsyncBatchOptions, checked, reconfigured
-from batched._plan import ITEMS, Plan, Resolver, item_lengths, run_batch_async
+from batched._plan import ITEMS, Plan, Resolver, run_batch_async
 from batched._processor import Workers
 from batched._reentry import refuse_call_inside_own_batch
 
@@ -340,41 +339,22 @@ class AsyncBatchProcessor(AsyncManaged, Generic[T, U]):
         resolve: Resolver = _resolve if _resolve is not None else (lambda: func)
         self._backend = backend_for(func, resolve, checked_options, ITEMS)
 
-    @overload
-    async def __call__(
-        self, item: list[T], /, *, timeout: float | None = ..., priority: int = ...
-    ) -> list[U]: ...
-    @overload
-    async def __call__(
-        self, item: T, /, *, timeout: float | None = ..., priority: int = ...
-    ) -> U: ...
-    async def __call__(
-        self, item: Any, /, *, timeout: float | None = None, priority: int = 0
-    ) -> Any:
-        """Awaits the result for one item (or the list of results for a list of items)."""
-        # A call without a timeout is inlined here: each further coroutine would cost every
-        # item of every batch. A method's instance lives until we return.
-        _owner = self._take_pin()
-        backend = self._backend
-        length_of = backend.length_of
-        lengths = None if length_of is None else item_lengths(length_of, item)
-        if timeout is not None:
-            return await backend.acall(item, timeout, priority, None, lengths)
-        loop = get_running_loop()
-        future = loop.create_future()
-        try:
-            ticket = backend.submit(item, loop, future, priority, None, lengths)
-        except _core.QueueFullError:
-            if not backend.options.block_when_full:
-                raise
-            return await backend.acall(item, timeout, priority, None, lengths)
-        if ticket is None:
-            return []
-        try:
-            return await future
-        except BaseException:
-            ticket.cancel()  # cancelled: the call is withdrawn
-            raise
+    if TYPE_CHECKING:
+
+        @overload
+        async def __call__(
+            self, item: list[T], /, *, timeout: float | None = ..., priority: int = ...
+        ) -> list[U]: ...
+        @overload
+        async def __call__(
+            self, item: T, /, *, timeout: float | None = ..., priority: int = ...
+        ) -> U: ...
+        async def __call__(
+            self, item: Any, /, *, timeout: float | None = None, priority: int = 0
+        ) -> Any:
+            """Awaits the result for one item (or the list of results for a list of items)."""
+    else:
+        __call__ = await_item
 
 
 class AsyncBatchMethod(Protocol[S_contra, T, U]):

@@ -7,14 +7,13 @@ flavour: an ``async def`` function runs on the caller's loop, a plain ``def`` of
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Unpack, overload
 
 from batched import _core
 from batched._backend import AsyncManaged
 from batched._decorate import apply_or_defer, check_callable
-from batched._features import merge_parts
-from batched._inference_options import AsyncInferenceOptions, call_features, plan_from
+from batched._inference import AsyncInferenceOptions, FeatureCalls, plan_from
 from batched._options import checked
 from batched._plan import Resolver
 from batched.aio._processor import backend_for
@@ -22,7 +21,7 @@ from batched.aio._processor import backend_for
 __all__ = ["AsyncInferenceProcessor", "dynamically"]
 
 
-class AsyncInferenceProcessor(AsyncManaged):
+class AsyncInferenceProcessor(FeatureCalls, AsyncManaged):
     """Batches awaited calls of an inference function: ``await f(features)`` or
     ``await f(**features)``."""
 
@@ -43,20 +42,7 @@ class AsyncInferenceProcessor(AsyncManaged):
         resolve: Resolver = _resolve if _resolve is not None else (lambda: func)
         self._backend = backend_for(func, resolve, checked_options, self._plan)
 
-    async def __call__(
-        self,
-        features: Mapping[str, Any] | None = None,
-        /,
-        *,
-        timeout: float | None = None,
-        priority: int = 0,
-        **keywords: Any,
-    ) -> Any:
-        """Awaits the output rows for this call's features."""
-        _owner = self._take_pin()  # a method's instance lives until this call returns
-        call, lengths = call_features(self._schema, features, keywords)
-        parts = await self._backend.acall(call, timeout, priority, call.rows, lengths)
-        return merge_parts(parts, self._plan.left)
+    __call__ = FeatureCalls._await_features
 
 
 @overload

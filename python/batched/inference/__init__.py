@@ -13,10 +13,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, Unpack, overload
 
 from batched import _core
-from batched._backend import Managed
 from batched._decorate import apply_or_defer, check_callable
 from batched._features import merge_parts
-from batched._inference_options import InferenceOptions, call_features, plan_from
+from batched._inference import FeatureCalls, InferenceOptions, call_features, plan_from
 from batched._options import checked
 from batched._plan import Resolver
 from batched._processor import Workers
@@ -24,7 +23,7 @@ from batched._processor import Workers
 __all__ = ["InferenceProcessor", "dynamically"]
 
 
-class InferenceProcessor(Managed):
+class InferenceProcessor(FeatureCalls):
     """Batches single calls of an inference function from many threads.
 
     Call it as ``f({"input_ids": ids, ...})`` or ``f(input_ids=ids, ...)``; await it with
@@ -67,20 +66,7 @@ class InferenceProcessor(Managed):
         parts = self._backend.call(call, priority, timeout, call.rows, lengths)
         return merge_parts(parts, self._plan.left)
 
-    async def acall(
-        self,
-        features: Mapping[str, Any] | None = None,
-        /,
-        *,
-        timeout: float | None = None,
-        priority: int = 0,
-        **keywords: Any,
-    ) -> Any:
-        """Like calling the processor, but awaits the result without blocking the event loop."""
-        _owner = self._take_pin()  # a method's instance lives until this call returns
-        call, lengths = call_features(self._schema, features, keywords)
-        parts = await self._backend.acall(call, timeout, priority, call.rows, lengths)
-        return merge_parts(parts, self._plan.left)
+    acall = FeatureCalls._await_features
 
 
 @overload

@@ -1,11 +1,12 @@
-"""Options shared by the thread and asyncio inference flavours."""
+"""What the thread and asyncio inference flavours share: their options and awaited calls."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from batched._features import FeatureSchema, FeaturesPlan
+from batched._backend import Managed
+from batched._features import FeatureSchema, FeaturesPlan, merge_parts
 from batched._options import QueueOptions
 
 
@@ -83,3 +84,25 @@ def plan_from(options: Mapping[str, Any]) -> tuple[FeatureSchema, FeaturesPlan]:
         options.get("spread_kwargs", False),
         options.get("device"),
     )
+
+
+class FeatureCalls(Managed):
+    """An inference processor: each call passes features, and gets its own output rows."""
+
+    _schema: FeatureSchema
+    _plan: FeaturesPlan
+
+    async def _await_features(
+        self,
+        features: Mapping[str, Any] | None = None,
+        /,
+        *,
+        timeout: float | None = None,
+        priority: int = 0,
+        **keywords: Any,
+    ) -> Any:
+        """Awaits the output rows for this call's features without blocking the event loop."""
+        _owner = self._take_pin()  # a method's instance lives until this call returns
+        call, lengths = call_features(self._schema, features, keywords)
+        parts = await self._backend.acall(call, timeout, priority, call.rows, lengths)
+        return merge_parts(parts, self._plan.left)
