@@ -21,10 +21,12 @@ import platform
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
+from array import array
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -392,6 +394,59 @@ def thread_ctx_switches() -> dict[int, tuple[int, int]]:
         if vol is not None and nonvol is not None:
             out[int(entry.name)] = (vol, nonvol)
     return out
+
+
+Mark = TypeVar("Mark")
+
+
+class CallerThreads:
+    """``n`` caller threads for a measured window. Each runs ``caller(k)``, which waits on
+    ``start``, then calls while ``running[0]``, appending each call's completion time and
+    latency to ``ends[k]`` and ``lats[k]`` and any failure to ``errors``."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.running = [True]
+        self.start = threading.Barrier(n + 1)
+        self.ends: list[array[float]] = [array("d") for _ in range(n)]
+        self.lats: list[array[float]] = [array("d") for _ in range(n)]
+        self.errors: list[str] = []
+
+    def run(
+        self, caller: Callable[[int], None], p: dict[str, Any], mark: Callable[[], Mark]
+    ) -> tuple[Mark, Mark, int]:
+        """Releases the callers, takes ``mark()`` after ``p["warmup_s"]`` and again
+        ``p["duration_s"]`` later, stops them; returns both marks and how many callers were
+        still blocked ``p["join_s"]`` after the stop."""
+        workers = [threading.Thread(target=caller, args=(k,), daemon=True) for k in range(self.n)]
+        for w in workers:
+            w.start()
+        self.start.wait()
+        time.sleep(p["warmup_s"])
+        first = mark()
+        time.sleep(p["duration_s"])
+        last = mark()
+        self.running[0] = False
+        deadline = time.monotonic() + p["join_s"]
+        for w in workers:
+            w.join(max(0.0, deadline - time.monotonic()))
+        return first, last, sum(w.is_alive() for w in workers)
+
+    def window(self, start: float, end: float) -> list[float]:
+        return completed_between(self.ends, self.lats, start, end)
+
+
+def completed_between(
+    ends: Sequence[Sequence[float]], lats: Sequence[Sequence[float]], start: float, end: float
+) -> list[float]:
+    """Latencies of the calls that completed between ``start`` and ``end``, from each caller's
+    completion times (``ends``) and latencies (``lats``)."""
+    return [
+        lat
+        for e_arr, l_arr in zip(ends, lats, strict=True)
+        for e, lat in zip(e_arr, l_arr, strict=True)
+        if start <= e <= end
+    ]
 
 
 def machine_cpu_seconds() -> float:

@@ -107,20 +107,10 @@ class Mark:
 
 
 def window_metrics(
-    ends: list[array[float]],
-    lats: list[array[float]],
-    start: Mark,
-    end: Mark,
-    stats: dict[str, Any],
+    window: list[float], start: Mark, end: Mark, stats: dict[str, Any]
 ) -> dict[str, Any]:
     """Throughput, latency and CPU of the calls that completed between ``start`` and ``end``
-    (``ends``/``lats``: each caller's completion times and latencies)."""
-    window = [
-        lat
-        for e_arr, l_arr in zip(ends, lats, strict=True)
-        for e, lat in zip(e_arr, l_arr, strict=True)
-        if start.wall <= e <= end.wall
-    ]
+    (``window``: their latencies)."""
     items = len(window)
     wall = end.wall - start.wall
     cpu = end.cpu - start.cpu
@@ -151,14 +141,11 @@ def threads_scenario(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
     f, counts = make_double(batched, p["batch_size"], timeout_ms)
     check_one(f, -1)  # the worker exists before anything is timed
 
-    running = [True]
-    start = threading.Barrier(n_threads + 1)
-    ends: list[array[float]] = [array("d") for _ in range(n_threads)]
-    lats: list[array[float]] = [array("d") for _ in range(n_threads)]
-    errors: list[str] = []
+    callers = C.CallerThreads(n_threads)
+    running, start, errors = callers.running, callers.start, callers.errors
 
     def caller(k: int) -> None:
-        my_ends, my_lats = ends[k], lats[k]
+        my_ends, my_lats = callers.ends[k], callers.lats[k]
         clock = time.perf_counter
         item = k * 1_000_000_000
         start.wait()
@@ -176,19 +163,7 @@ def threads_scenario(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
         except BaseException as exc:  # report it, do not hang the others' join
             errors.append(f"thread {k}: {type(exc).__name__}: {exc}")
 
-    workers = [threading.Thread(target=caller, args=(k,), daemon=True) for k in range(n_threads)]
-    for w in workers:
-        w.start()
-    start.wait()
-    time.sleep(p["warmup_s"])
-    window_start = Mark.now(counts)
-    time.sleep(p["duration_s"])
-    window_end = Mark.now(counts)
-    running[0] = False
-    deadline = time.monotonic() + p["join_s"]
-    for w in workers:
-        w.join(max(0.0, deadline - time.monotonic()))
-    stuck = sum(w.is_alive() for w in workers)
+    window_start, window_end, stuck = callers.run(caller, p, lambda: Mark.now(counts))
     if errors:
         raise BenchError("; ".join(errors[:5]))
     if stuck:
@@ -198,7 +173,8 @@ def threads_scenario(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
         )
     stats = C.impl_stats(f)
     shut(f)
-    metrics = window_metrics(ends, lats, window_start, window_end, stats)
+    window = callers.window(window_start.wall, window_end.wall)
+    metrics = window_metrics(window, window_start, window_end, stats)
     if p.get("ring_s"):
         metrics.update(token_ring(n_threads, p["warmup_s"], p["ring_s"], p["join_s"]))
     return metrics
@@ -509,7 +485,8 @@ async def _aio_tasks(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
         )
     stats = C.impl_stats(f)
     shut(f)
-    return window_metrics(ends, lats, window_start, window_end, stats)
+    window = C.completed_between(ends, lats, window_start.wall, window_end.wall)
+    return window_metrics(window, window_start, window_end, stats)
 
 
 @scenario("aio_big_list")

@@ -41,7 +41,6 @@ import random
 import sys
 import threading
 import time
-from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -202,14 +201,11 @@ def run_variant(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
     if got != expected:
         raise BenchError(f"first call returned {got}, expected {expected}")
 
-    running = [True]
-    start = threading.Barrier(n_threads + 1)
-    ends: list[array[float]] = [array("d") for _ in range(n_threads)]
-    lats: list[array[float]] = [array("d") for _ in range(n_threads)]
-    errors: list[str] = []
+    callers = C.CallerThreads(n_threads)
+    running, start, errors = callers.running, callers.start, callers.errors
 
     def caller(k: int) -> None:
-        rows, my_ends, my_lats = all_rows[k], ends[k], lats[k]
+        rows, my_ends, my_lats = all_rows[k], callers.ends[k], callers.lats[k]
         clock = time.perf_counter
         i = 0
         start.wait()
@@ -232,19 +228,10 @@ def run_variant(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
         except BaseException as exc:  # report it, do not hang the others' join
             errors.append(f"thread {k} call {i}: {type(exc).__name__}: {exc}")
 
-    workers = [threading.Thread(target=caller, args=(k,), daemon=True) for k in range(n_threads)]
-    for w in workers:
-        w.start()
-    start.wait()
-    time.sleep(p["warmup_s"])
-    t0, cpu0, snap0 = time.perf_counter(), time.process_time(), counter.snapshot()
-    time.sleep(p["duration_s"])
-    t1, cpu1, snap1 = time.perf_counter(), time.process_time(), counter.snapshot()
-    running[0] = False
-    deadline = time.monotonic() + p["join_s"]
-    for w in workers:
-        w.join(max(0.0, deadline - time.monotonic()))
-    stuck = sum(w.is_alive() for w in workers)
+    def mark() -> tuple[float, float, tuple[int, int, int, int, float]]:
+        return time.perf_counter(), time.process_time(), counter.snapshot()
+
+    (t0, cpu0, snap0), (t1, cpu1, snap1), stuck = callers.run(caller, p, mark)
     problems = errors[:5] + counter.errors[:5]
     if stuck:
         problems.append(
@@ -258,12 +245,7 @@ def run_variant(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
     if shutdown is not None:
         shutdown()
 
-    window = [
-        lat
-        for e_arr, l_arr in zip(ends, lats, strict=True)
-        for e, lat in zip(e_arr, l_arr, strict=True)
-        if t0 <= e <= t1
-    ]
+    window = callers.window(t0, t1)
     items, wall = len(window), t1 - t0
     lat = C.latency_summary(window)
     batches, rows, padded, real, model_s = (b - a for a, b in zip(snap0, snap1, strict=True))
