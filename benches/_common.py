@@ -478,6 +478,18 @@ def combine_quiet_runs(runs: list[dict[str, Any]], max_other_cpu: float) -> dict
     return {**combine_runs(quiet or runs), "quiet_runs": len(quiet)}
 
 
+class BenchError(AssertionError):
+    """A wrong result, a stuck caller or a server that would not come up: a bug to report,
+    not a number."""
+
+
+def shut(processor: Any) -> None:
+    """Shuts a processor down, where its implementation has a ``shutdown``."""
+    shutdown = getattr(processor, "shutdown", None)
+    if shutdown is not None:
+        shutdown()
+
+
 def impl_stats(processor: Any) -> dict[str, Any]:
     """The processor's own statistics, whatever fields this implementation has, for the JSON."""
     try:

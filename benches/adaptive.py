@@ -117,10 +117,6 @@ CURVES = {
 }
 
 
-class BenchError(AssertionError):
-    """A wrong result or a failed call: a bug to report, not a number."""
-
-
 # --------------------------------------------------------------------------------------------
 # Worker side (``batched`` is whichever implementation this interpreter imported)
 # --------------------------------------------------------------------------------------------
@@ -219,7 +215,7 @@ def run_case(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
     for probe in (-1, -2):  # the worker exists and works before anything is timed
         got = f(probe)
         if got != probe:
-            raise BenchError(f"f({probe}) returned {got!r}")
+            raise C.BenchError(f"f({probe}) returned {got!r}")
 
     nan = math.nan
     starts = array("d", [nan]) * n
@@ -286,7 +282,7 @@ def run_case(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
     cpu1 = time.process_time()
     snap1 = C.impl_stats(f)
     if errors:
-        raise BenchError("; ".join(errors[:5]))
+        raise C.BenchError("; ".join(errors[:5]))
 
     # Latency of the window's arrivals, from the scheduled arrival; unfinished ones censored.
     lat, lag, call = [], [], []

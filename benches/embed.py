@@ -103,10 +103,6 @@ just very really almost together because although while before after during unde
 WORDS = tuple(_VOCABULARY.split())
 
 
-class BenchError(AssertionError):
-    """A wrong or missing embedding: a bug to report, not a number."""
-
-
 def make_sentences(seed: int, count: int) -> list[str]:
     """``count`` sentences of MIN_WORDS..MAX_WORDS words (uniform), the same for a given seed."""
     rng = random.Random(seed)
@@ -221,15 +217,15 @@ def check_results(model: Any, sentences: Sequence[str], results: Sequence[Any]) 
 
     for i, vec in enumerate(results):
         if vec is None or tuple(np.shape(vec)) != (EMBEDDING_DIM,):
-            raise BenchError(f"sentence {i}: got {type(vec).__name__} {np.shape(vec)}")
+            raise C.BenchError(f"sentence {i}: got {type(vec).__name__} {np.shape(vec)}")
         if not np.isfinite(vec).all():
-            raise BenchError(f"sentence {i}: embedding is not finite")
+            raise C.BenchError(f"sentence {i}: embedding is not finite")
     for i in random.Random(len(sentences)).sample(range(len(sentences)), SPOT_CHECKS):
         alone = model.encode([sentences[i]], batch_size=1)[0]
         got = np.asarray(results[i])
         cosine = float(got @ alone / (np.linalg.norm(got) * np.linalg.norm(alone)))
         if cosine < MIN_COSINE:
-            raise BenchError(f"sentence {i}: cosine {cosine:.4f} with its own embedding")
+            raise C.BenchError(f"sentence {i}: cosine {cosine:.4f} with its own embedding")
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,7 +300,7 @@ def drive_threads(call: Callable[[str], Any], sentences: list[str], threads: int
         worker.join()
     outcome = watch.stop(results, latencies)
     if errors:
-        raise BenchError("; ".join(errors[:5]))
+        raise C.BenchError("; ".join(errors[:5]))
     return outcome
 
 

@@ -255,7 +255,7 @@ def run_generator(payload: dict[str, Any]) -> dict[str, Any]:
     )
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     if proc.returncode != 0 or not lines:
-        raise S.BenchError(f"load generator exited with {proc.returncode}: {proc.stderr[-2000:]}")
+        raise C.BenchError(f"load generator exited with {proc.returncode}: {proc.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(lines[-1])
     return result
 

@@ -63,10 +63,6 @@ def scenario(name: str) -> Callable[[ScenarioFn], ScenarioFn]:
     return register
 
 
-class BenchError(AssertionError):
-    """A wrong result or a stuck caller: a bug to report, not a number."""
-
-
 def make_double(batched: ModuleType, batch_size: int, timeout_ms: float) -> tuple[Any, list[int]]:
     """The decorated trivial function, and a [batches, items] counter updated by the worker."""
     counts = [0, 0]
@@ -80,16 +76,10 @@ def make_double(batched: ModuleType, batch_size: int, timeout_ms: float) -> tupl
     return double, counts
 
 
-def shut(processor: Any) -> None:
-    shutdown = getattr(processor, "shutdown", None)
-    if shutdown is not None:
-        shutdown()
-
-
 def check_one(f: Any, item: int) -> None:
     got = f(item)
     if got != 2 * item:
-        raise BenchError(f"f({item!r}) returned {got!r}, expected {2 * item!r}")
+        raise C.BenchError(f"f({item!r}) returned {got!r}, expected {2 * item!r}")
 
 
 @dataclass(frozen=True)
@@ -165,14 +155,14 @@ def threads_scenario(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
 
     window_start, window_end, stuck = callers.run(caller, p, lambda: Mark.now(counts))
     if errors:
-        raise BenchError("; ".join(errors[:5]))
+        raise C.BenchError("; ".join(errors[:5]))
     if stuck:
-        raise BenchError(
+        raise C.BenchError(
             f"{stuck} of {n_threads} caller threads still blocked in f(item) "
             f"{p['join_s']} s after the run ended"
         )
     stats = C.impl_stats(f)
-    shut(f)
+    C.shut(f)
     window = callers.window(window_start.wall, window_end.wall)
     metrics = window_metrics(window, window_start, window_end, stats)
     if p.get("ring_s"):
@@ -217,7 +207,7 @@ def token_ring(n_threads: int, warmup_s: float, duration_s: float, join_s: float
     for thread in members:
         thread.join(max(0.0, deadline - time.monotonic()))
     if any(thread.is_alive() for thread in members):
-        raise BenchError("the token ring did not stop")
+        raise C.BenchError("the token ring did not stop")
     handoffs = count1 - count0
     return {
         "ring_handoffs_per_s": handoffs / (wall1 - wall0),
@@ -234,7 +224,7 @@ def big_list_scenario(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
     while calls.more():
         calls.start()
         calls.stop(f(calls.items))
-    shut(f)
+    C.shut(f)
     return calls.metrics()
 
 
@@ -263,7 +253,7 @@ class BigCalls:
         if got != self.expected:
             pairs = enumerate(zip(got, self.expected, strict=False))
             bad = next((i for i, (a, b) in pairs if a != b), None)
-            raise BenchError(
+            raise C.BenchError(
                 f"{self.call}(list of {self.n}) returned {type(got).__name__} of length "
                 f"{len(got)}; first mismatch at index {bad}"
             )
@@ -294,7 +284,7 @@ def idle_scenario(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
     time.sleep(p["duration_s"])
     window.close()
     check_one(f, -2)  # still works after the quiet spell
-    shut(f)
+    C.shut(f)
     vol = sum(v for v, _ in window.others)
     nonvol = sum(n for _, n in window.others)
     return {
@@ -356,10 +346,10 @@ def lone_scenario(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
         got = f(item)
         lats.append(clock() - t)
         if got != 2 * item:
-            raise BenchError(f"f({item}) returned {got!r}")
+            raise C.BenchError(f"f({item}) returned {got!r}")
         item += 1
     b1, i1 = counts[0], counts[1]
-    shut(f)
+    C.shut(f)
     lat = C.latency_summary(lats)
     # What this machine's timers allow: a bare time.sleep(timeout) overshoots by this much.
     overshoot = []
@@ -423,7 +413,7 @@ def make_aio_double(
 async def acheck_one(f: Any, item: int) -> None:
     got = await f(item)
     if got != 2 * item:
-        raise BenchError(f"await f({item!r}) returned {got!r}, expected {2 * item!r}")
+        raise C.BenchError(f"await f({item!r}) returned {got!r}, expected {2 * item!r}")
 
 
 @scenario("aio_tasks")
@@ -477,14 +467,14 @@ async def _aio_tasks(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
     for task in pending:
         task.cancel()
     if errors:
-        raise BenchError("; ".join(errors[:5]))
+        raise C.BenchError("; ".join(errors[:5]))
     if pending:
-        raise BenchError(
+        raise C.BenchError(
             f"{len(pending)} of {n_tasks} tasks still awaiting f(item) "
             f"{p['join_s']} s after the run ended"
         )
     stats = C.impl_stats(f)
-    shut(f)
+    C.shut(f)
     window = C.completed_between(ends, lats, window_start.wall, window_end.wall)
     return window_metrics(window, window_start, window_end, stats)
 
@@ -502,7 +492,7 @@ async def _aio_big_list(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any
     while calls.more():
         calls.start()
         calls.stop(await f(calls.items))
-    shut(f)
+    C.shut(f)
     return calls.metrics()
 
 
@@ -531,7 +521,7 @@ async def _aio_idle(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
     window.close()
     if f is not None:
         await acheck_one(f, -2)  # still works after the quiet spell
-        shut(f)
+        C.shut(f)
     loop_switches = sum(window.mine)
     other_switches = sum(v + n for v, n in window.others)
     return {

@@ -64,10 +64,6 @@ MAX_BATCH_TOKENS = 2 * MAX_LEN
 LIBS = ("numpy", "torch")
 
 
-class BenchError(AssertionError):
-    """A wrong result or a stuck caller: a bug to report, not a number."""
-
-
 # --------------------------------------------------------------------------------------------
 # Worker side (``batched`` is whichever implementation this interpreter imported)
 # --------------------------------------------------------------------------------------------
@@ -180,7 +176,7 @@ def result_value(got: Any) -> int:
     """The one number a call returns; raises BenchError unless it has shape (1, 1)."""
     shape = tuple(getattr(got, "shape", ()))
     if shape != (1, 1):
-        raise BenchError(f"returned {type(got).__name__} of shape {shape}, expected (1, 1)")
+        raise C.BenchError(f"returned {type(got).__name__} of shape {shape}, expected (1, 1)")
     return int(got.reshape(-1)[0])
 
 
@@ -199,7 +195,7 @@ def run_variant(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
     ids, mask, expected = all_rows[0][0]
     got = result_value(model({"input_ids": ids, "attention_mask": mask}))
     if got != expected:
-        raise BenchError(f"first call returned {got}, expected {expected}")
+        raise C.BenchError(f"first call returned {got}, expected {expected}")
 
     callers = C.CallerThreads(n_threads)
     running, start, errors = callers.running, callers.start, callers.errors
@@ -239,11 +235,9 @@ def run_variant(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
             f"{p['join_s']} s after the run ended"
         )
     if problems:
-        raise BenchError("; ".join(problems))
+        raise C.BenchError("; ".join(problems))
     stats = C.impl_stats(model)
-    shutdown = getattr(model, "shutdown", None)
-    if shutdown is not None:
-        shutdown()
+    C.shut(model)
 
     window = callers.window(t0, t1)
     items, wall = len(window), t1 - t0

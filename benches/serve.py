@@ -59,10 +59,6 @@ STOP_TIMEOUT_S = 15.0
 SPOT_CHECKS = 8
 
 
-class BenchError(AssertionError):
-    """A wrong answer or a server that would not come up: a bug to report, not a number."""
-
-
 # --------------------------------------------------------------------------------------------
 # Server side (a child: ``serve.py --server <impl> <json>``)
 # --------------------------------------------------------------------------------------------
@@ -178,12 +174,12 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str) -> None:
     with httpx.Client(base_url=url, timeout=1.0) as client:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise BenchError(f"server exited with status {proc.returncode}")
+                raise C.BenchError(f"server exited with status {proc.returncode}")
             with contextlib.suppress(httpx.HTTPError):
                 if client.get("/health").status_code == 200:
                     return
             time.sleep(0.2)
-    raise BenchError(f"server not ready after {READY_TIMEOUT_S:.0f} s")
+    raise C.BenchError(f"server not ready after {READY_TIMEOUT_S:.0f} s")
 
 
 @contextlib.contextmanager
@@ -202,7 +198,7 @@ def running_server(
     except Exception as exc:
         if proc.poll() is None:
             raise
-        raise BenchError(
+        raise C.BenchError(
             f"{type(exc).__name__}: {exc} (the server exited with status {proc.returncode})"
         ) from exc
     finally:
@@ -217,9 +213,9 @@ def running_server(
 def check_answer(vector: Any) -> list[float]:
     """The embedding of one answer; raises BenchError unless it is 384 finite floats."""
     if not isinstance(vector, list) or len(vector) != E.EMBEDDING_DIM:
-        raise BenchError(f"answer is not a {E.EMBEDDING_DIM}-vector: {str(vector)[:80]}")
+        raise C.BenchError(f"answer is not a {E.EMBEDDING_DIM}-vector: {str(vector)[:80]}")
     if not all(isinstance(x, float) and math.isfinite(x) for x in vector):
-        raise BenchError("answer has non-finite or non-float values")
+        raise C.BenchError("answer has non-finite or non-float values")
     return vector
 
 
