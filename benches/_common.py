@@ -1,16 +1,10 @@
 """Shared helpers for the benchmark scripts in this directory.
 
-Nothing here imports ``batched``, numpy or torch: the same module is imported by the parent
-process and by every worker child, including the ones running the pure-Python reference
-release inside its own virtual environment.
-
-What is here:
-
-* the reference virtual environment (``batched==0.1.5`` from PyPI), created on first use;
-* running a worker child in one interpreter or the other and reading back its JSON result;
-* checking, inside a child, that ``import batched`` found the implementation it should;
-* timing helpers: percentiles, latency summaries, per-thread context switches from /proc;
-* output helpers: markdown tables, number formatting, markdown and JSON results files.
+Nothing here imports ``batched``, numpy or torch: the parent and every worker child import
+this module, including children running the pure-Python reference in its own venv. It holds
+the reference venv (``batched==0.1.5`` from PyPI, created on first use), running a case in a
+child of either interpreter, timing helpers, and the options, tables and files every
+benchmark's report shares.
 """
 
 from __future__ import annotations
@@ -18,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
+import faulthandler
 import importlib.util
 import json
 import math
@@ -26,10 +21,12 @@ import platform
 import subprocess
 import sys
 import sysconfig
+import threading
+import time
+from array import array
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -163,6 +160,15 @@ def expected_location(impl: str) -> str:
     return str(Path(next(iter(spec.submodule_search_locations))).parent)
 
 
+def expected_locations(impls: Sequence[str]) -> dict[str, str]:
+    """``expected_location`` of each implementation (creating the reference venv if needed)."""
+    out = {}
+    for impl in sorted(set(impls)):
+        out[impl] = expected_location(impl)
+        log(f"[setup] {impl}: {worker_python(impl)} (batched under {out[impl]})")
+    return out
+
+
 def verify_impl(impl: str, expect_dir: str | None) -> dict[str, Any]:
     """Child side: imports ``batched`` and checks that it is the implementation asked for."""
     import batched
@@ -200,6 +206,13 @@ def verify_impl(impl: str, expect_dir: str | None) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
+def _env(impl: str) -> dict[str, str]:
+    env = dict(os.environ)
+    if impl == "ref":
+        env.pop("PYTHONPATH", None)  # must not put our package in front of the reference
+    return env
+
+
 def run_worker(
     script: Path | str, impl: str, payload: dict[str, Any], timeout_s: float
 ) -> dict[str, Any]:
@@ -209,13 +222,10 @@ def run_worker(
     (non-zero exit, timeout, unparsable output) come back as ``{"error": ..., "stderr": ...}``
     rather than raising, so that one broken scenario does not hide the others.
     """
-    env = dict(os.environ)
-    if impl == "ref":
-        env.pop("PYTHONPATH", None)  # must not put our package in front of the reference
     cmd = [str(worker_python(impl)), str(script), "--worker", impl, json.dumps(payload)]
     try:
         proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=REPO_ROOT
+            cmd, capture_output=True, text=True, timeout=timeout_s, env=_env(impl), cwd=REPO_ROOT
         )
     except subprocess.TimeoutExpired as exc:
         stderr = (
@@ -276,6 +286,53 @@ def emit_result(result: dict[str, Any]) -> None:
     """Child side: the one line the parent reads."""
     sys.stdout.write(json.dumps(result, allow_nan=True) + "\n")
     sys.stdout.flush()
+
+
+Measure = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def child_main(impl: str, payload_json: str, measure: Measure) -> int:
+    """Child side of ``run_worker``: checks the implementation (unless the payload says the
+    case does not use ``batched``), runs ``measure(payload)`` under a watchdog and emits
+    its metrics."""
+    payload = json.loads(payload_json)
+    # A hang must end with stacks on stderr, not with the parent's blunt timeout.
+    faulthandler.dump_traceback_later(payload["watchdog_s"], exit=True)
+    uses_batched = payload.get("uses_batched", True)
+    info = verify_impl(impl, payload.get("expect_dir")) if uses_batched else None
+    started = time.perf_counter()
+    metrics = measure(payload)
+    faulthandler.cancel_dump_traceback_later()
+    wall = time.perf_counter() - started
+    emit_result({"impl": impl, "info": info, "metrics": metrics, "scenario_wall_s": wall})
+    return 0
+
+
+def worker_entry(argv: list[str], script: Path, measure: Measure) -> int | None:
+    """Runs the child side (``child_main``) when ``argv`` is ``--worker <impl> <case-json>``,
+    as ``run_worker`` starts a script again, and returns its exit status; None for a parent's
+    command line."""
+    if argv[:1] != ["--worker"]:
+        return None
+    if len(argv) != 3:
+        print(f"usage: {script.name} --worker <impl> <case-json>", file=sys.stderr)
+        return 2
+    return child_main(argv[1], argv[2], measure)
+
+
+def spawn_worker(
+    script: Path | str, impl: str, args: Sequence[str], log_file: Path
+) -> subprocess.Popen[bytes]:
+    """Starts ``script <args>`` in ``impl``'s interpreter without waiting for it (a server, say),
+    stdout and stderr going to ``log_file``; the same environment rules as ``run_worker``."""
+    with open(log_file, "wb") as log_handle:
+        return subprocess.Popen(
+            [str(worker_python(impl)), str(script), *args],
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+            env=_env(impl),
+            cwd=REPO_ROOT,
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,6 +396,114 @@ def thread_ctx_switches() -> dict[int, tuple[int, int]]:
     return out
 
 
+Mark = TypeVar("Mark")
+
+
+class CallerThreads:
+    """``n`` caller threads for a measured window. Each runs ``caller(k)``, which waits on
+    ``start``, then calls while ``running[0]``, appending each call's completion time and
+    latency to ``ends[k]`` and ``lats[k]`` and any failure to ``errors``."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.running = [True]
+        self.start = threading.Barrier(n + 1)
+        self.ends: list[array[float]] = [array("d") for _ in range(n)]
+        self.lats: list[array[float]] = [array("d") for _ in range(n)]
+        self.errors: list[str] = []
+
+    def run(
+        self, caller: Callable[[int], None], p: dict[str, Any], mark: Callable[[], Mark]
+    ) -> tuple[Mark, Mark, int]:
+        """Releases the callers, takes ``mark()`` after ``p["warmup_s"]`` and again
+        ``p["duration_s"]`` later, stops them; returns both marks and how many callers were
+        still blocked ``p["join_s"]`` after the stop."""
+        workers = [threading.Thread(target=caller, args=(k,), daemon=True) for k in range(self.n)]
+        for w in workers:
+            w.start()
+        self.start.wait()
+        time.sleep(p["warmup_s"])
+        first = mark()
+        time.sleep(p["duration_s"])
+        last = mark()
+        self.running[0] = False
+        deadline = time.monotonic() + p["join_s"]
+        for w in workers:
+            w.join(max(0.0, deadline - time.monotonic()))
+        return first, last, sum(w.is_alive() for w in workers)
+
+    def window(self, start: float, end: float) -> list[float]:
+        return completed_between(self.ends, self.lats, start, end)
+
+
+def completed_between(
+    ends: Sequence[Sequence[float]], lats: Sequence[Sequence[float]], start: float, end: float
+) -> list[float]:
+    """Latencies of the calls that completed between ``start`` and ``end``, from each caller's
+    completion times (``ends``) and latencies (``lats``)."""
+    return [
+        lat
+        for e_arr, l_arr in zip(ends, lats, strict=True)
+        for e, lat in zip(e_arr, l_arr, strict=True)
+        if start <= e <= end
+    ]
+
+
+def machine_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot, counting time the hypervisor
+    stole from it (Linux /proc/stat; nan elsewhere). Set against a case's own CPU time over
+    the same interval, it shows how much else competed with the case for the cores."""
+    try:
+        with open("/proc/stat") as handle:
+            ticks = [int(x) for x in handle.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return math.nan
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def combine_quiet_runs(runs: list[dict[str, Any]], max_other_cpu: float) -> dict[str, Any]:
+    """``combine_runs`` over the runs during which the rest of the machine kept at most
+    ``max_other_cpu`` cores busy (metric ``other_cpu``), or over all of them when none was
+    that quiet: on a shared machine, runs that busy neighbours slowed say more about the
+    neighbours than about the case. The result counts the runs kept under ``quiet_runs``
+    (0: all of them were kept)."""
+    if any("error" in r for r in runs):
+        return combine_runs(runs)  # a failure must show, however quiet the other runs were
+    quiet = [
+        r
+        for r in runs
+        if is_number(r["metrics"].get("other_cpu")) and r["metrics"]["other_cpu"] <= max_other_cpu
+    ]
+    return {**combine_runs(quiet or runs), "quiet_runs": len(quiet)}
+
+
+class BenchError(AssertionError):
+    """A wrong result, a stuck caller or a server that would not come up: a bug to report,
+    not a number."""
+
+
+def shut(processor: Any) -> None:
+    """Shuts a processor down, where its implementation has a ``shutdown``."""
+    shutdown = getattr(processor, "shutdown", None)
+    if shutdown is not None:
+        shutdown()
+
+
+def impl_stats(processor: Any) -> dict[str, Any]:
+    """The processor's own statistics, whatever fields this implementation has, for the JSON."""
+    try:
+        stats = processor.stats
+        fields = (
+            vars(stats)
+            if hasattr(stats, "__dict__")
+            else {name: getattr(stats, name) for name in getattr(stats, "__slots__", ())}
+        )
+    except Exception as exc:  # best effort: the two versions have different stats
+        return {"unavailable": f"{type(exc).__name__}: {exc}"}
+    return {k: v for k, v in fields.items() if isinstance(v, int | float | str | bool | type(None))}
+
+
 # --------------------------------------------------------------------------------------------
 # Reporting
 # --------------------------------------------------------------------------------------------
@@ -346,6 +511,13 @@ def thread_ctx_switches() -> dict[int, tuple[int, int]]:
 
 def is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def metric(result: dict[str, Any] | None, key: str) -> Any:
+    """One metric of a (combined) worker result; None when it failed or did not run."""
+    if not result or "error" in result:
+        return None
+    return result["metrics"].get(key)
 
 
 def fmt_num(value: object, digits: int | None = None) -> str:
@@ -387,8 +559,9 @@ def gain(ours: object, ref: object, higher_is_better: bool) -> float | None:
 def markdown_table(
     headers: Sequence[str], rows: Sequence[Sequence[str]], align: Sequence[str] | None = None
 ) -> str:
-    """A markdown table padded for reading as plain text; ``align`` items are 'l' or 'r'."""
-    align = list(align) if align else ["l"] * len(headers)
+    """A markdown table padded for reading as plain text; ``align`` items are 'l' or 'r'
+    (default: the first column left, the others right)."""
+    align = list(align) if align else ["l", *("r" for _ in headers[1:])]
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):
@@ -441,6 +614,28 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def machine_line(machine: dict[str, Any]) -> str:
+    """The report's first line about the machine (the JSON also records the commit)."""
+    return (
+        f"Machine: {machine.get('cpus')} CPUs, Python {machine.get('python')}, "
+        f"{machine.get('platform')}"
+    )
+
+
+def errors_markdown(failures: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+    """The "Errors" section of a report: each failed case's error and its output."""
+    if not failures:
+        return []
+    out = ["", "### Errors", ""]
+    for name, result in failures:
+        out.append(f"- {name}: {result['error']}")
+        out += [f"  - {detail}" for detail in result.get("details", [])]
+        for key in ("stderr", "stdout"):
+            if result.get(key):
+                out.append(f"  {key}:\n```\n{result[key].rstrip()}\n```")
+    return out
+
+
 def _json_default(value: object) -> Any:
     if isinstance(value, Path):
         return str(value)
@@ -456,31 +651,6 @@ def _clean(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_clean(v) for v in value]
     return value
-
-
-def add_report_arguments(
-    parser: argparse.ArgumentParser,
-    name: str,
-    *,
-    repeat_help: str | None = None,
-    strict_help: str | None = "exit 1 when a target is missed or a case fails",
-) -> None:
-    """The options every benchmark's report takes: ``--json`` and ``--md`` (a bare name goes to
-    benches/results/), ``--strict`` unless ``strict_help`` is None (a script without targets),
-    and, given ``repeat_help``, ``--repeat N``."""
-    where = "(a bare name goes to benches/results/)"
-    parser.add_argument("--json", default=f"{name}.json", help=f"output file {where}")
-    parser.add_argument("--md", default=f"{name}.md", help=f"markdown report file {where}")
-    if repeat_help is not None:
-        parser.add_argument("--repeat", type=int, default=1, metavar="N", help=repeat_help)
-    if strict_help is not None:
-        parser.add_argument("--strict", action="store_true", help=strict_help)
-
-
-def at_least(parser: argparse.ArgumentParser, option: str, value: int | None, low: int) -> None:
-    """Exits with a usage error when ``option`` was given below ``low``."""
-    if value is not None and value < low:
-        parser.error(f"{option} must be at least {low}")
 
 
 def results_path(name_or_path: str | Path) -> Path:
@@ -506,99 +676,65 @@ def write_json(name_or_path: str | Path, data: Any) -> Path:
     )
 
 
+def write_results(
+    args: argparse.Namespace, report: str, data: dict[str, Any] | None, *more: str
+) -> None:
+    """Prints the markdown report and writes it to ``--md``, ``data`` (unless None) to
+    ``--json``; ``more`` are lines about further files written."""
+    print(report, end="")
+    lines = [f"Markdown: {write_text(args.md, report)}"]
+    if data is not None:
+        lines.append(f"JSON: {write_json(args.json, data)}")
+    print("\n" + "\n".join([*lines, *more]))
+
+
 # --------------------------------------------------------------------------------------------
-# Added for embed.py and serve.py: long-running workers and what else used the machine
+# Command lines
 # --------------------------------------------------------------------------------------------
 
 
-def spawn_worker(
-    script: Path | str, impl: str, args: Sequence[str], log_file: Path
-) -> subprocess.Popen[bytes]:
-    """Starts ``script <args>`` in ``impl``'s interpreter without waiting for it (a server, say),
-    stdout and stderr going to ``log_file``; the same environment rules as ``run_worker``."""
-    env = dict(os.environ)
-    if impl == "ref":
-        env.pop("PYTHONPATH", None)  # must not put our package in front of the reference
-    with open(log_file, "wb") as log_handle:
-        return subprocess.Popen(
-            [str(worker_python(impl)), str(script), *args],
-            stdout=log_handle,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=REPO_ROOT,
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    return parse
+
+
+def make_parser(doc: str | None, quick_help: str, full_help: str) -> argparse.ArgumentParser:
+    """A benchmark's parser: its docstring's first paragraph as the description, and the
+    ``--quick`` (the default) / ``--full`` choice of run length."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--quick", action="store_true", help=f"{quick_help} (the default)")
+    length.add_argument("--full", action="store_true", help=full_help)
+    return parser
+
+
+def add_report_arguments(
+    parser: argparse.ArgumentParser, name: str, *, repeat_help: str | None = None
+) -> None:
+    """The options every benchmark's report takes: ``--json`` and ``--md`` (a bare name goes to
+    benches/results/), ``--strict``, and, given ``repeat_help``, ``--repeat N``."""
+    where = "(a bare name goes to benches/results/)"
+    parser.add_argument("--json", default=f"{name}.json", help=f"results file {where}")
+    parser.add_argument("--md", default=f"{name}.md", help=f"markdown report file {where}")
+    if repeat_help is not None:
+        parser.add_argument(
+            "--repeat", type=whole_number(1), default=1, metavar="N", help=repeat_help
         )
+    parser.add_argument(
+        "--strict", action="store_true", help="exit with status 1 when any case failed"
+    )
 
 
-def machine_cpu_seconds() -> float:
-    """CPU seconds the whole machine has spent busy since boot, counting time the hypervisor
-    stole from it (Linux /proc/stat; nan elsewhere). Set against a case's own CPU time over
-    the same interval, it shows how much else competed with the case for the cores."""
-    try:
-        with open("/proc/stat") as handle:
-            ticks = [int(x) for x in handle.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return math.nan
-    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds of process ``pid`` (Linux /proc; nan elsewhere)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return math.nan
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def combine_quiet_runs(runs: list[dict[str, Any]], max_other_cpu: float) -> dict[str, Any]:
-    """``combine_runs`` over the runs during which the rest of the machine kept at most
-    ``max_other_cpu`` cores busy (metric ``other_cpu``), or over all of them when none was
-    that quiet. On a shared machine a few busy neighbours can halve a case's throughput; the
-    runs they disturbed say more about the neighbours than about the case. The result counts
-    the runs kept under ``quiet_runs`` (0: all of them were kept)."""
-    if any("error" in r for r in runs):
-        return combine_runs(runs)  # a failure must show, however quiet the other runs were
-    quiet = [
-        r
-        for r in runs
-        if is_number(r["metrics"].get("other_cpu")) and r["metrics"]["other_cpu"] <= max_other_cpu
-    ]
-    return {**combine_runs(quiet or runs), "quiet_runs": len(quiet)}
-
-
-# --------------------------------------------------------------------------------------------
-# Entry points and targets shared by the benchmark scripts
-# --------------------------------------------------------------------------------------------
-
-
-def worker_entry(
-    argv: list[str], script: Path, worker_main: Callable[[str, str], int]
-) -> int | None:
-    """Runs the child side when ``argv`` is ``--worker <impl> <case-json>`` (how ``run_worker``
-    starts a script again) and returns its exit status; None for a parent's command line."""
-    if argv[:1] != ["--worker"]:
-        return None
-    if len(argv) != 3:
-        print(f"usage: {script.name} --worker <impl> <case-json>", file=sys.stderr)
-        return 2
-    return worker_main(argv[1], argv[2])
-
-
-@dataclass
-class Target:
-    """One of an issue's targets, checked against a run's figures."""
-
-    name: str
-    ok: bool | None  # None: could not be evaluated, or meaningless (the detail says why)
-    detail: str
-
-
-def targets_markdown(targets: Sequence[Target]) -> list[str]:
-    """The "Targets" section of a report: one PASS / FAIL / N/A line per target."""
-    lines = ["", "### Targets", ""]
-    for target in targets:
-        mark = "PASS" if target.ok else "FAIL" if target.ok is False else "N/A "
-        lines.append(f"- {mark}  {target.name}: {target.detail}")
-    return lines
+def exit_status(args: argparse.Namespace, failed: bool) -> int:
+    """1 when a case failed and ``--strict`` was given, else 0."""
+    return 1 if args.strict and failed else 0

@@ -45,15 +45,13 @@ batch's real time and takes the running median of its recent overshoots off the 
 so the effective cost tracks the nominal curve; the report gives the effective a and b fitted
 through the median time of each batch size over the measured windows.
 
-Targets (per curve and rate): ``"auto"``'s p99 latency within 10% of the best fixed timeout's,
-and its throughput at most 5% below the best fixed timeout's. Where both are saturated, the
-p99 is the backlog's (set by the run's length), so only throughput is judged.
+The report sets ``"auto"`` against the best fixed timeout at each curve and rate: p99 latency
+and throughput, each as a ratio.
 
-    python benches/adaptive.py              # short run (default, ~5-8 minutes)
+    python benches/adaptive.py              # short run (~5-8 minutes)
     python benches/adaptive.py --full       # all 8 rates, longer windows, 0.1.5 at 1 ms too
     python benches/adaptive.py --repeat 3   # medians of 3 undisturbed runs per case
     python benches/adaptive.py --curve flat --rate 1000 --rate 2000 --only auto --only t0
-    python benches/adaptive.py --strict     # exit 1 when a target is missed
     python benches/adaptive.py --from-json benches/results/adaptive.json   # re-render only
 
 Results: a markdown report on stdout and in benches/results/adaptive.md, JSON in
@@ -63,8 +61,6 @@ benches/results/adaptive.json, a chart in benches/results/adaptive.png.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import faulthandler
 import json
 import math
 import os
@@ -92,8 +88,6 @@ POOL = 256
 ALL_RATES = (10, 100, 500, 1000, 2000, 5000, 10_000, 20_000)
 QUICK_RATES = (10, 100, 500, 1000, 2000, 5000)
 
-TARGET_P99_SLACK = 1.10  # auto's p99 at most this times the best fixed timeout's
-TARGET_TPUT_FLOOR = 0.95  # auto's throughput at least this times the best fixed timeout's
 # A case serving under this share of its offered rate (or with items unfinished at the
 # cut-off) is saturated: its latency is set by the growing backlog, not by the dispatch rule.
 SATURATED_BELOW = 0.95
@@ -121,10 +115,6 @@ CURVES = {
     "flat": Curve("flat", 5e-3, 5e-5, "flat (GPU-like)"),
     "steep": Curve("steep", 5e-4, 5e-4, "steep"),
 }
-
-
-class BenchError(AssertionError):
-    """A wrong result or a failed call: a bug to report, not a number."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,20 +198,6 @@ COUNTERS = (
 )
 
 
-def impl_stats(processor: Any) -> dict[str, Any]:
-    """The processor's own statistics (whatever fields this implementation has)."""
-    try:
-        stats = processor.stats
-        fields = (
-            vars(stats)
-            if hasattr(stats, "__dict__")
-            else {name: getattr(stats, name) for name in getattr(stats, "__slots__", ())}
-        )
-    except Exception as exc:  # best effort: not every version has the same stats
-        return {"unavailable": f"{type(exc).__name__}: {exc}"}
-    return {k: v for k, v in fields.items() if isinstance(v, int | float | str | bool | type(None))}
-
-
 def run_case(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
     """One setting at one rate: warm-up, measured window, drain; see the module docstring."""
     a_s, b_s, rate = p["a_s"], p["b_s"], p["rate"]
@@ -239,7 +215,7 @@ def run_case(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
     for probe in (-1, -2):  # the worker exists and works before anything is timed
         got = f(probe)
         if got != probe:
-            raise BenchError(f"f({probe}) returned {got!r}")
+            raise C.BenchError(f"f({probe}) returned {got!r}")
 
     nan = math.nan
     starts = array("d", [nan]) * n
@@ -290,7 +266,7 @@ def run_case(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
             put(i)
             i += 1
         if snap0 is None and now >= w0:
-            snap0, cpu0, batches0 = impl_stats(f), time.process_time(), len(model.sizes)
+            snap0, cpu0, batches0 = C.impl_stats(f), time.process_time(), len(model.sizes)
         wake = t0 + offsets[i] if i < n else w1
         if snap0 is None:
             wake = min(wake, w0)
@@ -304,9 +280,9 @@ def run_case(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
         sleep(0.002)
     cutoff = clock()
     cpu1 = time.process_time()
-    snap1 = impl_stats(f)
+    snap1 = C.impl_stats(f)
     if errors:
-        raise BenchError("; ".join(errors[:5]))
+        raise C.BenchError("; ".join(errors[:5]))
 
     # Latency of the window's arrivals, from the scheduled arrival; unfinished ones censored.
     lat, lag, call = [], [], []
@@ -391,22 +367,10 @@ def run_case(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def worker_main(impl: str, payload_json: str) -> int:
-    payload = json.loads(payload_json)
-    # A hang must end with stacks on stderr, not with the parent's blunt timeout.
-    faulthandler.dump_traceback_later(payload["watchdog_s"], exit=True)
-    info = C.verify_impl(impl, payload.get("expect_dir"))
+def measure(payload: dict[str, Any]) -> dict[str, Any]:
     import batched
 
-    t = time.perf_counter()
-    metrics = run_case(batched, payload["params"])
-    faulthandler.cancel_dump_traceback_later()
-    C.emit_result(
-        {"impl": impl, "info": info, "metrics": metrics, "scenario_wall_s": time.perf_counter() - t}
-    )
-    sys.stderr.flush()
-    # Callers of a saturated case may still be blocked in f(); nothing is left to wait for.
-    os._exit(0)
+    return run_case(batched, payload["params"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -510,9 +474,7 @@ def build_cases(
 
 
 def metric(case: Case | None, key: str) -> Any:
-    if case is None or not case.result or "error" in case.result:
-        return None
-    return case.result["metrics"].get(key)
+    return None if case is None else C.metric(case.result, key)
 
 
 def is_saturated(case: Case | None) -> bool:
@@ -610,18 +572,6 @@ def effective_cost(cases: list[Case]) -> dict[str, float]:
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# Targets
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Target(C.Target):
-    curve: str = ""
-    rate: int = 0
-    kind: str = ""
-
-
 def best_fixed(group: dict[str, Case], key: str, higher: bool) -> tuple[Case | None, Any]:
     best: Case | None = None
     for case in group.values():
@@ -630,66 +580,6 @@ def best_fixed(group: dict[str, Case], key: str, higher: bool) -> tuple[Case | N
         if best is None or (metric(case, key) > metric(best, key)) == higher:
             best = case
     return best, metric(best, key)
-
-
-def evaluate_targets(cases: list[Case]) -> list[Target]:
-    groups: dict[tuple[str, int], dict[str, Case]] = {}
-    for case in cases:
-        groups.setdefault((case.curve.id, case.rate), {})[case.setting.id] = case
-    targets: list[Target] = []
-    for (curve, rate), group in groups.items():
-        auto = group.get("auto")
-        if auto is None:
-            continue
-        where = f"{curve}, {rate:,}/s"
-
-        name = f"{where}: auto p99 ≤ {TARGET_P99_SLACK:.2f}x best fixed"
-        best, value = best_fixed(group, "p99_ms", higher=False)
-        mine = metric(auto, "p99_ms")
-        if best is None or not C.is_number(mine):
-            targets.append(Target(name, None, "no numbers", curve, rate, "p99"))
-        else:
-            ratio = mine / value
-            detail = (
-                f"auto {mine:,.2f} ms vs {best.setting.label} {value:,.2f} ms = {ratio:.2f}x"
-                f"{' (auto saturated)' if is_saturated(auto) else ''}"
-            )
-            shaky = [c.setting.label for c in (auto, best) if is_disturbed(c)]
-            if shaky:
-                detail += f"; on disturbed runs only ({', '.join(shaky)})"
-            if is_saturated(auto) and is_saturated(best):
-                # Beyond capacity the latency is the backlog's, which the cut-off sets.
-                detail += "; both saturated: the latency is the backlog's, see throughput"
-                targets.append(Target(name, None, detail, curve, rate, "p99"))
-            else:
-                targets.append(Target(name, ratio <= TARGET_P99_SLACK, detail, curve, rate, "p99"))
-
-        name = f"{where}: auto items/s ≥ {TARGET_TPUT_FLOOR:.2f}x best fixed"
-        best, value = best_fixed(group, "items_per_s", higher=True)
-        mine = metric(auto, "items_per_s")
-        if best is None or not C.is_number(mine) or not value:
-            targets.append(Target(name, None, "no numbers", curve, rate, "tput"))
-        else:
-            ratio = mine / value
-            full = 0.97 * BATCH_SIZE
-            note = (
-                "; every batch full in both, so the gap is the machine's, not the rule's"
-                if all(C.is_number(metric(c, "mean_batch")) for c in (auto, best))
-                and min(metric(auto, "mean_batch"), metric(best, "mean_batch")) >= full
-                else ""
-            )
-            targets.append(
-                Target(
-                    name,
-                    ratio >= TARGET_TPUT_FLOOR,
-                    f"auto {mine:,.0f} vs {best.setting.label} {value:,.0f} items/s = "
-                    f"{ratio:.3f}x{note}",
-                    curve,
-                    rate,
-                    "tput",
-                )
-            )
-    return targets
 
 
 # --------------------------------------------------------------------------------------------
@@ -795,28 +685,16 @@ def render_details(cases: list[Case], curve: Curve) -> str:
 def render_report(
     cases: list[Case],
     settings: list[Setting],
-    targets: list[Target],
     machine: dict[str, Any],
     run_desc: str,
     profile: dict[str, Any],
-    load_before: Any,
+    chart: Path | None,
 ) -> str:
-    commit = (
-        f", commit {machine['git_commit'][:10]}{' (dirty)' if machine.get('git_dirty') else ''}"
-        if machine.get("git_commit")
-        else ""
-    )
-    load = machine.get("loadavg")
-    load_text = (
-        f" Load average {load_before[0]:.1f} before the run, {load[0]:.1f} after."
-        if load and load_before
-        else ""
-    )
     out = [
         f'## batched `timeout_ms="auto"` under Poisson traffic ({run_desc})',
         "",
-        f"Machine: {machine.get('cpus')} CPUs, Python {machine.get('python')}, "
-        f"{machine.get('platform')}{commit}; every case in a fresh interpreter.{load_text}",
+        f"{C.machine_line(machine)}; every case in a fresh interpreter."
+        + (f" Chart: [{chart.name}]({chart.name})." if chart else ""),
         "",
         f"`batch_size={BATCH_SIZE}`; open-loop Poisson arrivals (the same seeded times for every "
         f"setting at a rate), handed to a pool of {profile['pool']} caller threads that each "
@@ -835,6 +713,9 @@ def render_report(
         f"Disturbed runs are tried again (up to {profile['retries']} more tries); each figure "
         f"is the median of a case's undisturbed runs ({profile['repeat']} wanted), or of all "
         "its runs, marked `†`, when every try was disturbed.",
+        "",
+        '"best fixed": the fixed `timeout_ms` with the best figure at that rate; "auto / best": '
+        '"auto"\'s figure divided by it.',
     ]
     for curve in CURVES.values():
         mine = [c for c in cases if c.curve.id == curve.id]
@@ -869,25 +750,7 @@ def render_report(
             "",
             "</details>",
         ]
-    errors = [c for c in cases if "error" in c.result]
-    if errors:
-        out += ["", "### Errors", ""]
-        for case in errors:
-            out.append(f"- {case.id}: {case.result['error']}")
-            for key in ("stderr", "stdout"):
-                if case.result.get(key):
-                    out.append(f"  {key}:\n```\n{case.result[key].rstrip()}\n```")
-    out += C.targets_markdown(targets)
-    passed = sum(t.ok is True for t in targets)
-    failed = sum(t.ok is False for t in targets)
-    na = sum(t.ok is None for t in targets)
-    out += ["", f"Summary: {passed} met, {failed} missed, {na} not applicable."]
-    shaky = [t for t in targets if t.ok is not None and "disturbed" in t.detail]
-    if shaky:
-        out.append(
-            f"{len(shaky)} of these verdicts rest on disturbed runs (†), where the machine, not "
-            "the dispatch rule, may have set the p99."
-        )
+    out += C.errors_markdown([(c.id, c.result) for c in cases if "error" in c.result])
     return "\n".join(out) + "\n"
 
 
@@ -1021,23 +884,24 @@ def replot_main(args: argparse.Namespace) -> int:
         cases.append(case)
     ids = {c.setting.id for c in cases}
     settings = [s for s in make_settings() if s.id in ids]
-    profile = data["profile_settings"]
     run_desc = data.get("run_desc") or f"{data['profile']} run, {data.get('wall_s', 0):.0f} s"
-    targets = evaluate_targets(cases)
-    report = render_report(
-        cases,
-        settings,
-        targets,
-        data["machine"],
-        run_desc,
-        profile,
-        data["setup"].get("load_before"),
-    )
-    print(report, end="")
-    md = C.write_text(args.md, report)
-    png = None if args.no_chart else draw_chart(cases, settings, C.results_path(args.png), run_desc)
-    print(f"\nMarkdown: {md}" + (f"\nChart: {png}" if png else ""))
+    publish(args, cases, settings, data["machine"], run_desc, data["profile_settings"], None)
     return 0
+
+
+def publish(
+    args: argparse.Namespace,
+    cases: list[Case],
+    settings: list[Setting],
+    machine: dict[str, Any],
+    run_desc: str,
+    profile: dict[str, Any],
+    data: dict[str, Any] | None,
+) -> None:
+    """Draws the chart (unless --no-chart), then writes the report and ``data`` (if any)."""
+    png = None if args.no_chart else draw_chart(cases, settings, C.results_path(args.png), run_desc)
+    report = render_report(cases, settings, machine, run_desc, profile, png)
+    C.write_results(args, report, data, *([f"Chart: {png}"] if png else []))
 
 
 def parent_main(args: argparse.Namespace) -> int:
@@ -1061,15 +925,7 @@ def parent_main(args: argparse.Namespace) -> int:
         return 2
     cases = build_cases(profile, curves, rates, settings)
 
-    expect: dict[str, str] = {}
-    for impl in sorted({s.impl for s in settings}):
-        C.worker_python(impl)  # creates the reference venv when needed
-        expect[impl] = C.expected_location(impl)
-        C.log(f"[setup] {impl}: {C.worker_python(impl)} (batched under {expect[impl]})")
-
-    load_before = None
-    with contextlib.suppress(OSError):
-        load_before = os.getloadavg()
+    expect = C.expected_locations([s.impl for s in settings])
     started = time.perf_counter()
     infos: dict[str, Any] = {}
     groups: dict[tuple[int, str], list[Case]] = {}
@@ -1118,7 +974,6 @@ def parent_main(args: argparse.Namespace) -> int:
     for case in cases:
         aggregate(case)
 
-    targets = evaluate_targets(cases)
     machine = C.machine_info()
     elapsed = time.perf_counter() - started
     tries = sum(len(c.runs) for c in cases)
@@ -1127,20 +982,13 @@ def parent_main(args: argparse.Namespace) -> int:
         + (f", median of {repeat} undisturbed runs" if repeat > 1 else "")
         + f", {tries} runs for {len(cases)} cases, {elapsed:.0f} s"
     )
-    report = render_report(
+    publish(
+        args,
         cases,
         settings,
-        targets,
         machine,
         run_desc,
         profile,
-        load_before,
-    )
-    print(report, end="")
-    md = C.write_text(args.md, report)
-    png = None if args.no_chart else draw_chart(cases, settings, C.results_path(args.png), run_desc)
-    out = C.write_json(
-        args.json,
         {
             "benchmark": "adaptive",
             "profile": profile_name,
@@ -1163,9 +1011,6 @@ def parent_main(args: argparse.Namespace) -> int:
                     }
                     for c in curves
                 },
-                "target_p99_slack": TARGET_P99_SLACK,
-                "target_throughput_floor": TARGET_TPUT_FLOOR,
-                "load_before": load_before,
             },
             "machine": machine,
             "implementations": {
@@ -1185,74 +1030,56 @@ def parent_main(args: argparse.Namespace) -> int:
                 }
                 for c in cases
             ],
-            "targets": [
-                {
-                    "name": t.name,
-                    "curve": t.curve,
-                    "rate": t.rate,
-                    "kind": t.kind,
-                    "ok": t.ok,
-                    "detail": t.detail,
-                }
-                for t in targets
-            ],
         },
     )
-    print(f"\nMarkdown: {md}\nJSON: {out}" + (f"\nChart: {png}" if png else ""))
-
-    failed = any("error" in c.result for c in cases) or any(t.ok is False for t in targets)
-    return 1 if (args.strict and failed) else 0
+    return C.exit_status(args, any("error" in c.result for c in cases))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    status = C.worker_entry(argv, SCRIPT, worker_main)
+    status = C.worker_entry(argv, SCRIPT, measure)
     if status is not None:
-        return status
+        sys.stderr.flush()
+        # Callers of a saturated case may still be blocked in f(); nothing is left to wait for.
+        os._exit(status)
 
-    doc = __doc__ or ""
-    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    length = parser.add_mutually_exclusive_group()
-    length.add_argument("--quick", action="store_true", help="short windows (the default)")
-    length.add_argument(
-        "--full", action="store_true", help="all rates, longer windows, 0.1.5 at 1 ms too"
-    )
+    parser = C.make_parser(__doc__, "short windows", "all rates, longer windows, 0.1.5 at 1 ms too")
     parser.add_argument("--curve", action="append", choices=list(CURVES), help="repeatable")
-    parser.add_argument("--rate", action="append", type=int, help="items/s; repeatable")
+    parser.add_argument(
+        "--rate", action="append", type=C.whole_number(1), help="items/s; repeatable"
+    )
     parser.add_argument(
         "--only", action="append", choices=SETTING_IDS, help="run only these settings"
     )
     parser.add_argument(
         "--repeat",
-        type=int,
+        type=C.whole_number(1),
         metavar="N",
         help="undisturbed runs wanted per case, medians reported (default: quick 1, full 3)",
     )
     parser.add_argument(
         "--retries",
-        type=int,
+        type=C.whole_number(0),
         metavar="N",
         help=f"extra tries per case for runs disturbed by the machine (load generator over "
         f"{LAG_LIMIT_MS:g} ms late at p99; default: quick 1, full 3)",
     )
-    parser.add_argument("--pool", type=int, default=POOL, help=f"caller threads (default {POOL})")
+    parser.add_argument(
+        "--pool", type=C.whole_number(1), default=POOL, help=f"caller threads (default {POOL})"
+    )
     parser.add_argument("--measure", type=float, help="measured window, seconds")
     parser.add_argument("--drain", type=float, help="seconds allowed after the last arrival")
-    parser.add_argument("--json", default="adaptive.json", help="output file")
-    parser.add_argument("--md", default="adaptive.md", help="markdown report file")
-    parser.add_argument("--png", default="adaptive.png", help="chart file")
+    C.add_report_arguments(parser, "adaptive")
+    parser.add_argument(
+        "--png", default="adaptive.png", help="chart file (a bare name goes to benches/results/)"
+    )
     parser.add_argument("--no-chart", action="store_true")
     parser.add_argument(
         "--from-json",
         metavar="PATH",
         help="run nothing: render the report and chart again from a results JSON",
     )
-    parser.add_argument(
-        "--strict", action="store_true", help="exit 1 when a target is missed or a case fails"
-    )
     args = parser.parse_args(argv)
-    C.at_least(parser, "--repeat", args.repeat, 1)
-    C.at_least(parser, "--retries", args.retries, 0)
     return replot_main(args) if args.from_json else parent_main(args)
 
 

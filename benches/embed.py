@@ -40,8 +40,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import faulthandler
-import json
 import math
 import os
 import random
@@ -66,12 +64,9 @@ SEED = 20_240_605
 WARMUP_SENTENCES = 64
 THREADS = 64
 TASKS = 256
-# With 64 blocking callers at most 64 - batch_size sentences wait when a batch leaves, and those
-# are all that sort_by_length can choose neighbours in length from: the smaller the batch, the
-# closer in length its rows. On two CPU threads a forward pass of 16 sorted rows costs a little
-# more per token than one of 32 (a few percent), one of 8 clearly more (a fifth or so); so 16
-# for (b) and (c). The 256 tasks of (d) leave over 200 sentences waiting, enough to sort batches
-# of 32, the ideal's size.
+# With 64 blocking callers only 64 - batch_size sentences wait when a batch leaves, and
+# sort_by_length can only group those by length: a smaller batch for (b) and (c). The 256 tasks
+# of (d) leave enough waiting for batches of the ideal's size.
 BATCH_SIZE = 16
 TASK_BATCH_SIZE = 32
 TIMEOUT_MS = 5.0
@@ -91,12 +86,6 @@ RECORDED_SETTINGS = {
     "max_words": MAX_WORDS,
 }
 
-# What the issue measured for 0.1.5 and for the ideal, and the targets it sets.
-ISSUE_REF_SPS = 105.0
-ISSUE_IDEAL_SPS = 172.0
-TARGET_OF_IDEAL = 0.85
-TARGET_VS_REF = 1.3
-
 # A fixed vocabulary: the sentences only need realistic token counts, not meaning.
 _VOCABULARY = """
 time year people way day man thing woman life child world school state family student group
@@ -112,10 +101,6 @@ young important few public bad same able quickly slowly never always often again
 just very really almost together because although while before after during under between
 """
 WORDS = tuple(_VOCABULARY.split())
-
-
-class BenchError(AssertionError):
-    """A wrong or missing embedding: a bug to report, not a number."""
 
 
 def make_sentences(seed: int, count: int) -> list[str]:
@@ -232,15 +217,15 @@ def check_results(model: Any, sentences: Sequence[str], results: Sequence[Any]) 
 
     for i, vec in enumerate(results):
         if vec is None or tuple(np.shape(vec)) != (EMBEDDING_DIM,):
-            raise BenchError(f"sentence {i}: got {type(vec).__name__} {np.shape(vec)}")
+            raise C.BenchError(f"sentence {i}: got {type(vec).__name__} {np.shape(vec)}")
         if not np.isfinite(vec).all():
-            raise BenchError(f"sentence {i}: embedding is not finite")
+            raise C.BenchError(f"sentence {i}: embedding is not finite")
     for i in random.Random(len(sentences)).sample(range(len(sentences)), SPOT_CHECKS):
         alone = model.encode([sentences[i]], batch_size=1)[0]
         got = np.asarray(results[i])
         cosine = float(got @ alone / (np.linalg.norm(got) * np.linalg.norm(alone)))
         if cosine < MIN_COSINE:
-            raise BenchError(f"sentence {i}: cosine {cosine:.4f} with its own embedding")
+            raise C.BenchError(f"sentence {i}: cosine {cosine:.4f} with its own embedding")
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,7 +300,7 @@ def drive_threads(call: Callable[[str], Any], sentences: list[str], threads: int
         worker.join()
     outcome = watch.stop(results, latencies)
     if errors:
-        raise BenchError("; ".join(errors[:5]))
+        raise C.BenchError("; ".join(errors[:5]))
     return outcome
 
 
@@ -364,20 +349,6 @@ def batching_options(p: dict[str, Any]) -> dict[str, Any]:
     if p["length_aware"]:
         options.update(sort_by_length=True, length_fn=word_count)
     return options
-
-
-def processor_stats(processor: Any) -> dict[str, Any]:
-    """The processor's own statistics (whatever fields this implementation has), for the JSON."""
-    try:
-        stats = processor.stats
-        fields = (
-            vars(stats)
-            if hasattr(stats, "__dict__")
-            else {name: getattr(stats, name) for name in getattr(stats, "__slots__", ())}
-        )
-    except Exception as exc:  # best effort: the two versions have different stats
-        return {"unavailable": f"{type(exc).__name__}: {exc}"}
-    return {k: v for k, v in fields.items() if isinstance(v, int | float | str | bool | type(None))}
 
 
 Runner = Callable[[Any, list[str], dict[str, Any], ModelMeter], tuple[Outcome, Any]]
@@ -457,19 +428,12 @@ def run_case(mode: str, p: dict[str, Any]) -> dict[str, Any]:
         "cpu_util": outcome.cpu_util,
         "other_cpu": outcome.other_cpu,
         **seen,
-        "impl_stats": processor_stats(processor) if processor is not None else None,
+        "impl_stats": C.impl_stats(processor) if processor is not None else None,
     }
 
 
-def worker_main(impl: str, payload_json: str) -> int:
-    payload = json.loads(payload_json)
-    # A hang must end with stacks on stderr, not with the parent's blunt timeout.
-    faulthandler.dump_traceback_later(payload["watchdog_s"], exit=True)
-    info = C.verify_impl(impl, payload["expect_dir"]) if payload["uses_batched"] else None
-    metrics = run_case(payload["mode"], payload["params"])
-    faulthandler.cancel_dump_traceback_later()
-    C.emit_result({"impl": impl, "info": info, "metrics": metrics})
-    return 0
+def measure(payload: dict[str, Any]) -> dict[str, Any]:
+    return run_case(payload["mode"], payload["params"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -531,15 +495,12 @@ class Results:
     combined: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def metric(self, case_id: str, key: str) -> Any:
-        result = self.combined.get(case_id)
-        if not result or "error" in result:
-            return None
-        return result["metrics"].get(key)
+        return C.metric(self.combined.get(case_id), key)
 
 
 def run_rounds(cases: Sequence[Case], settings: Settings, rounds: int) -> Results:
     """Runs every case once per round, in order, so that load from elsewhere hits all alike."""
-    expect = {impl: C.expected_location(impl) for impl in sorted({c.impl for c in cases})}
+    expect = C.expected_locations([c.impl for c in cases])
     results = Results(runs={case.id: [] for case in cases})
     for round_no in range(1, rounds + 1):
         for case in cases:
@@ -575,38 +536,8 @@ def log_result(tag: str, result: dict[str, Any], seconds: float) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Targets and report
+# Report
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Target(C.Target):
-    ratio: float | None = None
-
-
-def ratio_target(results: Results, case_id: str, base_id: str, name: str, want: float) -> Target:
-    ours, base = (results.metric(c, "sentences_per_s") for c in (case_id, base_id))
-    g = C.gain(ours, base, True)
-    if g is None:
-        return Target(name, None, f"no numbers ({case_id}={ours}, {base_id}={base})")
-    detail = f"{C.fmt_num(ours, 1)} vs {C.fmt_num(base, 1)} sentences/s = {g:.2f}"
-    return Target(name, g >= want, detail, g)
-
-
-def evaluate_targets(results: Results) -> list[Target]:
-    targets = []
-    for case_id, label in (("threads", "(c)"), ("asyncio", "(d)")):
-        targets.append(
-            ratio_target(
-                results, case_id, "ideal", f"{label} ≥ {TARGET_OF_IDEAL:g} of (e)", TARGET_OF_IDEAL
-            )
-        )
-        targets.append(
-            ratio_target(
-                results, case_id, "ref", f"{label} ≥ {TARGET_VS_REF:g}x (b)", TARGET_VS_REF
-            )
-        )
-    return targets
 
 
 def quiet_runs(combined: dict[str, Any], runs: int) -> str:
@@ -645,13 +576,12 @@ def render_table(cases: Sequence[Case], results: Results) -> str:
                 quiet_runs(results.combined[case.id], len(results.runs.get(case.id, []))),
             ]
         )
-    return C.markdown_table(headers, rows, ["l", *("r" for _ in headers[1:])])
+    return C.markdown_table(headers, rows)
 
 
 def render_report(
     cases: Sequence[Case],
     results: Results,
-    targets: list[Target],
     settings: Settings,
     machine: dict[str, Any],
     run_desc: str,
@@ -659,42 +589,33 @@ def render_report(
     out = [
         f"## batched with all-MiniLM-L6-v2: ours vs {C.REF_VERSION} ({run_desc})",
         "",
-        f"Machine: {machine.get('cpus')} CPUs, Python {machine.get('python')}, "
-        f"{machine.get('platform')}; every case in a fresh interpreter, the cases interleaved, "
+        f"{C.machine_line(machine)}; every case in a fresh interpreter, the cases interleaved, "
         "medians over the rounds.",
         "",
         f"{settings.sentences:,} sentences of {MIN_WORDS}..{MAX_WORDS} words (seed "
-        f"{settings.seed}), sentence-transformers on the CPU, "
+        f"{settings.seed}), sentence-transformers on {settings.device}, "
         f"`torch.set_num_threads({settings.torch_threads})` in every case. (b), (c), (d): "
         f"`timeout_ms={settings.timeout_ms:g}`, the batch function calls "
         "`model.encode(batch, batch_size=len(batch))`; (b) and (c) `batch_size="
         f"{settings.batch_size}`, (d) `batch_size={settings.task_batch_size}`; (c) and (d) add "
-        "`sort_by_length=True, length_fn=word_count`. Why a smaller batch for threads: with "
-        f"{settings.threads} blocking callers at most {settings.threads} - batch_size sentences "
-        "wait when a batch leaves, and `sort_by_length` can only group those by length. "
-        "Latency: per sentence, submit to result ((e): "
-        "the whole call). Mean batch and padded fraction: what the model's forward pass got; in "
-        "forward: seconds spent in forward passes per second of wall time (tokenising, "
+        "`sort_by_length=True, length_fn=word_count`. Latency: per sentence, submit to result "
+        "((e): the whole call). Mean batch and padded fraction: what the model's forward pass "
+        "got. In forward: seconds spent in forward passes per second of wall time (tokenising, "
         "batching and the rest make up the difference to 1; (a) runs many passes at once). "
         "Other CPU: cores kept busy by the rest of the machine during the case (hypervisor "
         f"steal included). Quiet runs: k/n, the medians are over the k of n runs with other "
         f"CPU at most {MAX_OTHER_CPU:g} (over all n when k is 0).",
         "",
-        f"The issue measured {C.REF_VERSION} at {ISSUE_REF_SPS:g} sentences/s against "
-        f"{ISSUE_IDEAL_SPS:g} for the ideal.",
-        "",
         render_table(cases, results),
+        *C.errors_markdown(
+            [(c.label, results.combined[c.id]) for c in cases if c.id in failed_ids(results)]
+        ),
     ]
-    errors = [c for c in cases if "error" in results.combined.get(c.id, {})]
-    if errors:
-        out += ["", "### Errors", ""]
-        for case in errors:
-            result = results.combined[case.id]
-            out.append(f"- {case.label}: {result['error']}")
-            if result.get("stderr"):
-                out.append(f"```\n{result['stderr'].rstrip()}\n```")
-    out += C.targets_markdown(targets)
     return "\n".join(out) + "\n"
+
+
+def failed_ids(results: Results) -> set[str]:
+    return {cid for cid, result in results.combined.items() if "error" in result}
 
 
 # --------------------------------------------------------------------------------------------
@@ -721,24 +642,17 @@ def parent_main(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     results = run_rounds(cases, settings, rounds)
     elapsed = time.perf_counter() - started
-    targets = evaluate_targets(results)
     machine = C.machine_info()
     run_desc = f"{profile_name} run, {rounds} round{'s' if rounds > 1 else ''}, {elapsed:.0f} s"
-    report = render_report(cases, results, targets, settings, machine, run_desc)
-    print(report, end="")
-    md = C.write_text(args.md, report)
-    out = C.write_json(
-        args.json,
+    C.write_results(
+        args,
+        render_report(cases, results, settings, machine, run_desc),
         {
             "benchmark": "embed",
             "profile": profile_name,
             "rounds": rounds,
             "elapsed_s": elapsed,
             "settings": {**RECORDED_SETTINGS, **vars(settings)},
-            "issue": {
-                "ref_sentences_per_s": ISSUE_REF_SPS,
-                "ideal_sentences_per_s": ISSUE_IDEAL_SPS,
-            },
             "machine": machine,
             "cases": [
                 {
@@ -748,52 +662,44 @@ def parent_main(args: argparse.Namespace) -> int:
                 }
                 for case in cases
             ],
-            "targets": [vars(t) for t in targets],
         },
     )
-    print(f"\nMarkdown: {md}\nJSON: {out}")
-    failed = any("error" in r for r in results.combined.values())
-    failed = failed or any(t.ok is not True for t in targets)
-    return 1 if (args.strict and failed) else 0
+    return C.exit_status(args, bool(failed_ids(results)))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    status = C.worker_entry(argv, SCRIPT, worker_main)
+    status = C.worker_entry(argv, SCRIPT, measure)
     if status is not None:
         return status
 
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    length = parser.add_mutually_exclusive_group()
-    length.add_argument("--quick", action="store_true", help="two rounds (the default)")
-    length.add_argument("--full", action="store_true", help="five rounds")
-    parser.add_argument("--rounds", type=int, metavar="N", help="override the profile's rounds")
+    count = C.whole_number(1)
+    parser = C.make_parser(__doc__, "two rounds", "five rounds")
+    parser.add_argument("--rounds", type=count, metavar="N", help="override the profile's rounds")
     parser.add_argument("--only", action="append", choices=CASE_IDS, help="run only these cases")
     parser.add_argument(
-        "--batch-size", type=int, default=BATCH_SIZE, metavar="N", help="for (b) and (c)"
+        "--batch-size", type=count, default=BATCH_SIZE, metavar="N", help="for (b) and (c)"
     )
     parser.add_argument(
-        "--task-batch-size", type=int, default=TASK_BATCH_SIZE, metavar="N", help="for (d)"
+        "--task-batch-size", type=count, default=TASK_BATCH_SIZE, metavar="N", help="for (d)"
     )
     parser.add_argument("--timeout-ms", type=float, default=TIMEOUT_MS, metavar="MS")
     parser.add_argument(
-        "--ideal-batch-size", type=int, default=IDEAL_BATCH_SIZE, metavar="N", help="for (e)"
+        "--ideal-batch-size", type=count, default=IDEAL_BATCH_SIZE, metavar="N", help="for (e)"
     )
-    parser.add_argument("--sentences", type=int, default=SENTENCES, metavar="N")
+    parser.add_argument("--sentences", type=count, default=SENTENCES, metavar="N")
     parser.add_argument(
         "--device", default="cpu", help="where the model runs: cpu (the default), cuda, ..."
     )
     parser.add_argument(
         "--torch-threads",
-        type=int,
+        type=count,
         default=default_torch_threads(),
         metavar="N",
         help="torch.set_num_threads in every case (default: the number of CPUs)",
     )
     C.add_report_arguments(parser, "embed")
-    args = parser.parse_args(argv)
-    C.at_least(parser, "--rounds", args.rounds, 1)
-    return parent_main(args)
+    return parent_main(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

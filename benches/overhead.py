@@ -1,29 +1,25 @@
 """Overhead of the batching machinery itself: this package against ``batched==0.1.5``.
 
-Both implementations are imported as ``batched``, so every measurement runs in a child
-interpreter: this script re-executes itself as ``overhead.py --worker <impl> <case-json>``
-with this interpreter (``ours``) or with the reference venv's (``ref``, created on first use,
-see ``_common.ensure_ref_venv``). Each child runs one case and prints one JSON result. Cases
-run interleaved (ours, ref, ours, ref, ...) so that load from elsewhere hits both alike.
+Both implementations are imported as ``batched``, so every case runs in a child interpreter
+(``overhead.py --worker <impl> <case-json>``), this one for ``ours`` or the reference venv's
+for ``ref``; the two alternate case by case so that load from elsewhere hits both alike.
 
 The batch function is trivial (``[x * 2 for x in items]``), so what is measured is the cost of
 queueing, waking, batching and delivering. Cases cover the thread API (``batched.dynamically``:
 N caller threads, one big list, an idle processor, a lone caller) and the asyncio API
 (``batched.aio.dynamically`` on an ``async def`` and on a plain ``def``: N tasks, one big
 list, an idle processor against a bare event loop's baseline). The 64-thread case also
-measures the machine's floor for it: 64 bare threads passing a token round a ring (see
-``token_ring``). The asyncio task cases also run, in this interpreter, the floor for them (a
-minimal single-loop batcher, ``_floor.py``) and Ray Serve's ``@serve.batch`` (``_ray_batch.py``,
-outside a deployment, its replica-context check stubbed), interleaved with the others.
+measures the machine's floor for it: 64 bare threads passing a token round a ring
+(``token_ring``). The asyncio task cases also run two peers in this interpreter: the floor
+(``_floor.py``, a minimal single-loop batcher) and Ray Serve's ``@serve.batch``
+(``_ray_batch.py``, outside a deployment).
 
-    python benches/overhead.py              # short run (default, ~4 minutes)
+    python benches/overhead.py              # short run (~4 minutes)
     python benches/overhead.py --full       # longer windows, steadier numbers
-    python benches/overhead.py --strict     # exit 1 when a target is missed
     python benches/overhead.py --only lone --only idle --impl ours
     python benches/overhead.py --only aio_async_tasks1000 --impl ours --peers floor
 
-Results: a markdown report (table and target checks) on stdout and in
-benches/results/overhead.md (for the README to include verbatim), JSON in
+Results: a markdown report on stdout and in benches/results/overhead.md, JSON in
 benches/results/overhead.json.
 """
 
@@ -31,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import faulthandler
-import json
 import math
 import sys
 import threading
@@ -69,10 +63,6 @@ def scenario(name: str) -> Callable[[ScenarioFn], ScenarioFn]:
     return register
 
 
-class BenchError(AssertionError):
-    """A wrong result or a stuck caller: a bug to report, not a number."""
-
-
 def make_double(batched: ModuleType, batch_size: int, timeout_ms: float) -> tuple[Any, list[int]]:
     """The decorated trivial function, and a [batches, items] counter updated by the worker."""
     counts = [0, 0]
@@ -86,30 +76,10 @@ def make_double(batched: ModuleType, batch_size: int, timeout_ms: float) -> tupl
     return double, counts
 
 
-def impl_stats(processor: Any) -> dict[str, Any]:
-    """The processor's own statistics (whatever fields this implementation has), for the JSON."""
-    try:
-        stats = processor.stats
-        fields = (
-            vars(stats)
-            if hasattr(stats, "__dict__")
-            else {name: getattr(stats, name) for name in getattr(stats, "__slots__", ())}
-        )
-    except Exception as exc:  # best effort: not every version has the same stats
-        return {"unavailable": f"{type(exc).__name__}: {exc}"}
-    return {k: v for k, v in fields.items() if isinstance(v, int | float | str | bool | type(None))}
-
-
-def shut(processor: Any) -> None:
-    shutdown = getattr(processor, "shutdown", None)
-    if shutdown is not None:
-        shutdown()
-
-
 def check_one(f: Any, item: int) -> None:
     got = f(item)
     if got != 2 * item:
-        raise BenchError(f"f({item!r}) returned {got!r}, expected {2 * item!r}")
+        raise C.BenchError(f"f({item!r}) returned {got!r}, expected {2 * item!r}")
 
 
 @dataclass(frozen=True)
@@ -127,20 +97,10 @@ class Mark:
 
 
 def window_metrics(
-    ends: list[array[float]],
-    lats: list[array[float]],
-    start: Mark,
-    end: Mark,
-    stats: dict[str, Any],
+    window: list[float], start: Mark, end: Mark, stats: dict[str, Any]
 ) -> dict[str, Any]:
     """Throughput, latency and CPU of the calls that completed between ``start`` and ``end``
-    (``ends``/``lats``: each caller's completion times and latencies)."""
-    window = [
-        lat
-        for e_arr, l_arr in zip(ends, lats, strict=True)
-        for e, lat in zip(e_arr, l_arr, strict=True)
-        if start.wall <= e <= end.wall
-    ]
+    (``window``: their latencies)."""
     items = len(window)
     wall = end.wall - start.wall
     cpu = end.cpu - start.cpu
@@ -171,14 +131,11 @@ def threads_scenario(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
     f, counts = make_double(batched, p["batch_size"], timeout_ms)
     check_one(f, -1)  # the worker exists before anything is timed
 
-    running = [True]
-    start = threading.Barrier(n_threads + 1)
-    ends: list[array[float]] = [array("d") for _ in range(n_threads)]
-    lats: list[array[float]] = [array("d") for _ in range(n_threads)]
-    errors: list[str] = []
+    callers = C.CallerThreads(n_threads)
+    running, start, errors = callers.running, callers.start, callers.errors
 
     def caller(k: int) -> None:
-        my_ends, my_lats = ends[k], lats[k]
+        my_ends, my_lats = callers.ends[k], callers.lats[k]
         clock = time.perf_counter
         item = k * 1_000_000_000
         start.wait()
@@ -196,29 +153,18 @@ def threads_scenario(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
         except BaseException as exc:  # report it, do not hang the others' join
             errors.append(f"thread {k}: {type(exc).__name__}: {exc}")
 
-    workers = [threading.Thread(target=caller, args=(k,), daemon=True) for k in range(n_threads)]
-    for w in workers:
-        w.start()
-    start.wait()
-    time.sleep(p["warmup_s"])
-    window_start = Mark.now(counts)
-    time.sleep(p["duration_s"])
-    window_end = Mark.now(counts)
-    running[0] = False
-    deadline = time.monotonic() + p["join_s"]
-    for w in workers:
-        w.join(max(0.0, deadline - time.monotonic()))
-    stuck = sum(w.is_alive() for w in workers)
+    window_start, window_end, stuck = callers.run(caller, p, lambda: Mark.now(counts))
     if errors:
-        raise BenchError("; ".join(errors[:5]))
+        raise C.BenchError("; ".join(errors[:5]))
     if stuck:
-        raise BenchError(
+        raise C.BenchError(
             f"{stuck} of {n_threads} caller threads still blocked in f(item) "
             f"{p['join_s']} s after the run ended"
         )
-    stats = impl_stats(f)
-    shut(f)
-    metrics = window_metrics(ends, lats, window_start, window_end, stats)
+    stats = C.impl_stats(f)
+    C.shut(f)
+    window = callers.window(window_start.wall, window_end.wall)
+    metrics = window_metrics(window, window_start, window_end, stats)
     if p.get("ring_s"):
         metrics.update(token_ring(n_threads, p["warmup_s"], p["ring_s"], p["join_s"]))
     return metrics
@@ -261,7 +207,7 @@ def token_ring(n_threads: int, warmup_s: float, duration_s: float, join_s: float
     for thread in members:
         thread.join(max(0.0, deadline - time.monotonic()))
     if any(thread.is_alive() for thread in members):
-        raise BenchError("the token ring did not stop")
+        raise C.BenchError("the token ring did not stop")
     handoffs = count1 - count0
     return {
         "ring_handoffs_per_s": handoffs / (wall1 - wall0),
@@ -272,40 +218,55 @@ def token_ring(n_threads: int, warmup_s: float, duration_s: float, join_s: float
 @scenario("big_list")
 def big_list_scenario(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
     """One call with a list of ``n`` items; repeated while the time budget allows."""
-    n = p["n"]
     f, _counts = make_double(batched, p["batch_size"], p["timeout_ms"])
     check_one(f, -1)
-    items = list(range(n))
-    expected = [2 * x for x in items]
-    times: list[float] = []
-    cpus: list[float] = []
-    budget_end = time.perf_counter() + p["budget_s"]
-    while len(times) < p["reps"]:
-        c = time.process_time()
-        t = time.perf_counter()
-        got = f(items)
-        times.append(time.perf_counter() - t)
-        cpus.append(time.process_time() - c)
-        if got != expected:
-            bad = next(
-                (i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b), None
+    calls = BigCalls(p, "f")
+    while calls.more():
+        calls.start()
+        calls.stop(f(calls.items))
+    C.shut(f)
+    return calls.metrics()
+
+
+class BigCalls:
+    """Times repeated calls with one list of ``n`` items, ``reps`` of them or as many as
+    ``budget_s`` allows (at least one), and checks every result."""
+
+    def __init__(self, p: dict[str, Any], call: str) -> None:
+        self.n, self.reps, self.call = p["n"], p["reps"], call
+        self.items = list(range(self.n))
+        self.expected = [2 * x for x in self.items]
+        self.times: list[float] = []
+        self.cpus: list[float] = []
+        self.budget_end = time.perf_counter() + p["budget_s"]
+
+    def more(self) -> bool:
+        over = bool(self.times) and time.perf_counter() > self.budget_end
+        return len(self.times) < self.reps and not over
+
+    def start(self) -> None:
+        self.cpu0, self.wall0 = time.process_time(), time.perf_counter()
+
+    def stop(self, got: Any) -> None:
+        self.times.append(time.perf_counter() - self.wall0)
+        self.cpus.append(time.process_time() - self.cpu0)
+        if got != self.expected:
+            pairs = enumerate(zip(got, self.expected, strict=False))
+            bad = next((i for i, (a, b) in pairs if a != b), None)
+            raise C.BenchError(
+                f"{self.call}(list of {self.n}) returned {type(got).__name__} of length "
+                f"{len(got)}; first mismatch at index {bad}"
             )
-            raise BenchError(
-                f"f(list of {n}) returned {type(got).__name__} of length {len(got)}; "
-                f"first mismatch at index {bad}"
-            )
-        if time.perf_counter() > budget_end:
-            break
-    shut(f)
-    best = min(times)
-    median = C.percentile(times, 50)
-    return {
-        "items_per_s": n / best,
-        "items_per_s_median": n / median,
-        "best_s": best,
-        "cpu_us_per_item": min(cpus) / n * 1e6,
-        "times_s": times,
-    }
+
+    def metrics(self) -> dict[str, Any]:
+        best = min(self.times)
+        return {
+            "items_per_s": self.n / best,
+            "items_per_s_median": self.n / C.percentile(self.times, 50),
+            "best_s": best,
+            "cpu_us_per_item": min(self.cpus) / self.n * 1e6,
+            "times_s": self.times,
+        }
 
 
 @scenario("idle")
@@ -319,40 +280,53 @@ def idle_scenario(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
     f, _counts = make_double(batched, p["batch_size"], p["timeout_ms"])
     check_one(f, -1)
     time.sleep(p["settle_s"])
-    me = threading.get_native_id()
-    before = C.thread_ctx_switches()
-    cpu0, t0 = time.process_time(), time.perf_counter()
+    window = QuietWindow()
     time.sleep(p["duration_s"])
-    cpu1, t1 = time.process_time(), time.perf_counter()
-    after = C.thread_ctx_switches()
-    wall = t1 - t0
-
-    others = vol = nonvol = 0
-    mine = 0
-    per_thread = {}
-    for tid in sorted(before.keys() & after.keys()):
-        dv = after[tid][0] - before[tid][0]
-        dn = after[tid][1] - before[tid][1]
-        per_thread[str(tid)] = [dv, dn]
-        if tid == me:
-            mine = dv + dn
-        else:
-            others += dv + dn
-            vol += dv
-            nonvol += dn
+    window.close()
     check_one(f, -2)  # still works after the quiet spell
-    shut(f)
+    C.shut(f)
+    vol = sum(v for v, _ in window.others)
+    nonvol = sum(n for _, n in window.others)
     return {
-        "cpu_ms_per_s": (cpu1 - cpu0) / wall * 1e3,
-        "wakeups_per_s": others / wall,
+        "cpu_ms_per_s": window.cpu_ms_per_s,
+        "wakeups_per_s": (vol + nonvol) / window.wall,
         "voluntary": vol,
         "nonvoluntary": nonvol,
-        "measuring_thread_switches": mine,
-        "threads_seen": len(after),
-        "threads_started_or_ended": sorted(set(str(t) for t in before.keys() ^ after.keys())),
-        "per_thread": per_thread,
-        "window_s": wall,
+        "measuring_thread_switches": sum(window.mine),
+        **window.figures(),
     }
+
+
+class QuietWindow:
+    """CPU time and context switches of every thread of this process from its creation to
+    ``close``, the measuring thread's (``mine``) apart from the others'."""
+
+    def __init__(self) -> None:
+        self.me = threading.get_native_id()
+        self.before = C.thread_ctx_switches()
+        self.cpu0, self.wall0 = time.process_time(), time.perf_counter()
+
+    def close(self) -> None:
+        cpu1, wall1 = time.process_time(), time.perf_counter()
+        self.after = C.thread_ctx_switches()
+        self.wall = wall1 - self.wall0
+        self.cpu_ms_per_s = (cpu1 - self.cpu0) / self.wall * 1e3
+        before, after = self.before, self.after
+        self.per_thread = {
+            tid: (after[tid][0] - before[tid][0], after[tid][1] - before[tid][1])
+            for tid in sorted(before.keys() & after.keys())
+        }
+        self.mine = self.per_thread.get(self.me, (0, 0))
+        self.others = [d for tid, d in self.per_thread.items() if tid != self.me]
+
+    def figures(self) -> dict[str, Any]:
+        started_or_ended = self.before.keys() ^ self.after.keys()
+        return {
+            "threads_seen": len(self.after),
+            "threads_started_or_ended": sorted(set(str(t) for t in started_or_ended)),
+            "per_thread": {str(tid): list(d) for tid, d in self.per_thread.items()},
+            "window_s": self.wall,
+        }
 
 
 @scenario("lone")
@@ -372,10 +346,10 @@ def lone_scenario(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
         got = f(item)
         lats.append(clock() - t)
         if got != 2 * item:
-            raise BenchError(f"f({item}) returned {got!r}")
+            raise C.BenchError(f"f({item}) returned {got!r}")
         item += 1
     b1, i1 = counts[0], counts[1]
-    shut(f)
+    C.shut(f)
     lat = C.latency_summary(lats)
     # What this machine's timers allow: a bare time.sleep(timeout) overshoots by this much.
     overshoot = []
@@ -439,7 +413,7 @@ def make_aio_double(
 async def acheck_one(f: Any, item: int) -> None:
     got = await f(item)
     if got != 2 * item:
-        raise BenchError(f"await f({item!r}) returned {got!r}, expected {2 * item!r}")
+        raise C.BenchError(f"await f({item!r}) returned {got!r}, expected {2 * item!r}")
 
 
 @scenario("aio_tasks")
@@ -493,15 +467,16 @@ async def _aio_tasks(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
     for task in pending:
         task.cancel()
     if errors:
-        raise BenchError("; ".join(errors[:5]))
+        raise C.BenchError("; ".join(errors[:5]))
     if pending:
-        raise BenchError(
+        raise C.BenchError(
             f"{len(pending)} of {n_tasks} tasks still awaiting f(item) "
             f"{p['join_s']} s after the run ended"
         )
-    stats = impl_stats(f)
-    shut(f)
-    return window_metrics(ends, lats, window_start, window_end, stats)
+    stats = C.impl_stats(f)
+    C.shut(f)
+    window = C.completed_between(ends, lats, window_start.wall, window_end.wall)
+    return window_metrics(window, window_start, window_end, stats)
 
 
 @scenario("aio_big_list")
@@ -511,40 +486,14 @@ def aio_big_list_scenario(batched: ModuleType, p: dict[str, Any]) -> dict[str, A
 
 
 async def _aio_big_list(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
-    n = p["n"]
     f, _counts = make_aio_double(batched, p["variant"], p["batch_size"], p["timeout_ms"])
     await acheck_one(f, -1)
-    items = list(range(n))
-    expected = [2 * x for x in items]
-    times: list[float] = []
-    cpus: list[float] = []
-    budget_end = time.perf_counter() + p["budget_s"]
-    while len(times) < p["reps"]:
-        c = time.process_time()
-        t = time.perf_counter()
-        got = await f(items)
-        times.append(time.perf_counter() - t)
-        cpus.append(time.process_time() - c)
-        if got != expected:
-            bad = next(
-                (i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b), None
-            )
-            raise BenchError(
-                f"await f(list of {n}) returned {type(got).__name__} of length {len(got)}; "
-                f"first mismatch at index {bad}"
-            )
-        if time.perf_counter() > budget_end:
-            break
-    shut(f)
-    best = min(times)
-    median = C.percentile(times, 50)
-    return {
-        "items_per_s": n / best,
-        "items_per_s_median": n / median,
-        "best_s": best,
-        "cpu_us_per_item": min(cpus) / n * 1e6,
-        "times_s": times,
-    }
+    calls = BigCalls(p, "await f")
+    while calls.more():
+        calls.start()
+        calls.stop(await f(calls.items))
+    C.shut(f)
+    return calls.metrics()
 
 
 @scenario("aio_idle")
@@ -567,58 +516,30 @@ async def _aio_idle(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
         f, _counts = make_aio_double(batched, p["variant"], p["batch_size"], p["timeout_ms"])
         await acheck_one(f, -1)
     await asyncio.sleep(p["settle_s"])
-    me = threading.get_native_id()
-    before = C.thread_ctx_switches()
-    cpu0, t0 = time.process_time(), time.perf_counter()
+    window = QuietWindow()
     await asyncio.sleep(p["duration_s"])
-    cpu1, t1 = time.process_time(), time.perf_counter()
-    after = C.thread_ctx_switches()
-    wall = t1 - t0
-
-    loop_switches = other_switches = vol = nonvol = 0
-    per_thread = {}
-    for tid in sorted(before.keys() & after.keys()):
-        dv = after[tid][0] - before[tid][0]
-        dn = after[tid][1] - before[tid][1]
-        per_thread[str(tid)] = [dv, dn]
-        vol += dv
-        nonvol += dn
-        if tid == me:
-            loop_switches += dv + dn
-        else:
-            other_switches += dv + dn
+    window.close()
     if f is not None:
         await acheck_one(f, -2)  # still works after the quiet spell
-        shut(f)
+        C.shut(f)
+    loop_switches = sum(window.mine)
+    other_switches = sum(v + n for v, n in window.others)
     return {
-        "cpu_ms_per_s": (cpu1 - cpu0) / wall * 1e3,
+        "cpu_ms_per_s": window.cpu_ms_per_s,
         "switches": loop_switches + other_switches,
-        "wakeups_per_s": (loop_switches + other_switches) / wall,
+        "wakeups_per_s": (loop_switches + other_switches) / window.wall,
         "loop_switches": loop_switches,
         "other_switches": other_switches,
-        "voluntary": vol,
-        "nonvoluntary": nonvol,
-        "threads_seen": len(after),
-        "threads_started_or_ended": sorted(set(str(t) for t in before.keys() ^ after.keys())),
-        "per_thread": per_thread,
-        "window_s": wall,
+        "voluntary": sum(v for v, _ in window.per_thread.values()),
+        "nonvoluntary": sum(n for _, n in window.per_thread.values()),
+        **window.figures(),
     }
 
 
-def worker_main(impl: str, payload_json: str) -> int:
-    payload = json.loads(payload_json)
-    # A hang must end with stacks on stderr, not with the parent's blunt timeout.
-    faulthandler.dump_traceback_later(payload["watchdog_s"], exit=True)
-    info = C.verify_impl(impl, payload.get("expect_dir"))
+def measure(payload: dict[str, Any]) -> dict[str, Any]:
     import batched
 
-    t = time.perf_counter()
-    metrics = SCENARIOS[payload["scenario"]](batched, payload["params"])
-    faulthandler.cancel_dump_traceback_later()
-    C.emit_result(
-        {"impl": impl, "info": info, "metrics": metrics, "scenario_wall_s": time.perf_counter() - t}
-    )
-    return 0
+    return SCENARIOS[payload["scenario"]](batched, payload["params"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -697,7 +618,7 @@ def build_cases(profile: dict[str, Any]) -> list[Case]:
     cases = []
     for timeout_ms in (5.0, 1.0):
         for n in (1, 4, 16, 64):
-            # The 64-thread target case also measures the machine's hand-off floor.
+            # The 64-thread case also measures the machine's hand-off floor.
             ring = n == 64 and timeout_ms == 5.0
             cases.append(
                 Case(
@@ -705,37 +626,15 @@ def build_cases(profile: dict[str, Any]) -> list[Case]:
                     scenario="threads",
                     label=f"{n} thread{'s' if n > 1 else ''}, timeout {timeout_ms:g} ms",
                     params={
+                        **window_params(profile, timeout_ms),
                         "threads": n,
-                        "timeout_ms": timeout_ms,
-                        "batch_size": 32,
-                        "warmup_s": profile["warmup_s"],
-                        "duration_s": profile["duration_s"],
-                        "join_s": 10.0,
                         "ring_s": profile["duration_s"] if ring else 0.0,
                     },
                     metrics=THREAD_METRICS + (RING_METRICS if ring else []),
                     expected_s=(profile["warmup_s"] + profile["duration_s"]) * (2 if ring else 1),
                 )
             )
-    cases.append(
-        Case(
-            id="big_list_100k",
-            scenario="big_list",
-            label="one call, 100 000-item list",
-            params={
-                "n": 100_000,
-                "batch_size": 32,
-                "timeout_ms": 5.0,
-                "reps": profile["big_reps"],
-                "budget_s": profile["big_budget_s"],
-            },
-            metrics=[
-                Metric("items_per_s", "items/s", higher_is_better=True),
-                Metric("cpu_us_per_item", "CPU µs/item", digits=3),
-            ],
-            expected_s=profile["big_budget_s"] + 10,
-        )
-    )
+    cases.append(big_list_case("big_list_100k", "big_list", "one call, 100 000-item list", profile))
     cases.append(
         Case(
             id="idle",
@@ -784,6 +683,40 @@ def build_cases(profile: dict[str, Any]) -> list[Case]:
     return cases
 
 
+def window_params(profile: dict[str, Any], timeout_ms: float) -> dict[str, Any]:
+    """The settings of a case that counts the calls completing in a measured window."""
+    return {
+        "timeout_ms": timeout_ms,
+        "batch_size": 32,
+        "warmup_s": profile["warmup_s"],
+        "duration_s": profile["duration_s"],
+        "join_s": 10.0,
+    }
+
+
+def big_list_case(
+    case_id: str, scenario: str, label: str, profile: dict[str, Any], **params: Any
+) -> Case:
+    return Case(
+        id=case_id,
+        scenario=scenario,
+        label=label,
+        params={
+            **params,
+            "n": 100_000,
+            "batch_size": 32,
+            "timeout_ms": 5.0,
+            "reps": profile["big_reps"],
+            "budget_s": profile["big_budget_s"],
+        },
+        metrics=[
+            Metric("items_per_s", "items/s", higher_is_better=True),
+            Metric("cpu_us_per_item", "CPU µs/item", digits=3),
+        ],
+        expected_s=profile["big_budget_s"] + 10,
+    )
+
+
 VARIANT_LABELS = {"async": "async def", "def": "def"}
 
 
@@ -797,38 +730,19 @@ def build_aio_cases(profile: dict[str, Any]) -> list[Case]:
                     scenario="aio_tasks",
                     label=f"asyncio, {VARIANT_LABELS[variant]}, "
                     f"{f'{n:,}'.replace(',', ' ')} task{'s' if n > 1 else ''}, timeout 5 ms",
-                    params={
-                        "variant": variant,
-                        "tasks": n,
-                        "timeout_ms": 5.0,
-                        "batch_size": 32,
-                        "warmup_s": profile["warmup_s"],
-                        "duration_s": profile["duration_s"],
-                        "join_s": 10.0,
-                    },
+                    params={**window_params(profile, 5.0), "variant": variant, "tasks": n},
                     metrics=THREAD_METRICS,
                     expected_s=profile["warmup_s"] + profile["duration_s"] + 5,
                     peers=("floor", "ray") if variant == "async" else ("floor",),
                 )
             )
     cases.append(
-        Case(
-            id="aio_big_list_100k",
-            scenario="aio_big_list",
-            label="asyncio, async def, one await of a 100 000-item list",
-            params={
-                "variant": "async",
-                "n": 100_000,
-                "batch_size": 32,
-                "timeout_ms": 5.0,
-                "reps": profile["big_reps"],
-                "budget_s": profile["big_budget_s"],
-            },
-            metrics=[
-                Metric("items_per_s", "items/s", higher_is_better=True),
-                Metric("cpu_us_per_item", "CPU µs/item", digits=3),
-            ],
-            expected_s=profile["big_budget_s"] + 10,
+        big_list_case(
+            "aio_big_list_100k",
+            "aio_big_list",
+            "asyncio, async def, one await of a 100 000-item list",
+            profile,
+            variant="async",
         )
     )
     idle_s = profile["idle_s"]
@@ -896,209 +810,7 @@ def derive_metrics(cases: dict[str, Case], impls: list[str]) -> None:
 
 
 def metric_value(case: Case, impl: str, key: str) -> Any:
-    result = case.results.get(impl)
-    if not result or "error" in result:
-        return None
-    return result["metrics"].get(key)
-
-
-# --------------------------------------------------------------------------------------------
-# Targets
-# --------------------------------------------------------------------------------------------
-
-
-Target = C.Target
-
-
-def evaluate_targets(cases: dict[str, Case], impls: list[str]) -> list[Target]:
-    targets: list[Target] = []
-    have_ref = "ref" in impls
-
-    def ratio_target(name: str, case_id: str, key: str, want: float, higher: bool) -> None:
-        """Passes when ours is at least ``want`` times better than the reference. For a
-        lower-is-better metric the detail shows ours/ref against the allowed fraction."""
-        case = cases.get(case_id)
-        if case is None:
-            return
-        if not have_ref:
-            targets.append(Target(name, None, "reference not run"))
-            return
-        ours, ref = metric_value(case, "ours", key), metric_value(case, "ref", key)
-        g = C.gain(ours, ref, higher)
-        if g is None:
-            targets.append(Target(name, None, f"no numbers (ours={ours}, ref={ref})"))
-            return
-        if higher:
-            verdict = f"{C.fmt_ratio(g)} (need ≥ {want:g}x)"
-        else:
-            verdict = f"ours = {1 / g:.2f}x ref (need ≤ {1 / want:.2g}x)"
-        targets.append(
-            Target(name, g >= want, f"ours {C.fmt_num(ours)} vs ref {C.fmt_num(ref)}: {verdict}")
-        )
-
-    ratio_target(
-        "items/s, 64 threads, timeout 5 ms ≥ 8x reference", "threads64_t5", "items_per_s", 8.0, True
-    )
-    ratio_target(
-        "items/s, one 100 000-item list ≥ 20x reference", "big_list_100k", "items_per_s", 20.0, True
-    )
-    # The issue's CPU figure for the reference (28 CPU µs per item) is this case's.
-    ratio_target(
-        "CPU µs/item, 64 threads, timeout 5 ms ≤ 0.25x reference",
-        "threads64_t5",
-        "cpu_us_per_item",
-        4.0,
-        False,
-    )
-
-    idle = cases.get("idle")
-    if idle is not None:
-        w = metric_value(idle, "ours", "wakeups_per_s")
-        if w is None:
-            targets.append(Target("0 idle wake-ups/s (ours, thread API)", None, "no number"))
-        else:
-            targets.append(
-                Target(
-                    "0 idle wake-ups/s (ours, thread API)",
-                    round(w) == 0,
-                    f"{w:.2f} wake-ups/s ({metric_value(idle, 'ours', 'voluntary')} voluntary + "
-                    f"{metric_value(idle, 'ours', 'nonvoluntary')} nonvoluntary switches in "
-                    f"{idle.params['duration_s']:g} s, measuring thread excluded)",
-                )
-            )
-
-    ratio_target(
-        "asyncio items/s, async def, 1 000 tasks ≥ 2.5x reference",
-        "aio_async_tasks1000",
-        "items_per_s",
-        2.5,
-        True,
-    )
-    ratio_target(
-        "asyncio items/s, def, 1 000 tasks ≥ 1.5x reference",
-        "aio_def_tasks1000",
-        "items_per_s",
-        1.5,
-        True,
-    )
-    for variant in ("async", "def"):
-        ratio_target(
-            f"asyncio p99 latency, {VARIANT_LABELS[variant]}, 1 000 tasks ≤ 1/3 of reference",
-            f"aio_{variant}_tasks1000",
-            "p99_us",
-            3.0,
-            False,
-        )
-
-    def peer_target(name: str, case_id: str, key: str, peer: str, bound: float) -> None:
-        """Passes when ours/peer is at least ``bound`` (items/s) or at most it (times, CPU)."""
-        case = cases.get(case_id)
-        if case is None or peer not in case.results:
-            return
-        ours, theirs = metric_value(case, "ours", key), metric_value(case, peer, key)
-        if not (C.is_number(ours) and C.is_number(theirs)) or theirs == 0:
-            targets.append(Target(name, None, f"no numbers (ours={ours}, {peer}={theirs})"))
-            return
-        higher = key == "items_per_s"
-        ratio = ours / theirs
-        ok = ratio >= bound if higher else ratio <= bound
-        need = f"need {'≥' if higher else '≤'} {bound:g}x"
-        detail = (
-            f"ours {C.fmt_num(ours)} vs {PEERS[peer]} {C.fmt_num(theirs)}: {ratio:.2f}x ({need})"
-        )
-        targets.append(Target(name, ok, detail))
-
-    peer_target(
-        "asyncio items/s, async def, 1 000 tasks ≥ 0.9x floor",
-        "aio_async_tasks1000",
-        "items_per_s",
-        "floor",
-        0.9,
-    )
-    peer_target(
-        "asyncio p99, async def, 1 000 tasks ≤ 1.2x floor",
-        "aio_async_tasks1000",
-        "p99_us",
-        "floor",
-        1.2,
-    )
-    peer_target(
-        "asyncio CPU µs/item, async def, 1 000 tasks ≤ 1.2x floor",
-        "aio_async_tasks1000",
-        "cpu_us_per_item",
-        "floor",
-        1.2,
-    )
-    peer_target(
-        "asyncio items/s, def, 1 000 tasks ≥ 0.9x its floor",
-        "aio_def_tasks1000",
-        "items_per_s",
-        "floor",
-        0.9,
-    )
-    peer_target(
-        "asyncio items/s, async def, 1 000 tasks ≥ 5x Ray Serve",
-        "aio_async_tasks1000",
-        "items_per_s",
-        "ray",
-        5.0,
-    )
-    peer_target(
-        "asyncio p99, async def, 1 000 tasks ≤ 0.3x Ray Serve",
-        "aio_async_tasks1000",
-        "p99_us",
-        "ray",
-        0.3,
-    )
-    ratio_target(
-        "asyncio items/s, one await of a 100 000-item list ≥ 10x reference",
-        "aio_big_list_100k",
-        "items_per_s",
-        10.0,
-        True,
-    )
-
-    aio_idle = [cases[i] for i in ("aio_idle_async", "aio_idle_def") if i in cases]
-    if aio_idle:
-        name = "0 asyncio idle wake-ups (ours, bare-loop baseline subtracted)"
-        parts = []
-        oks: list[bool | None] = []
-        for case in aio_idle:
-            extra = metric_value(case, "ours", "processor_wakeups")
-            total = metric_value(case, "ours", "switches")
-            base = metric_value(case, "ours", "baseline_switches")
-            if not C.is_number(extra):
-                oks.append(None)
-                parts.append(f"{case.id}: no number")
-                continue
-            oks.append(extra <= 0)
-            loop_sw = metric_value(case, "ours", "loop_switches")
-            other_sw = metric_value(case, "ours", "other_switches")
-            parts.append(
-                f"{VARIANT_LABELS[case.params['variant']]}: {total:g} "
-                f"(loop thread {loop_sw:g} + other threads {other_sw:g}) "
-                f"- bare loop {base:g} = {extra:g} switches in {case.params['duration_s']:g} s"
-            )
-        ok = None if None in oks else all(oks)
-        targets.append(Target(name, ok, "; ".join(parts)))
-
-    lone = cases.get("lone")
-    if lone is not None:
-        p50 = metric_value(lone, "ours", "p50_us")
-        limit = lone.params["timeout_ms"] * 1e3 + 100
-        name = f"lone caller p50 ≤ timeout + 100 µs = {limit:,.0f} µs (ours)"
-        if p50 is None:
-            targets.append(Target(name, None, "no number"))
-        else:
-            targets.append(
-                Target(
-                    name,
-                    p50 <= limit,
-                    f"p50 {p50:,.0f} µs "
-                    f"(p50 - timeout = {p50 - lone.params['timeout_ms'] * 1e3:+,.0f} µs)",
-                )
-            )
-    return targets
+    return C.metric(case.results.get(impl), key)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1155,40 +867,23 @@ def render_table(cases: list[Case], impls: list[str]) -> str:
 def render_report(
     cases: list[Case],
     impls: list[str],
-    targets: list[Target],
-    errors: list[tuple[Case, str, dict[str, Any]]],
+    errors: list[tuple[str, dict[str, Any]]],
     machine: dict[str, Any],
     run_desc: str,
 ) -> str:
-    """The markdown report: table, errors (if any) and targets; also written to a file so that
-    the README can include it verbatim."""
     out = [
         f"## batched overhead: ours vs {C.REF_VERSION} ({run_desc})",
         "",
-        f"Machine: {machine.get('cpus')} CPUs, Python {machine.get('python')}, "
-        f"{machine.get('platform')}"
-        + (
-            f", commit {machine['git_commit'][:10]}{' (dirty)' if machine.get('git_dirty') else ''}"
-            if machine.get("git_commit")
-            else ""
-        )
-        + "; every case in a fresh interpreter, ours and "
+        f"{C.machine_line(machine)}; every case in a fresh interpreter, ours and "
         f"{C.REF_VERSION} interleaved. Batch function: `[x * 2 for x in items]`, "
         "batch_size 32.",
         "",
-        "Ratio column: how many times better ours is (items/s: ours/ref; times and CPU: "
-        "ref/ours); > 1 means ours is better.",
+        "Ratio columns: how many times better ours is (items/s: ours/theirs; times and CPU: "
+        "theirs/ours); > 1 means ours is better.",
         "",
         render_table(cases, impls),
+        *C.errors_markdown(errors),
     ]
-    if errors:
-        out += ["", "### Errors", ""]
-        for case, impl, result in errors:
-            out.append(f"- {case.id} ({impl}): {result['error']}")
-            for key in ("stderr", "stdout"):
-                if result.get(key):
-                    out.append(f"  {key}:\n```\n{result[key].rstrip()}\n```")
-    out += C.targets_markdown(targets)
     return "\n".join(out) + "\n"
 
 
@@ -1205,18 +900,8 @@ def parent_main(args: argparse.Namespace) -> int:
         wanted |= {need for c in cases if c.id in wanted for need in c.needs}
         cases = [c for c in cases if c.id in wanted]
 
-    expect = {}
-    for impl in impls:
-        C.worker_python(impl)  # creates the reference venv when needed
-        expect[impl] = C.expected_location(impl)
-        C.log(f"[setup] {impl}: {C.worker_python(impl)} (batched under {expect[impl]})")
-
-    unknown = set(args.peers) - set(PEERS)
-    if unknown:
-        C.log(f"unknown peers {sorted(unknown)}; known: {', '.join(PEERS)}")
-        return 2
-    if args.peers and "ours" not in expect:
-        expect["ours"] = C.expected_location("ours")
+    # A peer runs in ours' interpreter.
+    expect = C.expected_locations([*impls, *(["ours"] if args.peers else [])])
 
     started = time.perf_counter()
     infos: dict[str, Any] = {}
@@ -1252,27 +937,26 @@ def parent_main(args: argparse.Namespace) -> int:
         for impl in runners:
             case.results[impl] = C.combine_runs(runs[impl])
 
-    by_id = {c.id: c for c in cases}
-    derive_metrics(by_id, impls)
-    targets = evaluate_targets(by_id, impls)
-    errors = [(c, i, c.results[i]) for c in cases for i in impls if "error" in c.results.get(i, {})]
+    derive_metrics({c.id: c for c in cases}, impls)
+    errors = [
+        (f"{c.id} ({impl})", result)
+        for c in cases
+        for impl, result in c.results.items()
+        if "error" in result
+    ]
     machine = C.machine_info()
-
     report = render_report(
         cases,
         impls,
-        targets,
         errors,
         machine,
         f"{profile_name} run"
         + (f", median of {args.repeat} runs" if args.repeat > 1 else "")
         + f", {time.perf_counter() - started:.0f} s",
     )
-    print(report, end="")
-    md = C.write_text(args.md, report)
-
-    out = C.write_json(
-        args.json,
+    C.write_results(
+        args,
+        report,
         {
             "benchmark": "overhead",
             "profile": profile_name,
@@ -1303,30 +987,23 @@ def parent_main(args: argparse.Namespace) -> int:
                 }
                 for c in cases
             ],
-            "targets": [{"name": t.name, "ok": t.ok, "detail": t.detail} for t in targets],
         },
     )
-    print(f"\nMarkdown: {md}\nJSON: {out}")
-
-    failed = errors or any(t.ok is not True for t in targets)
-    return 1 if (args.strict and failed) else 0
+    return C.exit_status(args, bool(errors))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    status = C.worker_entry(argv, SCRIPT, worker_main)
+    status = C.worker_entry(argv, SCRIPT, measure)
     if status is not None:
         return status
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    length = parser.add_mutually_exclusive_group()
-    length.add_argument("--quick", action="store_true", help="short windows (the default)")
-    length.add_argument("--full", action="store_true", help="longer windows, steadier numbers")
+    parser = C.make_parser(__doc__, "short windows", "longer windows, steadier numbers")
     parser.add_argument("--impl", choices=["both", "ours", "ref"], default="both")
     parser.add_argument(
         "--peers",
         default=",".join(PEERS),
-        type=lambda text: [peer for peer in text.split(",") if peer],
+        type=peer_list,
         help="comma-separated peers to run on the asyncio task cases "
         f"({', '.join(PEERS)}; empty for none)",
     )
@@ -1341,9 +1018,15 @@ def main(argv: list[str] | None = None) -> int:
     C.add_report_arguments(
         parser, "overhead", repeat_help="run every case N times (interleaved) and report medians"
     )
-    args = parser.parse_args(argv)
-    C.at_least(parser, "--repeat", args.repeat, 1)
-    return parent_main(args)
+    return parent_main(parser.parse_args(argv))
+
+
+def peer_list(text: str) -> list[str]:
+    peers = [peer for peer in text.split(",") if peer]
+    unknown = sorted(set(peers) - set(PEERS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown peers {unknown}; known: {', '.join(PEERS)}")
+    return peers
 
 
 if __name__ == "__main__":

@@ -22,9 +22,8 @@ Variants, for numpy arrays and for CPU torch tensors, each in a fresh interprete
   so a batch only fills (and leaves before its deadline) by the token budget, and a tight
   budget is what keeps rows of very different lengths apart.
 
-    python benches/padding.py              # short run (default, ~2 minutes)
+    python benches/padding.py              # short run (~2 minutes)
     python benches/padding.py --full       # longer windows, steadier numbers
-    python benches/padding.py --strict     # exit 1 when a target is missed
     python benches/padding.py --lib numpy --only default --only ref
     python benches/padding.py --only sort_budget --max-batch-tokens 4096
     python benches/padding.py --only ref --also-budget 1280 --also-budget 1536   # a budget sweep
@@ -37,15 +36,11 @@ benches/results/padding.json.
 from __future__ import annotations
 
 import argparse
-import faulthandler
-import json
 import math
 import random
 import sys
 import threading
 import time
-from array import array
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -66,17 +61,7 @@ SEED = 20_240_515
 FULL_BATCH_MODEL_S = 5e-3
 MAX_BATCH_TOKENS = 2 * MAX_LEN
 
-# What the issue measured for 0.1.5, and the targets it sets.
-ISSUE_REF_ITEMS_PER_S = 3064.0
-ISSUE_REF_PADDED = 0.46
-TARGET_SPEEDUP = 3.0
-TARGET_PADDED = 0.15
-
 LIBS = ("numpy", "torch")
-
-
-class BenchError(AssertionError):
-    """A wrong result or a stuck caller: a bug to report, not a number."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,15 +133,9 @@ class PadCounter:
 
 
 def make_model(
-    batched: ModuleType,
-    lib: str,
-    options: dict[str, Any],
-    counter: PadCounter,
-    s_per_pos: float,
-    on_batch: Callable[[], None] | None = None,
+    batched: ModuleType, lib: str, options: dict[str, Any], counter: PadCounter, s_per_pos: float
 ) -> Any:
-    """The decorated simulated model; `on_batch`, if given, runs first in every call of it
-    (gil_cost.py uses it to hold the GIL longer on the worker's side)."""
+    """The decorated simulated model."""
     if lib == "torch":
 
         def reduce(ids: Any, mask: Any) -> Any:
@@ -177,8 +156,6 @@ def make_model(
     decorate = batched.inference.dynamically(**settings)
 
     def model(features: dict[str, Any]) -> Any:
-        if on_batch is not None:
-            on_batch()
         ids, mask = features["input_ids"], features["attention_mask"]
         if tuple(ids.shape) != tuple(mask.shape) or len(ids.shape) != 2:
             counter.errors.append(
@@ -195,25 +172,11 @@ def make_model(
     return decorate(model)
 
 
-def impl_stats(processor: Any) -> dict[str, Any]:
-    """The processor's own statistics (whatever fields this implementation has), for the JSON."""
-    try:
-        stats = processor.stats
-        fields = (
-            vars(stats)
-            if hasattr(stats, "__dict__")
-            else {name: getattr(stats, name) for name in getattr(stats, "__slots__", ())}
-        )
-    except Exception as exc:  # best effort: not every version has the same stats
-        return {"unavailable": f"{type(exc).__name__}: {exc}"}
-    return {k: v for k, v in fields.items() if isinstance(v, int | float | str | bool | type(None))}
-
-
 def result_value(got: Any) -> int:
     """The one number a call returns; raises BenchError unless it has shape (1, 1)."""
     shape = tuple(getattr(got, "shape", ()))
     if shape != (1, 1):
-        raise BenchError(f"returned {type(got).__name__} of shape {shape}, expected (1, 1)")
+        raise C.BenchError(f"returned {type(got).__name__} of shape {shape}, expected (1, 1)")
     return int(got.reshape(-1)[0])
 
 
@@ -232,16 +195,13 @@ def run_variant(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
     ids, mask, expected = all_rows[0][0]
     got = result_value(model({"input_ids": ids, "attention_mask": mask}))
     if got != expected:
-        raise BenchError(f"first call returned {got}, expected {expected}")
+        raise C.BenchError(f"first call returned {got}, expected {expected}")
 
-    running = [True]
-    start = threading.Barrier(n_threads + 1)
-    ends: list[array[float]] = [array("d") for _ in range(n_threads)]
-    lats: list[array[float]] = [array("d") for _ in range(n_threads)]
-    errors: list[str] = []
+    callers = C.CallerThreads(n_threads)
+    running, start, errors = callers.running, callers.start, callers.errors
 
     def caller(k: int) -> None:
-        rows, my_ends, my_lats = all_rows[k], ends[k], lats[k]
+        rows, my_ends, my_lats = all_rows[k], callers.ends[k], callers.lats[k]
         clock = time.perf_counter
         i = 0
         start.wait()
@@ -264,19 +224,10 @@ def run_variant(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
         except BaseException as exc:  # report it, do not hang the others' join
             errors.append(f"thread {k} call {i}: {type(exc).__name__}: {exc}")
 
-    workers = [threading.Thread(target=caller, args=(k,), daemon=True) for k in range(n_threads)]
-    for w in workers:
-        w.start()
-    start.wait()
-    time.sleep(p["warmup_s"])
-    t0, cpu0, snap0 = time.perf_counter(), time.process_time(), counter.snapshot()
-    time.sleep(p["duration_s"])
-    t1, cpu1, snap1 = time.perf_counter(), time.process_time(), counter.snapshot()
-    running[0] = False
-    deadline = time.monotonic() + p["join_s"]
-    for w in workers:
-        w.join(max(0.0, deadline - time.monotonic()))
-    stuck = sum(w.is_alive() for w in workers)
+    def mark() -> tuple[float, float, tuple[int, int, int, int, float]]:
+        return time.perf_counter(), time.process_time(), counter.snapshot()
+
+    (t0, cpu0, snap0), (t1, cpu1, snap1), stuck = callers.run(caller, p, mark)
     problems = errors[:5] + counter.errors[:5]
     if stuck:
         problems.append(
@@ -284,18 +235,11 @@ def run_variant(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
             f"{p['join_s']} s after the run ended"
         )
     if problems:
-        raise BenchError("; ".join(problems))
-    stats = impl_stats(model)
-    shutdown = getattr(model, "shutdown", None)
-    if shutdown is not None:
-        shutdown()
+        raise C.BenchError("; ".join(problems))
+    stats = C.impl_stats(model)
+    C.shut(model)
 
-    window = [
-        lat
-        for e_arr, l_arr in zip(ends, lats, strict=True)
-        for e, lat in zip(e_arr, l_arr, strict=True)
-        if t0 <= e <= t1
-    ]
+    window = callers.window(t0, t1)
     items, wall = len(window), t1 - t0
     lat = C.latency_summary(window)
     batches, rows, padded, real, model_s = (b - a for a, b in zip(snap0, snap1, strict=True))
@@ -318,21 +262,11 @@ def run_variant(batched: ModuleType, p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def worker_main(impl: str, payload_json: str) -> int:
-    payload = json.loads(payload_json)
-    # A hang must end with stacks on stderr, not with the parent's blunt timeout.
-    faulthandler.dump_traceback_later(payload["watchdog_s"], exit=True)
-    info = C.verify_impl(impl, payload.get("expect_dir"))
+def measure(payload: dict[str, Any]) -> dict[str, Any]:
     import batched
     import batched.inference  # 0.1.5 imports it from its __init__; ours may not
 
-    t = time.perf_counter()
-    metrics = run_variant(batched, payload["params"])
-    faulthandler.cancel_dump_traceback_later()
-    C.emit_result(
-        {"impl": impl, "info": info, "metrics": metrics, "scenario_wall_s": time.perf_counter() - t}
-    )
-    return 0
+    return run_variant(batched, payload["params"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -430,58 +364,7 @@ def build_cases(
 
 
 def metric(case: Case | None, key: str) -> Any:
-    if case is None or not case.result or "error" in case.result:
-        return None
-    return case.result["metrics"].get(key)
-
-
-# --------------------------------------------------------------------------------------------
-# Targets
-# --------------------------------------------------------------------------------------------
-
-
-Target = C.Target
-
-
-def evaluate_targets(cases: list[Case]) -> list[Target]:
-    by_key = {(c.lib, c.variant.id): c for c in cases}
-    targets: list[Target] = []
-    for lib in LIBS:
-        ref = by_key.get((lib, "ref"))
-        for case in cases:
-            variant = case.variant
-            if case.lib != lib or variant.impl == "ref":
-                continue
-            name = f"{lib}, {variant.label}: items/s ≥ {TARGET_SPEEDUP:g}x {C.REF_VERSION}"
-            ours, theirs = metric(case, "items_per_s"), metric(ref, "items_per_s")
-            g = C.gain(ours, theirs, True)
-            if ref is None:
-                targets.append(Target(name, None, "reference not run"))
-            elif g is None:
-                targets.append(Target(name, None, f"no numbers (ours={ours}, ref={theirs})"))
-            else:
-                targets.append(
-                    Target(
-                        name,
-                        g >= TARGET_SPEEDUP,
-                        f"{C.fmt_num(ours)} vs {C.fmt_num(theirs)} items/s = {C.fmt_ratio(g)}",
-                    )
-                )
-            if variant.length_aware:
-                name = f"{lib}, {variant.label}: padded fraction ≤ {TARGET_PADDED:g}"
-                pf, own = metric(case, "padded_fraction"), metric(case, "stats_padded_fraction")
-                if not C.is_number(pf):
-                    targets.append(Target(name, None, "no number"))
-                else:
-                    targets.append(
-                        Target(
-                            name,
-                            pf <= TARGET_PADDED,
-                            f"measured {pf:.3f} (stats.padded_fraction {C.fmt_num(own, 3)}; "
-                            f"{C.REF_VERSION}: {C.fmt_num(metric(ref, 'padded_fraction'), 3)})",
-                        )
-                    )
-    return targets
+    return None if case is None else C.metric(case.result, key)
 
 
 # --------------------------------------------------------------------------------------------
@@ -536,23 +419,12 @@ def render_table(cases: list[Case]) -> str:
     return C.markdown_table(headers, rows, align)
 
 
-def render_report(
-    cases: list[Case],
-    targets: list[Target],
-    machine: dict[str, Any],
-    run_desc: str,
-) -> str:
-    errors = [c for c in cases if "error" in c.result]
-    commit = (
-        f", commit {machine['git_commit'][:10]}{' (dirty)' if machine.get('git_dirty') else ''}"
-        if machine.get("git_commit")
-        else ""
-    )
+def render_report(cases: list[Case], machine: dict[str, Any], run_desc: str) -> str:
+    errors = [(f"{c.lib}, {c.variant.label}", c.result) for c in cases if "error" in c.result]
     out = [
         f"## batched padding: ours vs {C.REF_VERSION} ({run_desc})",
         "",
-        f"Machine: {machine.get('cpus')} CPUs, Python {machine.get('python')}, "
-        f"{machine.get('platform')}{commit}; every variant in a fresh interpreter.",
+        f"{C.machine_line(machine)}; every variant in a fresh interpreter.",
         "",
         f"{THREADS} caller threads, each sending one int64 row at a time (`input_ids` and "
         f"`attention_mask` of shape (1, L), L uniform in {MIN_LEN}..{MAX_LEN}, one seeded "
@@ -565,19 +437,9 @@ def render_report(
         "ours' own figure, over the whole run (warm-up included). Model busy: share of the "
         "window spent in the model's simulated work.",
         "",
-        f"The issue measured {C.REF_VERSION} at {ISSUE_REF_ITEMS_PER_S:,.0f} items/s with a "
-        f"padded fraction of {ISSUE_REF_PADDED:g}.",
-        "",
         render_table(cases),
+        *C.errors_markdown(errors),
     ]
-    if errors:
-        out += ["", "### Errors", ""]
-        for case in errors:
-            out.append(f"- {case.lib}, {case.variant.label}: {case.result['error']}")
-            for key in ("stderr", "stdout"):
-                if case.result.get(key):
-                    out.append(f"  {key}:\n```\n{case.result[key].rstrip()}\n```")
-    out += C.targets_markdown(targets)
     return "\n".join(out) + "\n"
 
 
@@ -609,11 +471,7 @@ def parent_main(args: argparse.Namespace) -> int:
         return 2
     cases = build_cases(profile, libs, variants, args.device)
 
-    expect: dict[str, str] = {}
-    for impl in sorted({v.impl for v in variants}):
-        C.worker_python(impl)  # creates the reference venv when needed
-        expect[impl] = C.expected_location(impl)
-        C.log(f"[setup] {impl}: {C.worker_python(impl)} (batched under {expect[impl]})")
+    expect = C.expected_locations([v.impl for v in variants])
 
     started = time.perf_counter()
     infos: dict[str, Any] = {}
@@ -641,20 +499,17 @@ def parent_main(args: argparse.Namespace) -> int:
     for case in cases:
         case.result = C.combine_runs(runs[case.id])
 
-    targets = evaluate_targets(cases)
     machine = C.machine_info()
     report = render_report(
         cases,
-        targets,
         machine,
         f"{profile_name} run"
         + (f", median of {args.repeat} runs" if args.repeat > 1 else "")
         + f", {time.perf_counter() - started:.0f} s",
     )
-    print(report, end="")
-    md = C.write_text(args.md, report)
-    out = C.write_json(
-        args.json,
+    C.write_results(
+        args,
+        report,
         {
             "benchmark": "padding",
             "profile": profile_name,
@@ -668,8 +523,6 @@ def parent_main(args: argparse.Namespace) -> int:
                 "max_len": MAX_LEN,
                 "seed": SEED,
                 "full_batch_model_s": FULL_BATCH_MODEL_S,
-                "issue_ref_items_per_s": ISSUE_REF_ITEMS_PER_S,
-                "issue_ref_padded_fraction": ISSUE_REF_PADDED,
             },
             "machine": machine,
             "implementations": {
@@ -688,26 +541,18 @@ def parent_main(args: argparse.Namespace) -> int:
                 }
                 for c in cases
             ],
-            "targets": [{"name": t.name, "ok": t.ok, "detail": t.detail} for t in targets],
         },
     )
-    print(f"\nMarkdown: {md}\nJSON: {out}")
-
-    failed = any("error" in c.result for c in cases) or any(t.ok is not True for t in targets)
-    return 1 if (args.strict and failed) else 0
+    return C.exit_status(args, any("error" in c.result for c in cases))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    status = C.worker_entry(argv, SCRIPT, worker_main)
+    status = C.worker_entry(argv, SCRIPT, measure)
     if status is not None:
         return status
 
-    doc = __doc__ or ""
-    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    length = parser.add_mutually_exclusive_group()
-    length.add_argument("--quick", action="store_true", help="short windows (the default)")
-    length.add_argument("--full", action="store_true", help="longer windows, steadier numbers")
+    parser = C.make_parser(__doc__, "short windows", "longer windows, steadier numbers")
     parser.add_argument("--lib", choices=["both", *LIBS], default="both")
     parser.add_argument(
         "--device", default="cpu", help="where the torch rows live (cuda: implies --lib torch)"
@@ -736,14 +581,9 @@ def main(argv: list[str] | None = None) -> int:
         help="also run sort_by_length with max_batch_tokens=N (repeatable; kept by any --only)",
     )
     C.add_report_arguments(
-        parser,
-        "padding",
-        repeat_help="run every variant N times (interleaved) and report medians",
-        strict_help="exit 1 when a target is missed or a variant fails",
+        parser, "padding", repeat_help="run every variant N times (interleaved) and report medians"
     )
-    args = parser.parse_args(argv)
-    C.at_least(parser, "--repeat", args.repeat, 1)
-    return parent_main(args)
+    return parent_main(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

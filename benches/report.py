@@ -42,13 +42,8 @@ BENCH_README = C.BENCH_DIR / "README.md"
 CHART = C.RESULTS_DIR / "benchmarks.png"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
-# Each benchmark script and the arguments bench.sh has always given it.
-BENCHES: dict[str, list[str]] = {
-    "overhead": ["--md", "overhead.md"],
-    "padding": [],
-    "embed": [],
-    "serve": [],
-}
+# The benchmarks this script runs; load.py and adaptive.py take too long and run alone.
+BENCHES = ("overhead", "padding", "embed", "serve")
 
 OURS_COLOR, REF_COLOR, BASE_COLOR, IDEAL_COLOR = "#1f77b4", "#9a9a9a", "#d9a441", "#2ca02c"
 
@@ -62,7 +57,7 @@ def run_benches(names: Sequence[str], full: bool) -> list[str]:
     """Runs each benchmark script in turn; returns the names of those that failed."""
     failed = []
     for name in names:
-        cmd = [sys.executable, str(C.BENCH_DIR / f"{name}.py"), *BENCHES[name]]
+        cmd = [sys.executable, str(C.BENCH_DIR / f"{name}.py")]
         cmd += ["--full"] if full else []
         C.log(f"[report] {' '.join(cmd[1:])}")
         started = time.perf_counter()
@@ -223,7 +218,12 @@ def serve_results(data: dict[str, Any]) -> tuple[list[serve.Variant], serve.Resu
 
 
 def rows_table(rows: Sequence[Row]) -> str:
-    headers = ["scenario (batch_size 32, timeout_ms 5)", "batched", C.REF_VERSION, "ratio"]
+    headers = [
+        "scenario (batch_size 32, timeout_ms 5)",
+        "batched",
+        C.REF_VERSION,
+        f"÷ {C.REF_VERSION}",
+    ]
     cells = [
         [
             r.label,
@@ -233,22 +233,17 @@ def rows_table(rows: Sequence[Row]) -> str:
         ]
         for r in rows
     ]
-    return C.markdown_table(headers, cells, ["l", "r", "r", "r"])
+    return C.markdown_table(headers, cells)
 
 
 def run_line(results: dict[str, dict[str, Any]]) -> str:
-    """Which run each table comes from: profile, date, machine, commit."""
-    parts = []
-    for name, data in results.items():
-        machine = data.get("machine", {})
-        commit = (machine.get("git_commit") or "")[:10]
-        stamp = (machine.get("timestamp") or "")[:10]
-        parts.append(f"{name}: {data.get('profile')} run, {stamp}, {commit}")
-    machine = next(iter(results.values()), {}).get("machine", {})
-    return (
-        f"Machine: {machine.get('cpus')} CPUs, Python {machine.get('python')}, "
-        f"{machine.get('platform')}. Runs: " + "; ".join(parts) + "."
-    )
+    """The machine, once, and which run (the quick or the full one) each table comes from."""
+    machines = {
+        (m.get("cpus"), m.get("python")) for m in (d.get("machine", {}) for d in results.values())
+    }
+    where = "; ".join(f"{cpus} CPUs, Python {python}" for cpus, python in sorted(machines))
+    runs = "; ".join(f"{name}: {data.get('profile')} run" for name, data in results.items())
+    return f"Machine: {where}. Runs: {runs}."
 
 
 QUIET_NOTE = (
@@ -289,7 +284,7 @@ def peers_table(data: dict[str, Any]) -> str | None:
     headers = ["scenario (batch_size 32, timeout_ms 5)", "batched"]
     for label in PEER_LABELS.values():
         headers += [label, "batched / it"]
-    return C.markdown_table(headers, cells, ["l", *("r" for _ in headers[1:])])
+    return C.markdown_table(headers, cells)
 
 
 def overhead_section(results: dict[str, dict[str, Any]]) -> list[str]:
@@ -456,7 +451,7 @@ def headline_table(rows: Sequence[Headline]) -> str:
         ]
         for r in rows
     ]
-    return C.markdown_table(headers, cells, ["l"] + ["r"] * 7)
+    return C.markdown_table(headers, cells)
 
 
 def readme_block(results: dict[str, dict[str, Any]]) -> str:
@@ -476,42 +471,55 @@ def readme_block(results: dict[str, dict[str, Any]]) -> str:
 BENCH_README_INTRO = f"""# Benchmarks
 
 Each benchmark compares this package with batched {C.REF_VERSION} (the pure-Python predecessor,
-installed from PyPI into a venv of its own) and, where one exists, with the floor: the least
-the machine or the runtime needs for the same hand-offs with no batching library at all. Every
-case runs in a fresh interpreter, the implementations alternate within one run, and each ratio
-compares figures of the same run. `bash scripts/bench.sh` (from the repository root) sets up
-the environment, runs them all, redraws `results/benchmarks.png` and rewrites this page and the
-README's table; `bash scripts/bench.sh --full` runs the longer version of each. Each script
-also runs alone, with `--help` for its options: `python benches/overhead.py`, and so on.
+installed from PyPI into a venv of its own on first use) and, where one exists, with the floor:
+the least the machine or the runtime needs for the same hand-offs with no batching library at
+all. Every case runs in a fresh interpreter, the implementations alternate within one run, and
+each ratio compares figures of the same run: on a shared or virtual machine, read the ratios
+rather than the absolute numbers.
 
-* `overhead.py`: the cost of batching itself, with a trivial batch function: 1 to 64 threads,
-  a 100 000-item list, an idle processor's wake-ups, a lone caller's latency past `timeout_ms`,
-  and the same on asyncio. The floor of the 64-thread case is 64 bare Python threads passing a
-  token round a ring: every batched item needs the same hand-off back to its blocked caller.
-* `padding.py`: the inference flavour, 16 threads sending rows of 8..512 tokens to a simulated
-  model whose cost follows the padded size, with numpy and with torch: default,
-  `sort_by_length`, and a token budget.
-* `embed.py`: all-MiniLM-L6-v2 through sentence-transformers on the CPU, 1 024 sentences of
-  5..60 words: (a) no batching, (b) 0.1.5, (c) this package on 64 threads, (d) on 256 asyncio
-  tasks, and (e) the floor, one direct `encode` call over all the sentences.
-* `serve.py`: the same model in a FastAPI app under uvicorn, 64 concurrent httpx clients on
-  loopback: no batching, 0.1.5, this package.
-* `load.py`: the same service under open-loop load, as TEI and Triton are measured: Poisson
-  arrivals from a generator process, each variant's capacity found first, then every variant
-  at 50%, 80% and 95% of the best capacity, alternated within each round; p50 to p99.9
-  latency, the rate achieved and the failed share
-  ([results/load.md](results/load.md), [results/load.png](results/load.png)). It takes about
-  half an hour, so `bench.sh` leaves it out: `python benches/load.py --help`.
-* `adaptive.py`: Poisson arrivals from 10 to 20 000 items/s against simulated models, fixed
-  `timeout_ms` values against `"auto"` and 0.1.5, p99 latency and throughput at each rate
-  ([results/adaptive.md](results/adaptive.md)).
+## Running them
+
+From the repository root, `bash scripts/bench.sh` sets up the environment, runs `overhead.py`,
+`padding.py`, `embed.py` and `serve.py` (through `benches/report.py`), redraws
+`results/benchmarks.png` and rewrites this page and the README's table;
+`bash scripts/bench.sh --full` runs the longer version of each. `python benches/report.py
+--no-run` only redraws and rewrites them from the JSON results in `results/`.
+
+Each script also runs alone and writes `results/<name>.md` and `results/<name>.json`;
+`--help` lists its options, `--quick` (the default) and `--full` choose the run's length, and
+`--strict` makes it exit with status 1 when any case failed.
+
+* `overhead.py` (about 4 minutes): the cost of batching itself, with a trivial batch
+  function: 1 to 64 threads, a 100 000-item list, an idle processor's wake-ups, a lone
+  caller's latency past `timeout_ms`, and the same on asyncio. The 64-thread case's floor is
+  64 bare Python threads passing a token round a ring; the asyncio task cases also run the
+  floor (`_floor.py`) and Ray Serve's `@serve.batch` (`_ray_batch.py`).
+  [Full report](results/overhead.md).
+* `padding.py` (about 2 minutes): the inference flavour, 16 threads sending rows of 8..512
+  tokens to a simulated model whose cost follows the padded size, with numpy and with torch:
+  default, `sort_by_length`, and a token budget. `--lib torch --device cuda` puts the rows on
+  the GPU. [Full report](results/padding.md).
+* `embed.py` (about 4 minutes): all-MiniLM-L6-v2 through sentence-transformers, 1 024
+  sentences of 5..60 words: (a) no batching, (b) {C.REF_VERSION}, (c) this package on 64
+  threads, (d) on 256 asyncio tasks, and (e) the floor, one direct `encode` call over all the
+  sentences. `--device cuda` runs the model on the GPU.
+* `serve.py` (about 2 minutes): the same model in a FastAPI app under uvicorn, 64 concurrent
+  httpx clients on loopback: no batching, {C.REF_VERSION}, this package and Ray Serve's
+  `@serve.batch`.
+* `load.py` (about half an hour, so `bench.sh` leaves it out): the same service under
+  open-loop load, Poisson arrivals from a generator process. Each variant's capacity is found
+  first, then every variant runs at 50%, 80% and 95% of the best capacity, alternating within
+  each round: p50 to p99.9 latency, the rate achieved and the failed share.
+  [Full report](results/load.md), [chart](results/load.png).
+* `adaptive.py` (5 to 8 minutes): Poisson arrivals from 10 to 20 000 items/s against
+  simulated models, fixed `timeout_ms` values against `"auto"` and {C.REF_VERSION}: p99
+  latency and throughput at each rate. [Full report](results/adaptive.md).
 
 `scripts/gpu_check.sh` is the GPU run, for a machine with CUDA: the CUDA tests, `padding.py`
 with CUDA tensors and `embed.py` with the model on the GPU, results in `results/gpu/`.
 
-The figures below come from a 2-core virtual machine, where separate runs differ by up to 3x;
-read the ratios, which come from one run each, rather than the absolute numbers. The "other
-CPU" columns say how many cores the rest of the machine kept busy during a case.
+The "other CPU" columns below say how many cores the rest of the machine kept busy during a
+case.
 """
 
 
@@ -555,7 +563,7 @@ def wrap(label: str, width: int = 16) -> str:
 
 
 def label_bars(ax: Any, bars: Any, texts: Sequence[str]) -> None:
-    """Values above the bars, on white so that a target line behind them stays legible."""
+    """Values above the bars, on white so that the grid behind them stays legible."""
     for text in ax.bar_label(bars, labels=list(texts), fontsize=7, padding=2):
         text.set_bbox({"facecolor": "white", "edgecolor": "none", "pad": 0.5})
 
@@ -687,7 +695,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="the longer run of every benchmark")
     parser.add_argument(
-        "--only", action="append", choices=list(BENCHES), help="run only these benchmarks"
+        "--only", action="append", choices=BENCHES, help="run only these benchmarks"
     )
     parser.add_argument(
         "--no-run", action="store_true", help="only redraw the chart and rewrite the tables"

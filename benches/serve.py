@@ -59,10 +59,6 @@ STOP_TIMEOUT_S = 15.0
 SPOT_CHECKS = 8
 
 
-class BenchError(AssertionError):
-    """A wrong answer or a server that would not come up: a bug to report, not a number."""
-
-
 # --------------------------------------------------------------------------------------------
 # Server side (a child: ``serve.py --server <impl> <json>``)
 # --------------------------------------------------------------------------------------------
@@ -178,12 +174,12 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str) -> None:
     with httpx.Client(base_url=url, timeout=1.0) as client:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise BenchError(f"server exited with status {proc.returncode}")
+                raise C.BenchError(f"server exited with status {proc.returncode}")
             with contextlib.suppress(httpx.HTTPError):
                 if client.get("/health").status_code == 200:
                     return
             time.sleep(0.2)
-    raise BenchError(f"server not ready after {READY_TIMEOUT_S:.0f} s")
+    raise C.BenchError(f"server not ready after {READY_TIMEOUT_S:.0f} s")
 
 
 @contextlib.contextmanager
@@ -202,7 +198,7 @@ def running_server(
     except Exception as exc:
         if proc.poll() is None:
             raise
-        raise BenchError(
+        raise C.BenchError(
             f"{type(exc).__name__}: {exc} (the server exited with status {proc.returncode})"
         ) from exc
     finally:
@@ -217,9 +213,9 @@ def running_server(
 def check_answer(vector: Any) -> list[float]:
     """The embedding of one answer; raises BenchError unless it is 384 finite floats."""
     if not isinstance(vector, list) or len(vector) != E.EMBEDDING_DIM:
-        raise BenchError(f"answer is not a {E.EMBEDDING_DIM}-vector: {str(vector)[:80]}")
+        raise C.BenchError(f"answer is not a {E.EMBEDDING_DIM}-vector: {str(vector)[:80]}")
     if not all(isinstance(x, float) and math.isfinite(x) for x in vector):
-        raise BenchError("answer has non-finite or non-float values")
+        raise C.BenchError("answer has non-finite or non-float values")
     return vector
 
 
@@ -326,7 +322,7 @@ def run_rounds(
 ) -> dict[str, list[dict[str, Any]]]:
     """Runs every variant once per round, in order; drops the answers once checked."""
     sentences = E.make_sentences(settings.seed, settings.sentences)
-    expect = {impl: C.expected_location(impl) for impl in sorted({v.impl for v in variants})}
+    expect = C.expected_locations([v.impl for v in variants])
     runs: dict[str, list[dict[str, Any]]] = {v.id: [] for v in variants}
     for round_no in range(1, rounds + 1):
         for variant in variants:
@@ -375,10 +371,7 @@ class Results:
         }
 
     def metric(self, variant_id: str, key: str) -> Any:
-        result = self.combined.get(variant_id)
-        if not result or "error" in result:
-            return None
-        return result["metrics"].get(key)
+        return C.metric(self.combined.get(variant_id), key)
 
 
 BASES = (("plain", "no batching"), ("ref", C.REF_VERSION), ("ray", "Ray Serve"))
@@ -418,7 +411,7 @@ def render_table(variants: Sequence[Variant], results: Results) -> str:
                 E.quiet_runs(results.combined[v.id], len(results.runs.get(v.id, []))),
             ]
         )
-    return C.markdown_table(headers, rows, ["l", *("r" for _ in headers[1:])])
+    return C.markdown_table(headers, rows)
 
 
 def render_report(
@@ -431,8 +424,7 @@ def render_report(
     out = [
         f"## all-MiniLM-L6-v2 behind FastAPI: ours vs {C.REF_VERSION} vs no batching ({run_desc})",
         "",
-        f"Machine: {machine.get('cpus')} CPUs, Python {machine.get('python')}, "
-        f"{machine.get('platform')}; uvicorn on loopback, one fresh server per variant and "
+        f"{C.machine_line(machine)}; uvicorn on loopback, one fresh server per variant and "
         "round, the clients (httpx, one connection each) in the parent; medians over the rounds.",
         "",
         f"{settings.sentences:,} requests, one sentence each ({E.MIN_WORDS}..{E.MAX_WORDS} words, "
@@ -446,18 +438,15 @@ def render_report(
         f"over the k of n runs with other CPU at most {E.MAX_OTHER_CPU:g} (all n when k is 0).",
         "",
         render_table(variants, results),
+        *C.errors_markdown(
+            [(v.label, results.combined[v.id]) for v in variants if v.id in failed_ids(results)]
+        ),
     ]
-    errors = [v for v in variants if "error" in results.combined.get(v.id, {})]
-    if errors:
-        out += ["", "### Errors", ""]
-        for v in errors:
-            result = results.combined[v.id]
-            out.append(f"- {v.label}: {result['error']}")
-            for detail in result.get("details", []):
-                out.append(f"  - {detail}")
-            if result.get("stderr"):
-                out.append(f"```\n{result['stderr'].rstrip()}\n```")
     return "\n".join(out) + "\n"
+
+
+def failed_ids(results: Results) -> set[str]:
+    return {vid for vid, result in results.combined.items() if "error" in result}
 
 
 # --------------------------------------------------------------------------------------------
@@ -482,11 +471,9 @@ def parent_main(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     machine = C.machine_info()
     run_desc = f"{profile_name} run, {rounds} round{'s' if rounds > 1 else ''}, {elapsed:.0f} s"
-    report = render_report(variants, results, settings, machine, run_desc)
-    print(report, end="")
-    md = C.write_text(args.md, report)
-    out = C.write_json(
-        args.json,
+    C.write_results(
+        args,
+        render_report(variants, results, settings, machine, run_desc),
         {
             "benchmark": "serve",
             "profile": profile_name,
@@ -504,9 +491,7 @@ def parent_main(args: argparse.Namespace) -> int:
             ],
         },
     )
-    print(f"\nMarkdown: {md}\nJSON: {out}")
-    failed = any("error" in r for r in results.combined.values())
-    return 1 if (args.strict and failed) else 0
+    return C.exit_status(args, bool(failed_ids(results)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -517,19 +502,17 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return server_main(argv[1], argv[2])
 
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    length = parser.add_mutually_exclusive_group()
-    length.add_argument("--quick", action="store_true", help="one round (the default)")
-    length.add_argument("--full", action="store_true", help="three rounds")
-    parser.add_argument("--rounds", type=int, metavar="N", help="override the profile's rounds")
+    count = C.whole_number(1)
+    parser = C.make_parser(__doc__, "one round", "three rounds")
+    parser.add_argument("--rounds", type=count, metavar="N", help="override the profile's rounds")
     parser.add_argument("--only", action="append", choices=VARIANT_IDS, help="run only these")
-    parser.add_argument("--batch-size", type=int, default=E.BATCH_SIZE, metavar="N")
+    parser.add_argument("--batch-size", type=count, default=E.BATCH_SIZE, metavar="N")
     parser.add_argument("--timeout-ms", type=float, default=E.TIMEOUT_MS, metavar="MS")
-    parser.add_argument("--torch-threads", type=int, default=E.default_torch_threads(), metavar="N")
-    C.add_report_arguments(parser, "serve", strict_help="exit 1 when a variant fails")
-    args = parser.parse_args(argv)
-    C.at_least(parser, "--rounds", args.rounds, 1)
-    return parent_main(args)
+    parser.add_argument(
+        "--torch-threads", type=count, default=E.default_torch_threads(), metavar="N"
+    )
+    C.add_report_arguments(parser, "serve")
+    return parent_main(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

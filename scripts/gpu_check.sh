@@ -135,7 +135,7 @@ for batch_size in 32 128; do
 done
 
 "$python" - "$out" "$device" "$(($(date +%s) - started))" > "$out/summary.md" <<'EOF'
-"""The run's headline figures: (d) / (e) per batch size (target 0.9), the CUDA tests."""
+"""The run's headline figures: (d) / (e) per batch size, the CUDA tests."""
 import json, sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
