@@ -15,9 +15,10 @@ Variants, each a fresh server on a free loopback port, all with ``batch_size=32`
 * Ray Serve ``@serve.batch``, standalone (``_ray_batch.py``), the model off the event loop;
 * this package with its defaults, with ``sort_by_length`` (words), with ``timeout_ms="auto"``.
 
-First each variant's capacity is searched: rates rising by a factor until one fails (p99 over
-2 s, answers falling behind the arrivals, or failures), then one bisection step; the capacity is
-the highest rate that passed. Then, in each round, every variant in turn gets a fresh server and
+First each variant's capacity is searched, in rounds that alternate the variants: rates rising
+by a factor until one fails twice in a row (p99 over 2 s, answers falling behind the arrivals,
+or failures), then two bisection steps; the capacity is the median over the rounds of the
+highest rate that passed. Then, in each round, every variant in turn gets a fresh server and
 runs at 50%, 80% and 95% of the best variant's capacity. Reported per variant and rate: the
 median over the rounds (and the spread) of p50, p90, p99 and p99.9 latency, the rate achieved
 (answers received within the window, per second) and the share of requests that failed or
@@ -38,6 +39,7 @@ import contextlib
 import json
 import math
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,6 +67,7 @@ MAX_FAILED_SHARE = 0.001
 SEARCH_START_RATE = 8.0
 SEARCH_GROWTH = 1.3
 SEARCH_MAX_STEPS = 14
+SEARCH_BISECTIONS = 2
 REQUEST_TIMEOUT_S = 10.0
 WARMUP_S = 2.0
 POOLED_CLIENTS = 64
@@ -199,27 +202,37 @@ def keeps_up(result: dict[str, Any]) -> bool:
 
 
 async def search_capacity(generator: Generator, step_s: float) -> dict[str, Any]:
-    """Rates rising by SEARCH_GROWTH until one fails, then one bisection step."""
-    steps = []
+    """Rates rising by SEARCH_GROWTH until one fails, then SEARCH_BISECTIONS bisection steps.
+    A rate that fails is tried once more before it counts as failed, so that one slow spell
+    of the machine does not end the search."""
+    steps: list[dict[str, Any]] = []
+
+    async def kept_up(rate: float) -> bool:
+        for _ in range(2):
+            result = await generator.run(rate, step_s)
+            result["kept_up"] = keeps_up(result)
+            steps.append(result)
+            if result["kept_up"]:
+                return True
+        return False
+
     passed: float | None = None
     failed: float | None = None
     rate = SEARCH_START_RATE
     for _ in range(SEARCH_MAX_STEPS):
-        result = await generator.run(rate, step_s)
-        result["kept_up"] = keeps_up(result)
-        steps.append(result)
-        if not result["kept_up"]:
+        if not await kept_up(rate):
             failed = rate
             break
         passed = rate
         rate *= SEARCH_GROWTH
-    if passed is not None and failed is not None:
+    if passed is None or failed is None:
+        return {"capacity": passed, "steps": steps}
+    for _ in range(SEARCH_BISECTIONS):
         middle = (passed + failed) / 2
-        result = await generator.run(middle, step_s)
-        result["kept_up"] = keeps_up(result)
-        steps.append(result)
-        if result["kept_up"]:
+        if await kept_up(middle):
             passed = middle
+        else:
+            failed = middle
     return {"capacity": passed, "steps": steps}
 
 
@@ -438,9 +451,11 @@ def render_report(
         f'`batch_size={BATCH_SIZE}`, `timeout_ms={TIMEOUT_MS:g}` (or "auto"). Load: Poisson '
         "arrivals from a generator process, one sentence of 5..60 words per request, latency "
         "from the scheduled arrival to the parsed answer, failures (errors, timeouts after "
-        f"{REQUEST_TIMEOUT_S:g} s) as infinitely slow. Capacity: the highest rate of a search "
-        f"({SEARCH_START_RATE:g} req/s rising by x{SEARCH_GROWTH:g}, then one bisection step, "
-        f"{args.search_seconds:g} s each) with p99 ≤ {MAX_P99_S:g} s, answers ≥ "
+        f"{REQUEST_TIMEOUT_S:g} s) as infinitely slow. Capacity: the median over "
+        f"{args.search_rounds} alternating search rounds of the highest rate "
+        f"({SEARCH_START_RATE:g} req/s rising by x{SEARCH_GROWTH:g}, then {SEARCH_BISECTIONS} "
+        f"bisection steps, {args.search_seconds:g} s each, a failed rate tried twice) with "
+        f"p99 ≤ {MAX_P99_S:g} s, answers ≥ "
         f"{MIN_ACHIEVED_SHARE:.0%} of arrivals and ≤ {MAX_FAILED_SHARE:.1%} failed. Then "
         f"{args.rounds} rounds of {args.seconds:g} s per rate, variants alternating within each "
         "round, a fresh server each; figures are medians over the rounds, with the p99's "
@@ -485,28 +500,36 @@ def parent_main(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     errors: list[str] = []
 
-    capacities: dict[str, Any] = {}
-    searches: dict[str, Any] = {}
-    for v in variants:
-        payload = {
-            "mode": "search",
-            "seconds": args.search_seconds,
-            "seed": E.SEED,
-            "warmup_rate": SEARCH_START_RATE,
-        }
-        result = with_server(v, args.torch_threads, expect, payload)
-        searches[v.id] = result
-        if "error" in result:
-            errors.append(f"{v.label} (capacity search): {result['error']}")
-            C.log(
-                f"[{v.label}] capacity search: ERROR {result['error']}\n{result.get('stderr', '')}"
+    searches: dict[str, list[dict[str, Any]]] = {v.id: [] for v in variants}
+    for search_round in range(1, args.search_rounds + 1):
+        for v in variants:
+            payload = {
+                "mode": "search",
+                "seconds": args.search_seconds,
+                "seed": E.SEED + 1000 * search_round,
+                "warmup_rate": SEARCH_START_RATE,
+            }
+            result = with_server(v, args.torch_threads, expect, payload)
+            if "error" in result:
+                errors.append(f"{v.label} (capacity search {search_round}): {result['error']}")
+                C.log(
+                    f"[{v.label}] capacity search: ERROR {result['error']}\n"
+                    f"{result.get('stderr', '')}"
+                )
+                continue
+            searches[v.id].append(result)
+            steps = ", ".join(
+                f"{s['offered_rate']:.1f}{'' if s['kept_up'] else ' (no)'}" for s in result["steps"]
             )
-            continue
-        capacities[v.id] = result["capacity"]
-        steps = ", ".join(
-            f"{s['offered_rate']:.1f}{'' if s['kept_up'] else ' (no)'}" for s in result["steps"]
-        )
-        C.log(f"[{v.label}] capacity {C.fmt_num(result['capacity'], 1)} req/s; steps {steps}")
+            C.log(
+                f"[{v.label} search #{search_round}] capacity "
+                f"{C.fmt_num(result['capacity'], 1)} req/s; steps {steps}"
+            )
+    capacities: dict[str, Any] = {
+        v_id: statistics.median(found)
+        for v_id, results in searches.items()
+        if (found := [r["capacity"] for r in results if r["capacity"] is not None])
+    }
     best = max((c for c in capacities.values() if c is not None), default=None)
     if best is None:
         C.log("no variant kept up with any rate: nothing to measure")
@@ -557,6 +580,7 @@ def parent_main(args: argparse.Namespace) -> int:
             "rounds": args.rounds,
             "seconds": args.seconds,
             "search_seconds": args.search_seconds,
+            "search_rounds": args.search_rounds,
             "elapsed_s": elapsed,
             "settings": {
                 "batch_size": BATCH_SIZE,
@@ -598,6 +622,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--search-seconds", type=float, default=5.0, metavar="S", help="per capacity search step"
+    )
+    parser.add_argument(
+        "--search-rounds",
+        type=C.whole_number(1),
+        default=3,
+        metavar="N",
+        help="capacity search rounds (the capacity is their median)",
     )
     parser.add_argument("--only", action="append", choices=VARIANT_IDS, help="run only these")
     parser.add_argument(
