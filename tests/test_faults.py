@@ -3,7 +3,7 @@
 Self-calls from inside the batch function, batch functions that hang or raise
 ``BaseException``, workers that cannot start, outputs whose ``__len__``/``__getitem__`` raise,
 bad ``length_fn`` values, interpreter exit and ``fork`` while batches run, and the warning for
-many processors of one method. The README's fault table lists the same outcomes.
+many processors of one method. docs/errors.md lists the same outcomes.
 
 Waits are handshakes (events), never sleeps that a slow machine could outrun.
 """

@@ -4,7 +4,7 @@ Each example holds the worker on a first batch, submits a random sequence of cal
 priorities, lists or single items) from one event loop, so that they queue in a known order,
 then lets the worker go with ``timeout_ms=0``: from then on every batch is chosen from a queue
 that holds everything not served yet. The batches the function saw must follow the rules of
-the README (``rust/pending.rs`` has them in code):
+docs/options.md and docs/design.md (``rust/pending.rs`` has them in code):
 
 * no batch holds more than ``batch_size`` items, and while enough items wait, none holds fewer;
 * every item is served exactly once, and every caller gets its own results in input order;
