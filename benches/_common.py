@@ -494,11 +494,12 @@ def impl_stats(processor: Any) -> dict[str, Any]:
     """The processor's own statistics, whatever fields this implementation has, for the JSON."""
     try:
         stats = processor.stats
-        fields = (
-            vars(stats)
-            if hasattr(stats, "__dict__")
-            else {name: getattr(stats, name) for name in getattr(stats, "__slots__", ())}
-        )
+        if hasattr(stats, "as_dict"):  # this package's BatchStats
+            fields = stats.as_dict()
+        elif hasattr(stats, "__dict__"):  # 0.1.5's
+            fields = vars(stats)
+        else:
+            fields = {name: getattr(stats, name) for name in getattr(stats, "__slots__", ())}
     except Exception as exc:  # best effort: the two versions have different stats
         return {"unavailable": f"{type(exc).__name__}: {exc}"}
     return {k: v for k, v in fields.items() if isinstance(v, int | float | str | bool | type(None))}

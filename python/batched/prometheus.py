@@ -148,6 +148,32 @@ def _bucket_label(bound: float) -> str:
     return repr(float(bound))
 
 
+# (BatchStats field, metric name after "batched_items_", help text)
+_ITEM_COUNTERS = (
+    (
+        "total_processed",
+        "processed",
+        "Items that went through the batch function, those whose batch raised included.",
+    ),
+    ("items_failed", "failed", "Items whose batch raised: their callers got the exception."),
+    (
+        "items_timed_out",
+        "timed_out",
+        "Items whose caller's timeout passed before their result came.",
+    ),
+    (
+        "items_cancelled",
+        "cancelled",
+        "Items whose caller was cancelled or interrupted before their result came.",
+    ),
+    (
+        "items_rejected",
+        "rejected",
+        "Items the queue refused: full (max_queue_size), or over max_batch_tokens.",
+    ),
+)
+
+
 class _Families:
     """One scrape's metric families, with a ``processor`` label."""
 
@@ -158,31 +184,11 @@ class _Families:
             "Items waiting in the processor's queue for a batch.",
             labels=labels,
         )
-        self.processed = CounterMetricFamily(
-            "batched_items_processed",
-            "Items that went through the batch function, those whose batch raised included.",
-            labels=labels,
-        )
-        self.failed = CounterMetricFamily(
-            "batched_items_failed",
-            "Items whose batch raised: their callers got the exception.",
-            labels=labels,
-        )
-        self.timed_out = CounterMetricFamily(
-            "batched_items_timed_out",
-            "Items whose caller's timeout passed before their result came.",
-            labels=labels,
-        )
-        self.cancelled = CounterMetricFamily(
-            "batched_items_cancelled",
-            "Items whose caller was cancelled or interrupted before their result came.",
-            labels=labels,
-        )
-        self.rejected = CounterMetricFamily(
-            "batched_items_rejected",
-            "Items the queue refused: full (max_queue_size), or over max_batch_tokens.",
-            labels=labels,
-        )
+        # The item counters, each read from the BatchStats field it is keyed by.
+        self.items = {
+            stat: CounterMetricFamily(f"batched_items_{metric}", help_text, labels=labels)
+            for stat, metric, help_text in _ITEM_COUNTERS
+        }
         self.batches = CounterMetricFamily(
             "batched_batches",
             "Batches dispatched, by why they left: full (batch_size items waited), deadline "
@@ -217,11 +223,7 @@ class _Families:
     def all(self) -> list[Metric]:
         return [
             self.queue_length,
-            self.processed,
-            self.failed,
-            self.timed_out,
-            self.cancelled,
-            self.rejected,
+            *self.items.values(),
             self.batches,
             self.padding,
             self.batch_size,
@@ -239,11 +241,8 @@ class _Families:
     ) -> None:
         labels = [name]
         self.queue_length.add_metric(labels, stats.queue_size)
-        self.processed.add_metric(labels, stats.total_processed)
-        self.failed.add_metric(labels, stats.items_failed)
-        self.timed_out.add_metric(labels, stats.items_timed_out)
-        self.cancelled.add_metric(labels, stats.items_cancelled)
-        self.rejected.add_metric(labels, stats.items_rejected)
+        for stat, counter in self.items.items():
+            counter.add_metric(labels, getattr(stats, stat))
         for reason, count in stats.batches_by_reason.items():
             self.batches.add_metric([name, reason], count)
         self.padding.add_metric(labels, stats.padded_fraction)
