@@ -44,7 +44,11 @@ PY
 
 echo "check_dist: the sdist, built from source by pip in a fresh venv"
 python3 -m venv "$work/sdist-venv"
-CARGO_TARGET_DIR=${BATCHED_SDIST_TARGET_DIR:-$HOME/.cache/batched/target-sdist} \
+sdist_target=${BATCHED_SDIST_TARGET_DIR:-$HOME/.cache/batched/target-sdist}
+# Every file of the sdist carries one fixed date, older than any cached build, so cargo would
+# take this crate's last build for fresh: drop it (the dependencies' builds stay cached).
+cargo clean --quiet --release --package batched --target-dir "$sdist_target"
+CARGO_TARGET_DIR=$sdist_target \
     "$work/sdist-venv/bin/python" -m pip install --quiet --disable-pip-version-check "$sdist"
 (cd "$work" && "$work/sdist-venv/bin/python" -c '
 import batched
