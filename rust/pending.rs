@@ -601,19 +601,7 @@ mod tests {
 
     #[test]
     fn sorting_respects_the_budget_and_prefers_shorter_neighbours() {
-        let window: Vec<Entry<CallRef>> = [50, 60, 40, 45]
-            .iter()
-            .enumerate()
-            .map(|(index, &length)| Entry {
-                call: call(0),
-                index,
-                arrival: Instant::now(),
-                length,
-                priority: 0,
-                small: false,
-                passes: 0,
-            })
-            .collect();
+        let window = window_of(&[(50, 0), (60, 0), (40, 0), (45, 0)]);
         let packing = Packing {
             max_batch_tokens: Some(150),
             sort_by_length: true,

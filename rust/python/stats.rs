@@ -93,9 +93,7 @@ impl BatchSettings {
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
-        described("BatchSettings", &Self::fields(slf)?, |value| {
-            Ok(value.repr()?.to_string())
-        })
+        described("BatchSettings", &Self::fields(slf)?)
     }
 }
 
@@ -263,14 +261,10 @@ impl BatchStats {
 
     /// Every field as a dict of plain values (`settings` as a dict too), for JSON.
     fn as_dict<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyDict>> {
-        let py = slf.py();
-        let mut fields = Self::fields(slf)?;
-        let settings = Bound::new(py, slf.get().settings.clone())?;
-        fields.push((
-            "settings".into(),
-            BatchSettings::as_dict(&settings)?.into_any(),
-        ));
-        fields_dict(py, &fields)
+        let dict = fields_dict(slf.py(), &Self::fields(slf)?)?;
+        let settings = Bound::new(slf.py(), slf.get().settings.clone())?;
+        dict.set_item("settings", BatchSettings::as_dict(&settings)?)?;
+        Ok(dict)
     }
 
     /// Pickles as the keyword arguments that rebuild it.
@@ -278,32 +272,16 @@ impl BatchStats {
         slf: &Bound<'py, Self>,
     ) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, PyDict>)> {
         let py = slf.py();
-        let mut fields = Self::fields(slf)?;
-        fields.push((
-            "settings".into(),
-            Bound::new(py, slf.get().settings.clone())?.into_any(),
-        ));
-        Ok((PyTuple::empty(py), fields_dict(py, &fields)?))
+        Ok((PyTuple::empty(py), fields_dict(py, &Self::fields(slf)?)?))
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
-        let py = slf.py();
-        let mut fields = Self::fields(slf)?;
-        fields.push((
-            "settings".into(),
-            Bound::new(py, slf.get().settings.clone())?.into_any(),
-        ));
-        described("BatchStats", &fields, |value| Ok(value.repr()?.to_string()))
+        described("BatchStats", &Self::fields(slf)?)
     }
 
     /// Every field, durations in milliseconds with their unit (the attributes are seconds).
     fn __str__(slf: &Bound<'_, Self>) -> PyResult<String> {
-        let py = slf.py();
-        let mut fields = Self::fields(slf)?;
-        fields.push((
-            "settings".into(),
-            Bound::new(py, slf.get().settings.clone())?.into_any(),
-        ));
+        let fields = Self::fields(slf)?;
         let mut parts = Vec::with_capacity(fields.len());
         for (name, value) in &fields {
             let text = match value.extract::<f64>() {
@@ -352,7 +330,7 @@ impl BatchStats {
         }
     }
 
-    /// Every field but `settings`, in their documented order.
+    /// Every field in its documented order, `settings` last (as a `BatchSettings`).
     fn fields<'py>(slf: &Bound<'py, Self>) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
         let py = slf.py();
         let this = slf.get();
@@ -382,6 +360,10 @@ impl BatchStats {
             ("items_timed_out".into(), int(this.items_timed_out)?),
             ("items_cancelled".into(), int(this.items_cancelled)?),
             ("items_rejected".into(), int(this.items_rejected)?),
+            (
+                "settings".into(),
+                Bound::new(py, this.settings.clone())?.into_any(),
+            ),
         ]);
         Ok(fields)
     }
@@ -398,15 +380,11 @@ fn fields_dict<'py>(
     Ok(dict)
 }
 
-/// `Name(field=value, ...)`, each value written by `show`.
-fn described<'py>(
-    class: &str,
-    fields: &[(String, Bound<'py, PyAny>)],
-    show: impl Fn(&Bound<'py, PyAny>) -> PyResult<String>,
-) -> PyResult<String> {
+/// `Name(field=value, ...)`, each value by its `repr`.
+fn described(class: &str, fields: &[(String, Bound<'_, PyAny>)]) -> PyResult<String> {
     let parts = fields
         .iter()
-        .map(|(name, value)| Ok(format!("{name}={}", show(value)?)))
+        .map(|(name, value)| Ok(format!("{name}={}", value.repr()?)))
         .collect::<PyResult<Vec<_>>>()?;
     Ok(format!("{class}({})", parts.join(", ")))
 }
