@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol, Self, Unpack
 
 from batched import _core
-from batched._delivery import check_timeout
+from batched._delivery import RoomQueue, check_timeout, item_count, submit_call
 from batched._options import (
     ASYNC_RUNTIME_OPTIONS,
     RUNTIME_OPTIONS,
@@ -46,15 +46,8 @@ class Backend(Protocol):
         queue has no room. None for an empty list."""
         ...
 
-    async def acall(
-        self,
-        item: Any,
-        timeout: float | None,
-        priority: int,
-        rows: int | None,
-        lengths: list[int] | None,
-    ) -> Any:
-        """Submits a call and awaits its outcome, waiting for room with ``on_full="block"``."""
+    def room(self, loop: asyncio.AbstractEventLoop) -> RoomQueue:
+        """The queue a call from ``loop`` goes to, where ``on_full="block"`` waits for room."""
         ...
 
     @property
@@ -129,6 +122,27 @@ class Managed(_core.Pinned):
         return f"<{type(self).__name__} {getattr(self, '__qualname__', '?')} ({state})>"
 
 
+async def await_call(
+    backend: Backend,
+    item: Any,
+    timeout: float | None,
+    priority: int,
+    rows: int | None,
+    lengths: list[int] | None,
+) -> Any:
+    """Submits a call to ``backend`` and awaits its outcome: ``TimeoutError`` after ``timeout``
+    seconds, and with ``on_full="block"`` a wait for room (within that timeout)."""
+    check_timeout(timeout)
+    loop = asyncio.get_running_loop()
+    return await submit_call(
+        backend.room(loop),
+        item_count(item, rows),
+        lambda future: backend.submit(item, loop, future, priority, rows, lengths),
+        timeout,
+        backend.options.block_when_full,
+    )
+
+
 async def await_item(
     processor: Managed, item: Any, /, *, timeout: float | None = None, priority: int = 0
 ) -> Any:
@@ -141,7 +155,7 @@ async def await_item(
     length_of = backend.length_of
     lengths = None if length_of is None else item_lengths(length_of, item)
     if timeout is not None:
-        return await backend.acall(item, timeout, priority, None, lengths)
+        return await await_call(backend, item, timeout, priority, None, lengths)
     loop = asyncio.get_running_loop()
     future = loop.create_future()
     try:
@@ -149,7 +163,7 @@ async def await_item(
     except _core.QueueFullError:
         if not backend.options.block_when_full:
             raise
-        return await backend.acall(item, timeout, priority, None, lengths)
+        return await await_call(backend, item, timeout, priority, None, lengths)
     if ticket is None:
         return []
     try:

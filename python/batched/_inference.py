@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from batched._backend import Managed
+from batched._backend import Managed, await_call
 from batched._features import FeatureSchema, FeaturesPlan, merge_parts
 from batched._options import QueueOptions
 
@@ -104,5 +104,5 @@ class FeatureCalls(Managed):
         """Awaits the output rows for this call's features without blocking the event loop."""
         _owner = self._take_pin()  # a method's instance lives until this call returns
         call, lengths = call_features(self._schema, features, keywords)
-        parts = await self._backend.acall(call, timeout, priority, call.rows, lengths)
+        parts = await await_call(self._backend, call, timeout, priority, call.rows, lengths)
         return merge_parts(parts, self._plan.left)

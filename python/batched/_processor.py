@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, Unpack,
 from batched import _core
 from batched._backend import Managed, await_item
 from batched._decorate import apply_or_defer, check_callable
-from batched._delivery import check_timeout, deliver, item_count, submit_call
+from batched._delivery import deliver
 from batched._log import logger
 from batched._options import BatchOptions, checked, reconfigured
 from batched._plan import ITEMS, Plan, Resolver, item_lengths, run_batch
@@ -149,24 +149,8 @@ class Workers:
         logger.debug("restarting %s in forked child %d", self._name, os.getpid())
         self._start()
 
-    async def acall(
-        self,
-        item: Any,
-        timeout: float | None,
-        priority: int,
-        rows: int | None,
-        lengths: list[int] | None,
-    ) -> Any:
-        check_timeout(timeout)
-        loop = asyncio.get_running_loop()
-        core = self.core
-        return await submit_call(
-            core,
-            item_count(item, rows),
-            lambda future: core.submit(item, loop, future, priority, rows, lengths),
-            timeout,
-            self.options.block_when_full,
-        )
+    def room(self, loop: asyncio.AbstractEventLoop) -> _core.Processor:
+        return self.core
 
     def reconfigure(self, changes: Mapping[str, Any], runtime: frozenset[str]) -> None:
         if "max_concurrent_batches" in changes and "max_concurrent_batches" in runtime:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, Unpack,
 from batched import _core
 from batched._backend import AsyncManaged, await_item
 from batched._decorate import apply_or_defer, check_callable
-from batched._delivery import check_timeout, deliver, item_count, submit_call
+from batched._delivery import deliver
 from batched._log import logger
 from batched._options import AsyncBatchOptions, checked, reconfigured
 from batched._plan import ITEMS, Plan, Resolver, run_batch_async
@@ -187,32 +187,8 @@ class Loops:
             batcher.nudge()
         return ticket
 
-    async def acall(
-        self,
-        item: Any,
-        timeout: float | None,
-        priority: int,
-        rows: int | None,
-        lengths: list[int] | None,
-    ) -> Any:
-        refuse_call_inside_own_batch(self.resolver, self._name)
-        check_timeout(timeout)
-        loop = asyncio.get_running_loop()
-        batcher = self.batcher(loop)
-
-        def submit(future: asyncio.Future[Any]) -> _core.Ticket | None:
-            ticket, act = batcher.queue.submit(item, loop, future, priority, rows, lengths)
-            if act:
-                batcher.nudge()
-            return ticket
-
-        return await submit_call(
-            batcher.queue,
-            item_count(item, rows),
-            submit,
-            timeout,
-            self.options.block_when_full,
-        )
+    def room(self, loop: asyncio.AbstractEventLoop) -> _core.LoopQueue:
+        return self.batcher(loop).queue
 
     def stats(self) -> _core.BatchStats:
         return self._stats_anchor.stats()
