@@ -387,6 +387,7 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
     }
 
     /// The policy applied now.
+    #[cfg(test)]
     pub fn policy(&self) -> BatchPolicy {
         self.policy.get()
     }
