@@ -57,6 +57,11 @@ def check_timeout(timeout: object) -> None:
         raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
 
 
+def seconds_left(timeout: float) -> float:
+    """A timeout as a wait: NaN or a negative one leaves no time at all, as in the core."""
+    return timeout if timeout > 0 else 0.0
+
+
 async def outcome(
     future: asyncio.Future[Any],
     ticket: _core.Ticket,
@@ -72,8 +77,8 @@ async def outcome(
     try:
         if timeout is None:  # the common case: no timer, no context manager
             return await future
-        # NaN, which no timer would reach, leaves no time at all, as in the thread flavour.
-        limit = asyncio.timeout(timeout if timeout > 0 else 0)
+        # NaN would never be reached by a timer (and would break the loop's timer heap).
+        limit = asyncio.timeout(seconds_left(timeout))
         async with limit:
             return await future
     except TimeoutError:
@@ -129,7 +134,7 @@ async def submit_when_room(
     """Submits a call of ``count`` items with ``submit(future)`` as soon as the queue has room,
     waiting without blocking the loop; the wait counts toward ``timeout``."""
     loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + (timeout if timeout > 0 else 0)
+    deadline = None if timeout is None else loop.time() + seconds_left(timeout)
     while True:
         room: asyncio.Future[None] = loop.create_future()
         if queue.wait_for_room(count, loop, room):

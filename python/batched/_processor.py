@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, Unpack,
 from batched import _core
 from batched._backend import Managed, await_item
 from batched._decorate import apply_or_defer, check_callable
-from batched._delivery import deliver
+from batched._delivery import deliver, seconds_left
 from batched._log import logger
 from batched._options import BatchOptions, checked, reconfigured
 from batched._plan import ITEMS, Plan, Resolver, item_lengths, run_batch
@@ -55,7 +55,7 @@ def _stop(
     if not drain:
         # Queued callers need not wait for a batch still running: release them now.
         core.fail_remaining()
-    deadline = None if timeout is None else time.monotonic() + (timeout if timeout > 0 else 0)
+    deadline = None if timeout is None else time.monotonic() + seconds_left(timeout)
     current = threading.current_thread()
     for worker in workers:
         if worker is not current:  # a batch function that shuts its own processor down

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, Unpack,
 from batched import _core
 from batched._backend import AsyncManaged, await_item
 from batched._decorate import apply_or_defer, check_callable
-from batched._delivery import deliver
+from batched._delivery import deliver, seconds_left
 from batched._log import logger
 from batched._options import AsyncBatchOptions, checked, reconfigured
 from batched._plan import ITEMS, Plan, Resolver, run_batch_async
@@ -255,7 +255,7 @@ class Loops:
 def _wait_for_drains(waits: list[concurrent.futures.Future[None]], timeout: float | None) -> bool:
     """Waits for the drains of other threads' loops, ``timeout`` seconds at most in all;
     False (with a warning logged) when one was still running."""
-    limit = None if timeout is None else (timeout if timeout > 0 else 0)  # NaN too
+    limit = None if timeout is None else seconds_left(timeout)
     done, running = concurrent.futures.wait(waits, limit)
     for wait in done:
         wait.result()
