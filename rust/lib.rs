@@ -9,6 +9,7 @@
 pub mod adaptive;
 pub mod admission;
 pub mod call;
+pub mod costs;
 pub mod late_timer;
 pub mod loop_scheduler;
 pub mod pending;

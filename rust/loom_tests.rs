@@ -622,7 +622,7 @@ fn loops_of_one_processor_keep_shared_totals() {
                         }
                         (other, _) => panic!("expected a full batch, got {other:?}"),
                     }
-                    queue.record_batch(2, std::time::Duration::ZERO, true);
+                    queue.record_batch(2, 2, std::time::Duration::ZERO, true);
                 })
             })
             .collect();

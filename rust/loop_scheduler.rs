@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::adaptive::CostModel;
 use crate::admission::Admission;
+use crate::costs::BatchCosts;
 use crate::pending::{Cancellable, Entry, Submission};
 use crate::policy::{BatchPolicy, LivePolicy};
 use crate::rules::wakes_dispatcher;
@@ -56,8 +56,8 @@ pub struct LoopScheduler<C, W> {
     /// `on_full="block"`: a refused task waits for room and tries again, so a refusal is not
     /// counted as a rejection.
     block_when_full: bool,
-    /// This loop's batch cost curve, for adaptive dispatch.
-    cost: Mutex<CostModel>,
+    /// What this loop's batches cost, for adaptive dispatch and length-aware packing.
+    costs: Mutex<BatchCosts>,
     /// The queue length at which a submission should make the loop poll again.
     wake_at_items: AtomicUsize,
     totals: Arc<Totals>,
@@ -83,7 +83,7 @@ impl<C: Clone + Cancellable, W> LoopScheduler<C, W> {
             policy: LivePolicy::new(policy),
             admission: Admission::new(max_queued),
             block_when_full,
-            cost: Mutex::new(CostModel::default()),
+            costs: Mutex::new(BatchCosts::default()),
             totals,
             closed: AtomicBool::new(false),
         }
@@ -144,15 +144,15 @@ impl<C: Clone + Cancellable, W> LoopScheduler<C, W> {
     /// returns the tasks waiting for room that the items it removed let in.
     pub fn poll(&self, now: Instant, draining: bool) -> (Polled<C>, Vec<W>) {
         let policy = self.policy.get();
-        let cost = if policy.adaptive {
-            lock(&self.cost).clone()
+        let costs = if BatchCosts::read_by(&policy) {
+            lock(&self.costs).clone()
         } else {
-            CostModel::default()
+            BatchCosts::default()
         };
         let (poll, removed) = {
             let mut assembly = lock(&self.assembly);
             let mut stats = lock(&self.totals.stats);
-            assembly.poll(now, &policy, draining, &mut stats, &cost)
+            assembly.poll(now, &policy, draining, &mut stats, &costs)
         };
         let woken = self.release(removed);
         let polled = match poll {
@@ -195,11 +195,12 @@ impl<C: Clone + Cancellable, W> LoopScheduler<C, W> {
         self.admission.release(count)
     }
 
-    /// Counts a settled batch; only a `succeeded` one teaches adaptive dispatch its cost.
-    pub fn record_batch(&self, items: usize, elapsed: Duration, succeeded: bool) {
+    /// Counts a settled batch of `items` padded to `padded` positions; only a `succeeded` one
+    /// teaches the loop its cost.
+    pub fn record_batch(&self, items: usize, padded: usize, elapsed: Duration, succeeded: bool) {
         lock(&self.totals.stats).record_batch(items, elapsed);
-        if succeeded && self.policy.get().adaptive {
-            lock(&self.cost).observe(items, elapsed);
+        if succeeded {
+            lock(&self.costs).observe(&self.policy.get(), items, padded, elapsed);
         }
     }
 
@@ -404,7 +405,7 @@ mod tests {
         assert_eq!(totals.queued(), 5);
         drop(second);
         assert_eq!(totals.queued(), 2);
-        first.record_batch(2, Duration::from_millis(1), true);
+        first.record_batch(2, 2, Duration::from_millis(1), true);
         assert_eq!(totals.stats().total_batches, 1);
     }
 }

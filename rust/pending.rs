@@ -10,11 +10,14 @@
 //! order: the first of them always goes (it may be due), joined by items of similar length, or
 //! simply the prefix of the window that fits the token budget. Grouping by length lets younger
 //! items overtake older ones of an odd length; an item overtaken [`MAX_PASSES`] times goes with
-//! the next batch that has room for it, so no item is passed over indefinitely.
+//! the next batch that has room for it, so no item is passed over indefinitely. Once the cost of
+//! padding is known (see [`crate::costs`]), a sorted batch stops growing where one more item would
+//! raise the time each of its items costs: the rest go in batches of their own lengths.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
+use crate::costs::PaddingCost;
 use crate::policy::Packing;
 
 /// Lets the queue skip items whose caller has gone away (cancelled, timed out or already failed).
@@ -170,13 +173,13 @@ impl<C: Clone + Cancellable> Pending<C> {
     }
 
     /// Removes the next batch: up to `max` live items in service order, or, with length-aware
-    /// `packing`, the items chosen from a window of them.
-    pub fn take(&mut self, max: usize, packing: &Packing) -> Taken<C> {
+    /// `packing`, the items chosen from a window of them, knowing what padding `cost`s if known.
+    pub fn take(&mut self, max: usize, packing: &Packing, cost: Option<&PaddingCost>) -> Taken<C> {
         if !packing.is_length_aware() {
             return self.take_in_order(max);
         }
         let mut window = self.take_in_order(max.saturating_mul(PACKING_WINDOW_FACTOR));
-        let chosen = choose_packed(&window.entries, max, packing);
+        let chosen = choose_packed(&window.entries, max, packing, cost);
         let youngest_chosen = chosen.last().copied().unwrap_or(0);
         let mut entries = Vec::with_capacity(chosen.len());
         let mut rest = Vec::with_capacity(window.entries.len() - chosen.len());
@@ -281,8 +284,14 @@ fn padded_cost(count: usize, longest: usize) -> usize {
 /// is the longest prefix within `max` items and the token budget. With sorting, the items passed
 /// over [`MAX_PASSES`] times join it first, oldest first; if one does not fit, the batch ends
 /// there. Then the batch grows through the items nearest in length to the first item, taking
-/// the nearer neighbour first, while it stays within `max` items and the budget.
-pub fn choose_packed<C>(window: &[Entry<C>], max: usize, packing: &Packing) -> Vec<usize> {
+/// the nearer neighbour first, while it stays within `max` items and the budget. With a known
+/// padding `cost`, it is cut back to the size that costs each of its items least.
+pub fn choose_packed<C>(
+    window: &[Entry<C>],
+    max: usize,
+    packing: &Packing,
+    cost: Option<&PaddingCost>,
+) -> Vec<usize> {
     if window.is_empty() || max == 0 {
         return Vec::new();
     }
@@ -306,6 +315,8 @@ pub fn choose_packed<C>(window: &[Entry<C>], max: usize, packing: &Packing) -> V
     taken[0] = true;
     let mut count = 1;
     let mut longest = window[0].length;
+    // Positions in the order they joined, with the batch's longest length after each.
+    let mut growth = vec![(0, longest)];
     for (position, entry) in window.iter().enumerate().skip(1) {
         if entry.passes < MAX_PASSES {
             continue;
@@ -317,7 +328,9 @@ pub fn choose_packed<C>(window: &[Entry<C>], max: usize, packing: &Packing) -> V
         taken[position] = true;
         count += 1;
         longest = longest.max(entry.length);
+        growth.push((position, longest));
     }
+    let due = count;
     let mut by_length: Vec<usize> = (0..window.len()).collect();
     // Stable: equal lengths keep service order, so older items go first.
     by_length.sort_by_key(|&position| window[position].length);
@@ -352,10 +365,18 @@ pub fn choose_packed<C>(window: &[Entry<C>], max: usize, packing: &Packing) -> V
         taken[by_length[next]] = true;
         count += 1;
         longest = candidate;
+        growth.push((by_length[next], longest));
         if Some(next) == below {
             below = untaken_below(next, &taken);
         } else {
             above = untaken_above(next + 1, &taken);
+        }
+    }
+    if let Some(cost) = cost {
+        let sizes = growth.iter().enumerate().map(|(i, &(_, l))| (i + 1, l));
+        let keep = cost.best_count(sizes, due);
+        for &(position, _) in &growth[keep..] {
+            taken[position] = false;
         }
     }
     (0..window.len())
@@ -425,11 +446,11 @@ mod tests {
         let mut pending = Pending::new(8);
         submit(&mut pending, &call(1), 10, 0);
         assert_eq!(pending.len(), 10);
-        let first = pending.take(4, &IN_ORDER);
+        let first = pending.take(4, &IN_ORDER, None);
         assert_eq!(ids(&first), vec![(1, 0), (1, 1), (1, 2), (1, 3)]);
-        let second = pending.take(4, &IN_ORDER);
+        let second = pending.take(4, &IN_ORDER, None);
         assert_eq!(ids(&second), vec![(1, 4), (1, 5), (1, 6), (1, 7)]);
-        let third = pending.take(4, &IN_ORDER);
+        let third = pending.take(4, &IN_ORDER, None);
         assert_eq!(ids(&third), vec![(1, 8), (1, 9)]);
         assert!(pending.is_empty());
         assert!(pending.oldest_arrival().is_none());
@@ -442,7 +463,7 @@ mod tests {
         for id in 2..12 {
             submit(&mut pending, &call(id), 1, 0);
         }
-        let batch = pending.take(8, &IN_ORDER);
+        let batch = pending.take(8, &IN_ORDER, None);
         // 8 / 4 = 2 slots for bulk, the other 6 for the small calls in arrival order.
         assert_eq!(
             ids(&batch),
@@ -467,7 +488,7 @@ mod tests {
             submit(&mut pending, &call(id), 1, 0);
         }
         let order: Vec<(usize, usize)> = (0..8)
-            .flat_map(|_| ids(&pending.take(1, &IN_ORDER)))
+            .flat_map(|_| ids(&pending.take(1, &IN_ORDER, None)))
             .collect();
         assert_eq!(
             order,
@@ -489,7 +510,7 @@ mod tests {
         let mut pending = Pending::new(2);
         submit(&mut pending, &call(1), 100, 0);
         submit(&mut pending, &call(2), 1, 0);
-        let batch = pending.take(4, &IN_ORDER);
+        let batch = pending.take(4, &IN_ORDER, None);
         assert_eq!(ids(&batch), vec![(2, 0), (1, 0), (1, 1), (1, 2)]);
     }
 
@@ -499,7 +520,7 @@ mod tests {
         submit(&mut pending, &call(1), 2, 5);
         submit(&mut pending, &call(2), 2, -1);
         submit(&mut pending, &call(3), 2, 0);
-        let batch = pending.take(5, &IN_ORDER);
+        let batch = pending.take(5, &IN_ORDER, None);
         assert_eq!(ids(&batch), vec![(2, 0), (2, 1), (3, 0), (3, 1), (1, 0)]);
     }
 
@@ -510,7 +531,7 @@ mod tests {
         submit(&mut pending, &gone, 3, 0);
         submit(&mut pending, &call(2), 2, 0);
         gone.cancelled.store(true, Ordering::Relaxed);
-        let batch = pending.take(4, &IN_ORDER);
+        let batch = pending.take(4, &IN_ORDER, None);
         assert_eq!(ids(&batch), vec![(2, 0), (2, 1)]);
         assert_eq!(batch.discarded, 3);
         assert!(pending.is_empty());
@@ -527,11 +548,11 @@ mod tests {
             max_batch_tokens: Some(100),
             sort_by_length: true,
         };
-        let batch = pending.take(1, &sorted);
+        let batch = pending.take(1, &sorted, None);
         assert_eq!((batch.entries.len(), batch.discarded), (1, 1));
         // Only the live item still queued counts: a stale count would make a budget look full.
         assert_eq!(pending.tokens(), 30);
-        let batch = pending.take(1, &IN_ORDER);
+        let batch = pending.take(1, &IN_ORDER, None);
         assert_eq!(ids(&batch), vec![(2, 1)]);
         assert_eq!(pending.tokens(), 0);
     }
@@ -574,10 +595,10 @@ mod tests {
             sort_by_length: false,
         };
         // 3 items up to length 30 cost 90 positions; a fourth of length 40 would cost 160.
-        let batch = pending.take(8, &budget);
+        let batch = pending.take(8, &budget, None);
         assert_eq!(lengths(&batch), vec![10, 30, 20]);
         assert_eq!(pending.tokens(), 40);
-        assert_eq!(lengths(&pending.take(8, &budget)), vec![40]);
+        assert_eq!(lengths(&pending.take(8, &budget, None)), vec![40]);
     }
 
     #[test]
@@ -588,12 +609,12 @@ mod tests {
             max_batch_tokens: None,
             sort_by_length: true,
         };
-        let first = pending.take(3, &sorted);
+        let first = pending.take(3, &sorted, None);
         assert_eq!(lengths(&first), vec![100, 96, 104]);
         // Items not chosen keep their order for the next batch.
-        let second = pending.take(3, &sorted);
+        let second = pending.take(3, &sorted, None);
         assert_eq!(lengths(&second), vec![8, 9, 7]);
-        let third = pending.take(3, &sorted);
+        let third = pending.take(3, &sorted, None);
         assert_eq!(lengths(&third), vec![500, 480]);
         assert!(pending.is_empty());
         assert_eq!(pending.tokens(), 0);
@@ -607,7 +628,7 @@ mod tests {
             sort_by_length: true,
         };
         // 50 with 45 and 40 costs 3 * 50 = 150; adding 60 would cost 240.
-        assert_eq!(choose_packed(&window, 8, &packing), vec![0, 2, 3]);
+        assert_eq!(choose_packed(&window, 8, &packing, None), vec![0, 2, 3]);
     }
 
     fn window_of(lengths_and_passes: &[(usize, u32)]) -> Vec<Entry<CallRef>> {
@@ -639,10 +660,10 @@ mod tests {
             (2, MAX_PASSES),
             (49, 0),
         ]);
-        assert_eq!(choose_packed(&window, 4, &sorted), vec![0, 1, 3, 4]);
+        assert_eq!(choose_packed(&window, 4, &sorted, None), vec![0, 1, 3, 4]);
         // One pass fewer, and the long and short items lose to the mid-length ones again.
         let window = window_of(&[(50, 0), (500, 1), (51, 0), (2, 1), (49, 0)]);
-        assert_eq!(choose_packed(&window, 3, &sorted), vec![0, 2, 4]);
+        assert_eq!(choose_packed(&window, 3, &sorted, None), vec![0, 2, 4]);
     }
 
     #[test]
@@ -653,7 +674,48 @@ mod tests {
         };
         // 50 with the 400 costs 800; adding the 600 would cost 1800: nothing younger may go.
         let window = window_of(&[(50, 0), (400, MAX_PASSES), (600, MAX_PASSES), (50, 0)]);
-        assert_eq!(choose_packed(&window, 8, &budget), vec![0, 1]);
+        assert_eq!(choose_packed(&window, 8, &budget, None), vec![0, 1]);
+    }
+
+    #[test]
+    fn a_known_padding_cost_stops_a_sorted_batch_where_each_item_would_cost_more() {
+        let sorted = Packing {
+            max_batch_tokens: None,
+            sort_by_length: true,
+        };
+        // 12 ms a batch and 0.2 ms a padded position: four items of about 10 are cheaper each
+        // (3 ms + 2.2 ms) than eight stretched to 60 (1.5 ms + 12 ms).
+        let cost = PaddingCost {
+            per_batch: 0.012,
+            per_position: 0.0002,
+        };
+        let window = window_of(&[
+            (10, 0),
+            (60, 0),
+            (9, 0),
+            (58, 0),
+            (11, 0),
+            (59, 0),
+            (10, 0),
+            (60, 0),
+        ]);
+        assert_eq!(choose_packed(&window, 8, &sorted, None).len(), 8);
+        assert_eq!(
+            choose_packed(&window, 8, &sorted, Some(&cost)),
+            vec![0, 2, 4, 6]
+        );
+        // A long first item keeps the whole batch: the short ones add no padding.
+        let window = window_of(&[(60, 0), (10, 0), (58, 0), (9, 0)]);
+        assert_eq!(
+            choose_packed(&window, 8, &sorted, Some(&cost)),
+            vec![0, 1, 2, 3]
+        );
+        // Items passed over too often go whatever they cost.
+        let window = window_of(&[(10, 0), (60, MAX_PASSES), (9, 0), (11, 0)]);
+        assert_eq!(
+            choose_packed(&window, 8, &sorted, Some(&cost)),
+            vec![0, 1, 2, 3]
+        );
     }
 
     #[test]
@@ -672,7 +734,7 @@ mod tests {
         for _ in 0..4 * ahead.len() {
             let head = pending.levels.values().next().unwrap().bulk[0].length;
             submit_lengths(&mut pending, &call(2), &[head, head]);
-            let batch = pending.take(3, &sorted);
+            let batch = pending.take(3, &sorted, None);
             taken = batch.entries.iter().any(|e| e.call.id == 1);
             if taken {
                 break;
@@ -694,16 +756,27 @@ mod tests {
         }
     }
 
+    /// No cost known, or one from a cheap fixed cost with dear padding to the reverse.
+    fn padding_cost() -> impl Strategy<Value = Option<PaddingCost>> {
+        prop::option::of(
+            (1e-4f64..0.05, 1e-6f64..1e-3).prop_map(|(per_batch, per_position)| PaddingCost {
+                per_batch,
+                per_position,
+            }),
+        )
+    }
+
     proptest! {
         /// Under a steady stream of mid-length items, the longest and the shortest item each lose
         /// the pick (a batch takes a younger item and not them) at most `MAX_PASSES` times, with
-        /// or without a token budget that has room for them.
+        /// or without a token budget that has room for them, and whatever padding costs.
         #[test]
         fn the_longest_and_shortest_items_are_not_passed_over_indefinitely(
             batch_size in 3usize..16,
             arrivals in prop::collection::vec(prop::collection::vec(30usize..70, 0..40), 1..60),
             outliers_at in 0usize..60,
             budget in prop::option::of(1000usize..4000),
+            cost in padding_cost(),
         ) {
             const LONGEST: usize = 300;
             const SHORTEST: usize = 1;
@@ -724,7 +797,7 @@ mod tests {
                     }
                 }
                 step += 1;
-                let batch = pending.take(batch_size, &packing);
+                let batch = pending.take(batch_size, &packing, cost.as_ref());
                 let youngest = batch.entries.iter().map(|e| e.call.id).max();
                 for (id, passes, taken) in &mut outliers {
                     if *taken {
@@ -746,13 +819,14 @@ mod tests {
     proptest! {
         /// Length-aware packing still hands out every live item exactly once, always includes
         /// the item first in line, and keeps every batch within its size and token budget
-        /// (unless a single item alone exceeds it).
+        /// (unless a single item alone exceeds it), whatever padding costs.
         #[test]
         fn packing_loses_nothing_and_keeps_the_budget(
             item_lengths in prop::collection::vec(1usize..64, 1..120),
             batch_size in 1usize..12,
             budget in prop::option::of(64usize..400),
             sort_by_length in any::<bool>(),
+            cost in padding_cost(),
         ) {
             let packing = Packing { max_batch_tokens: budget, sort_by_length };
             let mut pending = Pending::new(0);
@@ -760,7 +834,7 @@ mod tests {
             let mut seen = vec![false; item_lengths.len()];
             while !pending.is_empty() {
                 let first_in_line = pending.levels.values().next().unwrap().bulk[0].index;
-                let batch = pending.take(batch_size, &packing);
+                let batch = pending.take(batch_size, &packing, cost.as_ref());
                 prop_assert!(!batch.entries.is_empty());
                 prop_assert!(batch.entries.len() <= batch_size);
                 prop_assert!(batch.entries.iter().any(|e| e.index == first_in_line));
@@ -802,7 +876,7 @@ mod tests {
             let mut next_index = vec![0usize; calls.len()];
             let mut seen = 0;
             while !pending.is_empty() {
-                let batch = pending.take(batch_size, &IN_ORDER);
+                let batch = pending.take(batch_size, &IN_ORDER, None);
                 prop_assert!(batch.entries.len() <= batch_size);
                 prop_assert!(!batch.entries.is_empty() || batch.discarded > 0);
                 let priorities: Vec<i32> =

@@ -15,8 +15,9 @@ use crate::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use crate::sync::{now, Mutex, MutexGuard, PoisonError, RwLock, TryLockError};
 use crate::sync::{Parker, Receiver, Sender, TryRecvError, Unparker};
 
-use crate::adaptive::{ArrivalRate, CostModel, Learned};
+use crate::adaptive::{ArrivalRate, Learned};
 use crate::admission::{Admission, Refusal};
+use crate::costs::BatchCosts;
 use crate::late_timer::LateTimer;
 use crate::pending::{Cancellable, Entry, Pending, Submission};
 use crate::policy::{BatchPolicy, LivePolicy};
@@ -77,16 +78,17 @@ impl<C: Clone + Cancellable> Assembly<C> {
         self.pending.push(submission);
     }
 
-    /// Applies the dispatch rule at `now`, with the batch `cost` learned so far for adaptive
-    /// dispatch. `draining` sends whatever is queued at once. Returns the batch, if any, and
-    /// how many queued items it removed (cancelled ones included).
+    /// Applies the dispatch rule at `now`, with the batch `costs` learned so far (adaptive
+    /// dispatch and length-aware packing read them). `draining` sends whatever is queued at
+    /// once. Returns the batch, if any, and how many queued items it removed (cancelled ones
+    /// included).
     pub fn poll(
         &mut self,
         now: Instant,
         policy: &BatchPolicy,
         draining: bool,
         stats: &mut Stats,
-        cost: &CostModel,
+        costs: &BatchCosts,
     ) -> (Poll<C>, usize) {
         // `reconfigure` may switch adaptive dispatch on or off: the arrival rate is learned
         // exactly while it is on.
@@ -103,10 +105,10 @@ impl<C: Clone + Cancellable> Assembly<C> {
                     tokens: self.pending.tokens(),
                     oldest_arrival: self.pending.oldest_arrival(),
                 };
-                let learned = self
-                    .arrivals
-                    .as_ref()
-                    .map(|arrivals| Learned { arrivals, cost });
+                let learned = self.arrivals.as_ref().map(|arrivals| Learned {
+                    arrivals,
+                    cost: &costs.by_size,
+                });
                 decide(shape, now, policy, learned)
             };
             let reason = match decision {
@@ -123,7 +125,14 @@ impl<C: Clone + Cancellable> Assembly<C> {
                 }
                 Decision::Idle => return (Poll::Idle, removed),
             };
-            let taken = self.pending.take(policy.batch_size, &policy.packing);
+            let padding_cost = policy
+                .packing
+                .sort_by_length
+                .then(|| costs.by_padding.fit())
+                .flatten();
+            let taken =
+                self.pending
+                    .take(policy.batch_size, &policy.packing, padding_cost.as_ref());
             removed += taken.entries.len() + taken.discarded;
             // A batch of nothing but cancelled items: look again at what is left.
             if taken.entries.is_empty() {
@@ -213,8 +222,8 @@ pub struct Scheduler<C, W = ()> {
     woken: Mutex<Vec<W>>,
     draining: AtomicBool,
     stats: Mutex<Stats>,
-    /// The batch cost curve for adaptive dispatch, fed by every timed batch.
-    cost: Mutex<CostModel>,
+    /// What timed batches cost, for adaptive dispatch and length-aware packing.
+    costs: Mutex<BatchCosts>,
     /// While the worker sleeps: how many items in the channel make it worth waking (the rest of
     /// a batch, or of the size adaptive dispatch waits for); `AWAKE` otherwise.
     sleeping_for: AtomicUsize,
@@ -267,7 +276,7 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
             woken: Mutex::new(Vec::new()),
             draining: AtomicBool::new(false),
             stats: Mutex::new(Stats::default()),
-            cost: Mutex::new(CostModel::default()),
+            costs: Mutex::new(BatchCosts::default()),
             #[cfg(loom)]
             previous_wake_rule: false,
         }
@@ -465,14 +474,14 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
             }
             let now = now();
             let policy = self.policy.get();
-            let cost = if policy.adaptive {
-                lock(&self.cost).clone()
+            let costs = if BatchCosts::read_by(&policy) {
+                lock(&self.costs).clone()
             } else {
-                CostModel::default()
+                BatchCosts::default()
             };
             let (poll, removed) = {
                 let mut stats = lock(&self.stats);
-                assembly.poll(now, &policy, draining, &mut stats, &cost)
+                assembly.poll(now, &policy, draining, &mut stats, &costs)
             };
             if self.release(removed) && !matches!(poll, Poll::Ready(_)) {
                 return Some(Next::RoomFreed);
@@ -542,11 +551,18 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
         remaining
     }
 
-    /// Counts a settled batch; only a `succeeded` one teaches adaptive dispatch its cost.
-    pub fn record_batch(&self, items: usize, elapsed: std::time::Duration, succeeded: bool) {
+    /// Counts a settled batch of `items` padded to `padded` positions; only a `succeeded` one
+    /// teaches the scheduler its cost.
+    pub fn record_batch(
+        &self,
+        items: usize,
+        padded: usize,
+        elapsed: std::time::Duration,
+        succeeded: bool,
+    ) {
         lock(&self.stats).record_batch(items, elapsed);
-        if succeeded && self.policy.get().adaptive {
-            lock(&self.cost).observe(items, elapsed);
+        if succeeded {
+            lock(&self.costs).observe(&self.policy.get(), items, padded, elapsed);
         }
     }
 
@@ -614,13 +630,13 @@ mod tests {
         };
         let mut assembly: Assembly<Arc<Ticket>> = Assembly::new(&fixed);
         let mut stats = Stats::default();
-        let cost = CostModel::default();
+        let costs = BatchCosts::default();
         assert!(assembly.arrivals.is_none());
         // reconfigure(timeout_ms="auto") reaches the assembly through the policy it polls with.
-        assembly.poll(Instant::now(), &adaptive, false, &mut stats, &cost);
+        assembly.poll(Instant::now(), &adaptive, false, &mut stats, &costs);
         assert!(assembly.arrivals.is_some());
         assembly.push(submission(1, 1));
-        assembly.poll(Instant::now(), &fixed, false, &mut stats, &cost);
+        assembly.poll(Instant::now(), &fixed, false, &mut stats, &costs);
         assert!(assembly.arrivals.is_none());
     }
 
@@ -789,6 +805,43 @@ mod tests {
             other => panic!("expected TooLong, got {other:?}"),
         }
         assert_eq!(scheduler.queued(), 0);
+    }
+
+    #[test]
+    fn timed_batches_teach_sorted_packing_to_leave_a_far_longer_item_for_later() {
+        let policy = BatchPolicy::new(8, 20.0, 8)
+            .unwrap()
+            .with_packing(None, true)
+            .unwrap();
+        let scheduler: Scheduler<Arc<Ticket>> = Scheduler::new(policy, None);
+        let lengths = vec![10, 10, 10, 200, 10, 10, 10, 10];
+        let take_full_batch = |id: usize| {
+            let mut queued = submission(id, 8);
+            queued.lengths = Some(lengths.clone());
+            scheduler.submit(queued).unwrap();
+            let batch = scheduler.next_batch().unwrap();
+            batch.entries.iter().map(|e| e.length).collect::<Vec<_>>()
+        };
+        // Nothing timed yet: the batch is full, padded to the long item.
+        assert_eq!(take_full_batch(1).len(), 8);
+        // 10 ms a batch and 0.1 ms a padded position, over batches of every shape.
+        for (items, longest) in [(8, 200), (4, 10), (8, 10), (2, 50), (6, 120), (8, 60)].repeat(2) {
+            let seconds = 0.010 + 0.0001 * (items * longest) as f64;
+            scheduler.record_batch(
+                items,
+                items * longest,
+                Duration::from_secs_f64(seconds),
+                true,
+            );
+        }
+        // 7 items of 10 cost 1.4 + 1 ms each; the long one would make it 1.25 + 20 ms.
+        assert_eq!(take_full_batch(2), vec![10; 7]);
+        // It leaves alone at its deadline.
+        let rest = scheduler.next_batch().unwrap();
+        assert_eq!(
+            rest.entries.iter().map(|e| e.length).collect::<Vec<_>>(),
+            vec![200]
+        );
     }
 
     #[test]

@@ -18,8 +18,15 @@ use crate::stats::Unserved;
 
 /// What a batch reports back to: the processor or event-loop queue it came from.
 pub(crate) trait BatchOwner: Send + Sync {
-    /// Counts a settled batch; only a `succeeded` one teaches adaptive dispatch its cost.
-    fn record_batch(&self, items: usize, elapsed: std::time::Duration, succeeded: bool);
+    /// Counts a settled batch of `items` padded to `padded` positions (items times the longest
+    /// length); only a `succeeded` one teaches the scheduler its cost.
+    fn record_batch(
+        &self,
+        items: usize,
+        padded: usize,
+        elapsed: std::time::Duration,
+        succeeded: bool,
+    );
     fn record_padding(&self, real: u64, padded: u64);
     fn record_unserved(&self, why: Unserved, items: usize);
     /// Wakes blocked callers whose results are in, now or at a better moment.
@@ -60,8 +67,13 @@ impl Batch {
 
     fn finish(&self, py: Python<'_>, entries: &[Entry<CallRef>], outcome: Outcome) {
         let failed = matches!(outcome, Outcome::Failed(_));
-        self.owner
-            .record_batch(entries.len(), self.dispatched.elapsed(), !failed);
+        let longest = entries.iter().map(|entry| entry.length).max().unwrap_or(0);
+        self.owner.record_batch(
+            entries.len(),
+            entries.len() * longest,
+            self.dispatched.elapsed(),
+            !failed,
+        );
         if failed {
             self.owner.record_unserved(Unserved::Failed, entries.len());
         }

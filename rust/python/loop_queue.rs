@@ -45,8 +45,9 @@ impl Inner {
 }
 
 impl BatchOwner for Inner {
-    fn record_batch(&self, items: usize, elapsed: Duration, succeeded: bool) {
-        self.scheduler.record_batch(items, elapsed, succeeded);
+    fn record_batch(&self, items: usize, padded: usize, elapsed: Duration, succeeded: bool) {
+        self.scheduler
+            .record_batch(items, padded, elapsed, succeeded);
     }
 
     fn record_padding(&self, real: u64, padded: u64) {

@@ -1,0 +1,244 @@
+//! What timed batches teach a scheduler about their cost.
+//!
+//! Adaptive dispatch reads the batch time against its size ([`CostModel`]). Length-aware packing
+//! reads what padding costs ([`PaddingCostModel`]): a batch of `n` items padded to length `l`
+//! takes about `a + b·n + c·n·l`. The fixed cost `a` is paid once per batch and `c` per padded
+//! position, so one batch of mixed lengths can take longer than two of similar lengths, and
+//! length-aware packing sends the smaller one when it serves each item sooner.
+
+use std::time::Duration;
+
+use crate::adaptive::CostModel;
+use crate::policy::BatchPolicy;
+
+/// The learned costs a scheduler keeps, each fed only while the policy reads it.
+#[derive(Clone, Debug, Default)]
+pub struct BatchCosts {
+    pub by_size: CostModel,
+    pub by_padding: PaddingCostModel,
+}
+
+impl BatchCosts {
+    /// Learns from a batch of `items` that held `padded` positions (items times the longest
+    /// length) and took `elapsed`.
+    pub fn observe(
+        &mut self,
+        policy: &BatchPolicy,
+        items: usize,
+        padded: usize,
+        elapsed: Duration,
+    ) {
+        if policy.adaptive {
+            self.by_size.observe(items, elapsed);
+        }
+        if policy.packing.sort_by_length {
+            self.by_padding.observe(items, padded, elapsed);
+        }
+    }
+
+    /// Whether polling under `policy` reads these costs at all.
+    pub fn read_by(policy: &BatchPolicy) -> bool {
+        policy.adaptive || policy.packing.sort_by_length
+    }
+}
+
+/// Running least-squares fit of batch time against items and padded positions, forgetting old
+/// batches as [`CostModel`] does.
+#[derive(Clone, Debug, Default)]
+pub struct PaddingCostModel {
+    weight: f64,
+    sum_n: f64,
+    sum_p: f64,
+    sum_t: f64,
+    sum_nn: f64,
+    sum_pp: f64,
+    sum_np: f64,
+    sum_nt: f64,
+    sum_pt: f64,
+}
+
+/// Each new batch weighs as much as the last `1 / (1 - MEMORY)` batches together.
+const MEMORY: f64 = 0.95;
+/// Batches timed before the fit is trusted; until then packing never shrinks a batch.
+const MIN_BATCHES: f64 = 8.0;
+/// Items and padded positions this correlated cannot be told apart; the fit then charges the
+/// per-item cost to the batch, which overstates the fixed cost and so splits batches less.
+const MAX_CORRELATION_SQUARED: f64 = 0.98;
+
+/// The part of a batch's cost that depends on how items are grouped, in seconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PaddingCost {
+    /// Paid once per batch, however many items it holds.
+    pub per_batch: f64,
+    /// Paid per padded position (items times the longest length).
+    pub per_position: f64,
+}
+
+impl PaddingCostModel {
+    pub fn observe(&mut self, items: usize, padded: usize, elapsed: Duration) {
+        let (n, p, t) = (items as f64, padded as f64, elapsed.as_secs_f64());
+        let decay = |sum: &mut f64, value: f64| *sum = *sum * MEMORY + value;
+        decay(&mut self.weight, 1.0);
+        decay(&mut self.sum_n, n);
+        decay(&mut self.sum_p, p);
+        decay(&mut self.sum_t, t);
+        decay(&mut self.sum_nn, n * n);
+        decay(&mut self.sum_pp, p * p);
+        decay(&mut self.sum_np, n * p);
+        decay(&mut self.sum_nt, n * t);
+        decay(&mut self.sum_pt, p * t);
+    }
+
+    /// The fitted cost, or `None` while there is too little to go on or the batches show no
+    /// positive cost for padding or for a batch (then grouping can only follow lengths, not
+    /// shrink batches).
+    pub fn fit(&self) -> Option<PaddingCost> {
+        if self.weight < MIN_BATCHES {
+            return None;
+        }
+        let w = self.weight;
+        let (mean_n, mean_p, mean_t) = (self.sum_n / w, self.sum_p / w, self.sum_t / w);
+        let var_n = self.sum_nn / w - mean_n * mean_n;
+        let var_p = self.sum_pp / w - mean_p * mean_p;
+        let cov_np = self.sum_np / w - mean_n * mean_p;
+        let cov_nt = self.sum_nt / w - mean_n * mean_t;
+        let cov_pt = self.sum_pt / w - mean_p * mean_t;
+        if var_p <= f64::EPSILON * mean_p * mean_p {
+            return None;
+        }
+        // Rounding leaves a tiny slope where time does not grow with padding at all.
+        let pays_for_padding = |per_position: f64| per_position * mean_p > 1e-6 * mean_t;
+        let det = var_n * var_p - cov_np * cov_np;
+        let separable = var_n > f64::EPSILON * mean_n * mean_n
+            && det > (1.0 - MAX_CORRELATION_SQUARED) * var_n * var_p;
+        if separable {
+            let per_item = (cov_nt * var_p - cov_pt * cov_np) / det;
+            let per_position = (cov_pt * var_n - cov_nt * cov_np) / det;
+            let per_batch = mean_t - per_item * mean_n - per_position * mean_p;
+            if per_item >= 0.0 && pays_for_padding(per_position) && per_batch > 0.0 {
+                return Some(PaddingCost {
+                    per_batch,
+                    per_position,
+                });
+            }
+        }
+        let per_position = cov_pt / var_p;
+        let per_batch = mean_t - per_position * mean_p;
+        (pays_for_padding(per_position) && per_batch > 0.0).then_some(PaddingCost {
+            per_batch,
+            per_position,
+        })
+    }
+}
+
+impl PaddingCost {
+    /// Of the batches that grow one item at a time, given as `(items, longest length)` in the
+    /// order they grow, the number of items whose batch costs each item least. The per-item
+    /// cost is the same however items are grouped, so it drops out; ties go to the bigger batch.
+    /// Never fewer than `at_least` items, nor more than the growth offers.
+    pub fn best_count(
+        &self,
+        growth: impl IntoIterator<Item = (usize, usize)>,
+        at_least: usize,
+    ) -> usize {
+        let mut best = (f64::INFINITY, 0);
+        for (count, longest) in growth {
+            let each = self.per_batch / count as f64 + self.per_position * longest as f64;
+            if count >= at_least && each <= best.0 {
+                best = (each, count);
+            }
+            best.1 = best.1.max(count.min(at_least));
+        }
+        best.1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: f64 = 0.012;
+    const B: f64 = 0.001;
+    const C: f64 = 0.0002;
+
+    fn observed(batches: &[(usize, usize)]) -> PaddingCostModel {
+        let mut model = PaddingCostModel::default();
+        for &(items, longest) in batches {
+            let padded = items * longest;
+            let seconds = A + B * items as f64 + C * padded as f64;
+            model.observe(items, padded, Duration::from_secs_f64(seconds));
+        }
+        model
+    }
+
+    fn close(actual: f64, expected: f64) -> bool {
+        (actual - expected).abs() <= 1e-6 * expected.abs().max(1e-9)
+    }
+
+    #[test]
+    fn the_fit_recovers_the_fixed_and_padding_costs() {
+        let batches: Vec<_> = [1, 4, 8, 16, 32]
+            .iter()
+            .flat_map(|&n| [10, 30, 60].map(|l| (n, l)))
+            .collect();
+        let cost = observed(&batches).fit().unwrap();
+        assert!(close(cost.per_batch, A), "{cost:?}");
+        assert!(close(cost.per_position, C), "{cost:?}");
+    }
+
+    #[test]
+    fn too_few_batches_or_one_padded_size_give_no_fit() {
+        assert_eq!(observed(&[(8, 10), (16, 20), (32, 30)]).fit(), None);
+        assert_eq!(observed(&[(8, 10); 20]).fit(), None);
+    }
+
+    #[test]
+    fn full_batches_alone_charge_the_per_item_cost_to_the_batch() {
+        // Always 32 items: the per-item cost cannot be told from the fixed one.
+        let batches: Vec<_> = (0..20).map(|i| (32, 10 + i * 3)).collect();
+        let cost = observed(&batches).fit().unwrap();
+        assert!(close(cost.per_batch, A + 32.0 * B), "{cost:?}");
+        assert!(close(cost.per_position, C), "{cost:?}");
+    }
+
+    #[test]
+    fn time_that_does_not_grow_with_padding_gives_no_fit() {
+        let mut model = PaddingCostModel::default();
+        for i in 0..20 {
+            model.observe(8 + i % 4, 100 + 37 * i, Duration::from_millis(10));
+        }
+        assert_eq!(model.fit(), None);
+    }
+
+    #[test]
+    fn the_fit_forgets_an_old_speed() {
+        let mut model = observed(&[(8, 10), (16, 20), (32, 30), (4, 60), (12, 15)].repeat(4));
+        for (items, longest) in [(8, 10), (16, 20), (32, 30), (4, 60), (12, 15)].repeat(40) {
+            let padded = items * longest;
+            let seconds = 0.002 + 0.0001 * padded as f64;
+            model.observe(items, padded, Duration::from_secs_f64(seconds));
+        }
+        let cost = model.fit().unwrap();
+        assert!((cost.per_batch - 0.002).abs() < 1e-4, "{cost:?}");
+        assert!((cost.per_position - 0.0001).abs() < 1e-5, "{cost:?}");
+    }
+
+    #[test]
+    fn the_best_count_weighs_the_fixed_cost_against_padding() {
+        let cost = PaddingCost {
+            per_batch: 0.012,
+            per_position: 0.0002,
+        };
+        // Past the first few items no longer one: the whole batch is cheapest per item.
+        let even: Vec<_> = (1..=32).map(|n| (n, (20 + n).min(30))).collect();
+        assert_eq!(cost.best_count(even, 1), 32);
+        // A jump from 12 to 60 words after 10 items: stop before it.
+        let jump: Vec<_> = (1..=32)
+            .map(|n| (n, if n <= 10 { 12 } else { 60 }))
+            .collect();
+        assert_eq!(cost.best_count(jump.clone(), 1), 10);
+        // Unless more items must go.
+        assert_eq!(cost.best_count(jump.clone(), 11), 32);
+        assert_eq!(cost.best_count(jump[..5].to_vec(), 8), 5);
+    }
+}
