@@ -90,8 +90,7 @@ impl PaddingCostModel {
     }
 
     /// The fitted cost, or `None` while there is too little to go on or the batches show no
-    /// positive cost for padding or for a batch (then grouping can only follow lengths, not
-    /// shrink batches).
+    /// cost for padding (then grouping can only follow lengths, not shrink batches).
     pub fn fit(&self) -> Option<PaddingCost> {
         if self.weight < MIN_BATCHES {
             return None;
@@ -123,8 +122,11 @@ impl PaddingCostModel {
             }
         }
         let per_position = cov_pt / var_p;
-        let per_batch = mean_t - per_position * mean_p;
-        (pays_for_padding(per_position) && per_batch > 0.0).then_some(PaddingCost {
+        // Time that grows faster than padding (attention, caches) leaves a negative intercept:
+        // padding then explains the whole cost, and the smaller batches this sends teach the fit
+        // their fixed cost.
+        let per_batch = (mean_t - per_position * mean_p).max(0.0);
+        pays_for_padding(per_position).then_some(PaddingCost {
             per_batch,
             per_position,
         })
@@ -135,19 +137,14 @@ impl PaddingCost {
     /// Of the batches that grow one item at a time, given as `(items, longest length)` in the
     /// order they grow, the number of items whose batch costs each item least. The per-item
     /// cost is the same however items are grouped, so it drops out; ties go to the bigger batch.
-    /// Never fewer than `at_least` items, nor more than the growth offers.
-    pub fn best_count(
-        &self,
-        growth: impl IntoIterator<Item = (usize, usize)>,
-        at_least: usize,
-    ) -> usize {
+    /// 0 for no growth.
+    pub fn best_count(&self, growth: impl IntoIterator<Item = (usize, usize)>) -> usize {
         let mut best = (f64::INFINITY, 0);
         for (count, longest) in growth {
             let each = self.per_batch / count as f64 + self.per_position * longest as f64;
-            if count >= at_least && each <= best.0 {
+            if each <= best.0 {
                 best = (each, count);
             }
-            best.1 = best.1.max(count.min(at_least));
         }
         best.1
     }
@@ -211,6 +208,21 @@ mod tests {
     }
 
     #[test]
+    fn time_that_grows_faster_than_padding_is_all_padding_cost() {
+        // Full batches whose time grows with the square of their padding: a straight line
+        // through them crosses zero time at a positive size.
+        let mut model = PaddingCostModel::default();
+        for longest in (20..60).step_by(4) {
+            let padded = 32 * longest;
+            let seconds = 1e-7 * (padded * padded) as f64;
+            model.observe(32, padded, Duration::from_secs_f64(seconds));
+        }
+        let cost = model.fit().unwrap();
+        assert_eq!(cost.per_batch, 0.0);
+        assert!(cost.per_position > 0.0, "{cost:?}");
+    }
+
+    #[test]
     fn the_fit_forgets_an_old_speed() {
         let mut model = observed(&[(8, 10), (16, 20), (32, 30), (4, 60), (12, 15)].repeat(4));
         for (items, longest) in [(8, 10), (16, 20), (32, 30), (4, 60), (12, 15)].repeat(40) {
@@ -231,14 +243,18 @@ mod tests {
         };
         // Past the first few items no longer one: the whole batch is cheapest per item.
         let even: Vec<_> = (1..=32).map(|n| (n, (20 + n).min(30))).collect();
-        assert_eq!(cost.best_count(even, 1), 32);
+        assert_eq!(cost.best_count(even), 32);
         // A jump from 12 to 60 words after 10 items: stop before it.
         let jump: Vec<_> = (1..=32)
             .map(|n| (n, if n <= 10 { 12 } else { 60 }))
             .collect();
-        assert_eq!(cost.best_count(jump.clone(), 1), 10);
-        // Unless more items must go.
-        assert_eq!(cost.best_count(jump.clone(), 11), 32);
-        assert_eq!(cost.best_count(jump[..5].to_vec(), 8), 5);
+        assert_eq!(cost.best_count(jump.clone()), 10);
+        // Past enough items of 60, the fixed cost is shared widely enough again.
+        let cheap_padding = PaddingCost {
+            per_position: 0.00001,
+            ..cost
+        };
+        assert_eq!(cheap_padding.best_count(jump), 32);
+        assert_eq!(cost.best_count([]), 0);
     }
 }

@@ -7,10 +7,11 @@
 //! the oldest bulk items, so bulk work never starves.
 //!
 //! With length-aware packing the next batch is chosen from a window of the items next in that
-//! order: the first of them always goes (it may be due), joined by items of similar length, or
-//! simply the prefix of the window that fits the token budget. Grouping by length lets younger
-//! items overtake older ones of an odd length; an item overtaken [`MAX_PASSES`] times goes with
-//! the next batch that has room for it, so no item is passed over indefinitely. Once the cost of
+//! order: the first of them goes (it may be due), joined by items of similar length, or simply
+//! the prefix of the window that fits the token budget. Grouping by length lets younger items
+//! overtake older ones of an odd length; once an item has been overtaken [`MAX_PASSES`] times,
+//! batches form around such overdue items, oldest first, before the first item, so no item is
+//! passed over indefinitely. Once the cost of
 //! padding is known (see [`crate::costs`]), a sorted batch stops growing where one more item would
 //! raise the time each of its items costs: the rest go in batches of their own lengths.
 
@@ -105,7 +106,8 @@ const BULK_SHARE_DIVISOR: usize = 4;
 /// Length-aware packing chooses among this many times `batch_size` items next in line.
 const PACKING_WINDOW_FACTOR: usize = 8;
 /// How many times grouping by length may leave an item behind while taking a younger one;
-/// after that it goes first. Each pass costs the item one more batch of waiting.
+/// after that it is overdue, and leads a batch as soon as no older item is overdue. Each pass
+/// costs the item one more batch of waiting.
 pub const MAX_PASSES: u32 = 8;
 
 impl<C: Clone + Cancellable> Pending<C> {
@@ -280,12 +282,12 @@ fn padded_cost(count: usize, longest: usize) -> usize {
 
 /// Picks positions (ascending) in `window`, which is in service order, for the next batch.
 ///
-/// The first item always goes: it is the one the deadline is about. Without sorting, the batch
-/// is the longest prefix within `max` items and the token budget. With sorting, the items passed
-/// over [`MAX_PASSES`] times join it first, oldest first; if one does not fit, the batch ends
-/// there. Then the batch grows through the items nearest in length to the first item, taking
-/// the nearer neighbour first, while it stays within `max` items and the budget. With a known
-/// padding `cost`, it is cut back to the size that costs each of its items least.
+/// Without sorting, the batch is the longest prefix within `max` items and the token budget:
+/// the first item always goes, as it is the one the deadline is about. With sorting, the batch
+/// forms around a leader: the oldest item passed over [`MAX_PASSES`] times, or else the first.
+/// It grows through the items nearest in length to the leader, taking the nearer neighbour
+/// first, while it stays within `max` items and the budget. With a known padding `cost`, it is
+/// then cut back to the size that costs each of its items least.
 pub fn choose_packed<C>(
     window: &[Entry<C>],
     max: usize,
@@ -311,34 +313,26 @@ pub fn choose_packed<C>(
         }
         return chosen;
     }
+    // The batch forms around the oldest overdue item, or else the first one. Overdue items
+    // each lead a batch of their own length in turn, so a backlog of them still sorts.
+    let first = window
+        .iter()
+        .position(|entry| entry.passes >= MAX_PASSES)
+        .unwrap_or(0);
     let mut taken = vec![false; window.len()];
-    taken[0] = true;
+    taken[first] = true;
     let mut count = 1;
-    let mut longest = window[0].length;
+    let mut longest = window[first].length;
     // Positions in the order they joined, with the batch's longest length after each.
-    let mut growth = vec![(0, longest)];
-    for (position, entry) in window.iter().enumerate().skip(1) {
-        if entry.passes < MAX_PASSES {
-            continue;
-        }
-        if !fits(count + 1, longest.max(entry.length)) {
-            // Taking anything younger would pass it over once more: it goes first next time.
-            return (0..position).filter(|&p| taken[p]).collect();
-        }
-        taken[position] = true;
-        count += 1;
-        longest = longest.max(entry.length);
-        growth.push((position, longest));
-    }
-    let due = count;
+    let mut growth = vec![(first, longest)];
     let mut by_length: Vec<usize> = (0..window.len()).collect();
     // Stable: equal lengths keep service order, so older items go first.
     by_length.sort_by_key(|&position| window[position].length);
     let anchor = by_length
         .iter()
-        .position(|&position| position == 0)
-        .expect("position 0 is in the window");
-    let anchor_length = window[0].length;
+        .position(|&position| position == first)
+        .expect("every position is in the window");
+    let anchor_length = window[first].length;
     // The nearest items not yet taken below and above the anchor in `by_length`.
     let untaken_below = |end: usize, taken: &[bool]| (0..end).rev().find(|&i| !taken[by_length[i]]);
     let untaken_above =
@@ -374,7 +368,7 @@ pub fn choose_packed<C>(
     }
     if let Some(cost) = cost {
         let sizes = growth.iter().enumerate().map(|(i, &(_, l))| (i + 1, l));
-        let keep = cost.best_count(sizes, due);
+        let keep = cost.best_count(sizes);
         for &(position, _) in &growth[keep..] {
             taken[position] = false;
         }
@@ -648,11 +642,12 @@ mod tests {
     }
 
     #[test]
-    fn items_passed_over_max_passes_times_join_the_first_item_whatever_their_length() {
+    fn the_oldest_item_passed_over_max_passes_times_leads_the_batch() {
         let sorted = Packing {
             max_batch_tokens: None,
             sort_by_length: true,
         };
+        // The 500 leads, with its nearest lengths; the overdue 2 leads the next batch.
         let window = window_of(&[
             (50, 0),
             (500, MAX_PASSES),
@@ -660,21 +655,22 @@ mod tests {
             (2, MAX_PASSES),
             (49, 0),
         ]);
-        assert_eq!(choose_packed(&window, 4, &sorted, None), vec![0, 1, 3, 4]);
+        assert_eq!(choose_packed(&window, 4, &sorted, None), vec![0, 1, 2, 4]);
+        let window = window_of(&[(50, 0), (2, MAX_PASSES), (49, 0)]);
+        assert_eq!(choose_packed(&window, 2, &sorted, None), vec![1, 2]);
         // One pass fewer, and the long and short items lose to the mid-length ones again.
         let window = window_of(&[(50, 0), (500, 1), (51, 0), (2, 1), (49, 0)]);
         assert_eq!(choose_packed(&window, 3, &sorted, None), vec![0, 2, 4]);
     }
 
     #[test]
-    fn an_overdue_item_that_does_not_fit_ends_the_batch_before_any_younger_item() {
+    fn an_overdue_item_leads_even_a_batch_the_budget_leaves_it_alone_in() {
         let budget = Packing {
             max_batch_tokens: Some(1000),
             sort_by_length: true,
         };
-        // 50 with the 400 costs 800; adding the 600 would cost 1800: nothing younger may go.
-        let window = window_of(&[(50, 0), (400, MAX_PASSES), (600, MAX_PASSES), (50, 0)]);
-        assert_eq!(choose_packed(&window, 8, &budget, None), vec![0, 1]);
+        let window = window_of(&[(50, 0), (900, MAX_PASSES), (50, 0)]);
+        assert_eq!(choose_packed(&window, 8, &budget, None), vec![1]);
     }
 
     #[test]
@@ -718,8 +714,18 @@ mod tests {
         );
     }
 
+    /// Items still queued that arrived before item `id` of `call`.
+    fn queued_before(pending: &Pending<CallRef>, call: usize, index: usize) -> usize {
+        pending
+            .levels
+            .values()
+            .flat_map(|level| level.small.iter().chain(&level.bulk))
+            .filter(|e| (e.call.id, e.index) < (call, index))
+            .count()
+    }
+
     #[test]
-    fn a_steady_stream_passes_an_odd_item_over_at_most_max_passes_times() {
+    fn an_odd_item_is_passed_over_max_passes_times_and_then_once_per_older_item() {
         let mut pending = Pending::new(0);
         let sorted = Packing {
             max_batch_tokens: None,
@@ -730,7 +736,7 @@ mod tests {
         let ahead: Vec<usize> = (1..=MAX_PASSES as usize + 4).map(|i| 10 * i).collect();
         submit_lengths(&mut pending, &call(0), &ahead);
         submit_lengths(&mut pending, &call(1), &[5000]);
-        let (mut passes, mut taken) = (0, false);
+        let (mut passes, mut taken, mut older_when_overdue) = (0, false, None);
         for _ in 0..4 * ahead.len() {
             let head = pending.levels.values().next().unwrap().bulk[0].length;
             submit_lengths(&mut pending, &call(2), &[head, head]);
@@ -741,10 +747,15 @@ mod tests {
             }
             if batch.entries.iter().any(|e| e.call.id == 2) {
                 passes += 1;
+                if passes == MAX_PASSES {
+                    older_when_overdue = Some(queued_before(&pending, 1, 0));
+                }
             }
         }
         assert!(taken);
-        assert_eq!(passes, MAX_PASSES);
+        // The items ahead were passed over as often, and each of them leads a batch first.
+        assert_eq!(older_when_overdue, Some(4));
+        assert_eq!(passes, MAX_PASSES + 4);
     }
 
     /// Pushes `count` one-item calls of length `length`, numbered from `*next_id` in arrival
@@ -768,8 +779,9 @@ mod tests {
 
     proptest! {
         /// Under a steady stream of mid-length items, the longest and the shortest item each lose
-        /// the pick (a batch takes a younger item and not them) at most `MAX_PASSES` times, with
-        /// or without a token budget that has room for them, and whatever padding costs.
+        /// the pick (a batch takes a younger item and not them) at most `MAX_PASSES` times, and
+        /// then at most once for each older item still queued, with or without a token budget
+        /// that has room for them, and whatever padding costs.
         #[test]
         fn the_longest_and_shortest_items_are_not_passed_over_indefinitely(
             batch_size in 3usize..16,
@@ -783,8 +795,8 @@ mod tests {
             let packing = Packing { max_batch_tokens: budget, sort_by_length: true };
             let mut pending = Pending::new(0);
             let mut next_id = 0;
-            // (id, times passed over, taken yet)
-            let mut outliers: Vec<(usize, u32, bool)> = Vec::new();
+            // (id, times passed over, taken yet, older items queued when it became overdue)
+            let mut outliers: Vec<(usize, u32, bool, usize)> = Vec::new();
             let mut step = 0;
             while step < arrivals.len() || !pending.is_empty() {
                 if let Some(lengths) = arrivals.get(step) {
@@ -792,34 +804,42 @@ mod tests {
                 }
                 if step == outliers_at.min(arrivals.len() - 1) {
                     for length in [LONGEST, SHORTEST] {
-                        outliers.push((next_id, 0, false));
+                        outliers.push((next_id, 0, false, 0));
                         stream(&mut pending, &mut next_id, &[length]);
                     }
                 }
                 step += 1;
                 let batch = pending.take(batch_size, &packing, cost.as_ref());
                 let youngest = batch.entries.iter().map(|e| e.call.id).max();
-                for (id, passes, taken) in &mut outliers {
+                for (id, passes, taken, older) in &mut outliers {
                     if *taken {
                         continue;
                     }
                     *taken = batch.entries.iter().any(|e| e.call.id == *id);
                     if !*taken && youngest.is_some_and(|youngest| youngest > *id) {
                         *passes += 1;
+                        if *passes == MAX_PASSES {
+                            *older = queued_before(&pending, *id, 0);
+                        }
                     }
                 }
             }
-            for (id, passes, taken) in outliers {
+            for (id, passes, taken, older) in outliers {
                 prop_assert!(taken);
-                prop_assert!(passes <= MAX_PASSES, "item {} passed over {} times", id, passes);
+                prop_assert!(
+                    passes <= MAX_PASSES + older as u32,
+                    "item {} passed over {} times, {} older items queued when overdue",
+                    id, passes, older
+                );
             }
         }
     }
 
     proptest! {
         /// Length-aware packing still hands out every live item exactly once, always includes
-        /// the item first in line, and keeps every batch within its size and token budget
-        /// (unless a single item alone exceeds it), whatever padding costs.
+        /// the oldest overdue item in the window or else the item first in line, and keeps every
+        /// batch within its size and token budget (unless a single item alone exceeds it),
+        /// whatever padding costs.
         #[test]
         fn packing_loses_nothing_and_keeps_the_budget(
             item_lengths in prop::collection::vec(1usize..64, 1..120),
@@ -833,11 +853,17 @@ mod tests {
             submit_lengths(&mut pending, &call(0), &item_lengths);
             let mut seen = vec![false; item_lengths.len()];
             while !pending.is_empty() {
-                let first_in_line = pending.levels.values().next().unwrap().bulk[0].index;
+                let line = &pending.levels.values().next().unwrap().bulk;
+                let window = line.iter().take(batch_size * PACKING_WINDOW_FACTOR);
+                let leader = window
+                    .clone()
+                    .find(|e| e.passes >= MAX_PASSES)
+                    .unwrap_or(&line[0])
+                    .index;
                 let batch = pending.take(batch_size, &packing, cost.as_ref());
                 prop_assert!(!batch.entries.is_empty());
                 prop_assert!(batch.entries.len() <= batch_size);
-                prop_assert!(batch.entries.iter().any(|e| e.index == first_in_line));
+                prop_assert!(batch.entries.iter().any(|e| e.index == leader));
                 let longest = batch.entries.iter().map(|e| e.length).max().unwrap();
                 if let (Some(budget), true) = (budget, batch.entries.len() > 1) {
                     prop_assert!(batch.entries.len() * longest <= budget);
