@@ -367,7 +367,7 @@ impl<C: Clone + Cancellable, W> Scheduler<C, W> {
         }
         #[cfg(loom)]
         if self.previous_wake_rule {
-            let batch_size = self.policy.batch_size;
+            let batch_size = self.policy.get().batch_size;
             let crossed = |before: usize| {
                 before == 0 || (before < batch_size && before + count >= batch_size)
             };

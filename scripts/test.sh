@@ -23,6 +23,10 @@ cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 cargo clippy --features python -- -D warnings
 cargo test
+# The loom models (scripts/loom.sh, minutes) build the shipped scheduler under `--cfg loom`;
+# checking that build here keeps it from breaking unnoticed between their runs.
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=${BATCHED_LOOM_TARGET_DIR:-$HOME/.cache/batched/target-loom} \
+    cargo check --lib --tests --quiet
 ruff check python tests benches examples
 ruff format --check python tests benches examples
 mypy python/batched
