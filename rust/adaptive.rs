@@ -26,17 +26,23 @@ pub struct CostModel {
 
 /// Each new batch weighs as much as the last `1 / (1 - COST_MEMORY)` batches together.
 const COST_MEMORY: f64 = 0.95;
+
+/// Adds `value` to a running sum in which older batches fade by [`COST_MEMORY`] each time; the
+/// cost fits here and in [`crate::costs`] keep their sums this way.
+pub(crate) fn fade_in(sum: &mut f64, value: f64) {
+    *sum = *sum * COST_MEMORY + value;
+}
 /// Batches timed before the fit is trusted; until then the processor dispatches at once.
 const MIN_BATCHES: f64 = 3.0;
 
 impl CostModel {
     pub fn observe(&mut self, items: usize, elapsed: Duration) {
         let (n, t) = (items as f64, elapsed.as_secs_f64());
-        self.weight = self.weight * COST_MEMORY + 1.0;
-        self.sum_n = self.sum_n * COST_MEMORY + n;
-        self.sum_t = self.sum_t * COST_MEMORY + t;
-        self.sum_nn = self.sum_nn * COST_MEMORY + n * n;
-        self.sum_nt = self.sum_nt * COST_MEMORY + n * t;
+        fade_in(&mut self.weight, 1.0);
+        fade_in(&mut self.sum_n, n);
+        fade_in(&mut self.sum_t, t);
+        fade_in(&mut self.sum_nn, n * n);
+        fade_in(&mut self.sum_nt, n * t);
     }
 
     /// The fitted `(a, b)` in seconds and seconds per item, both at least zero; `None` until

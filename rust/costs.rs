@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::adaptive::CostModel;
+use crate::adaptive::{fade_in, CostModel};
 use crate::policy::BatchPolicy;
 
 /// The learned costs a scheduler keeps, each fed only while the policy reads it.
@@ -43,7 +43,7 @@ impl BatchCosts {
 }
 
 /// Running least-squares fit of batch time against items and padded positions, forgetting old
-/// batches as [`CostModel`] does.
+/// batches as [`CostModel`] does (with the same [`fade_in`]).
 #[derive(Clone, Debug, Default)]
 pub struct PaddingCostModel {
     weight: f64,
@@ -57,8 +57,6 @@ pub struct PaddingCostModel {
     sum_pt: f64,
 }
 
-/// Each new batch weighs as much as the last `1 / (1 - MEMORY)` batches together.
-const MEMORY: f64 = 0.95;
 /// Batches timed before the fit is trusted; until then packing never shrinks a batch.
 const MIN_BATCHES: f64 = 8.0;
 /// Items and padded positions this correlated cannot be told apart; the fit then charges the
@@ -77,16 +75,15 @@ pub struct PaddingCost {
 impl PaddingCostModel {
     pub fn observe(&mut self, items: usize, padded: usize, elapsed: Duration) {
         let (n, p, t) = (items as f64, padded as f64, elapsed.as_secs_f64());
-        let decay = |sum: &mut f64, value: f64| *sum = *sum * MEMORY + value;
-        decay(&mut self.weight, 1.0);
-        decay(&mut self.sum_n, n);
-        decay(&mut self.sum_p, p);
-        decay(&mut self.sum_t, t);
-        decay(&mut self.sum_nn, n * n);
-        decay(&mut self.sum_pp, p * p);
-        decay(&mut self.sum_np, n * p);
-        decay(&mut self.sum_nt, n * t);
-        decay(&mut self.sum_pt, p * t);
+        fade_in(&mut self.weight, 1.0);
+        fade_in(&mut self.sum_n, n);
+        fade_in(&mut self.sum_p, p);
+        fade_in(&mut self.sum_t, t);
+        fade_in(&mut self.sum_nn, n * n);
+        fade_in(&mut self.sum_pp, p * p);
+        fade_in(&mut self.sum_np, n * p);
+        fade_in(&mut self.sum_nt, n * t);
+        fade_in(&mut self.sum_pt, p * t);
     }
 
     /// The fitted cost, or `None` while there is too little to go on or the batches show no
