@@ -39,6 +39,7 @@ import contextlib
 import json
 import math
 import random
+import ssl
 import statistics
 import subprocess
 import sys
@@ -100,6 +101,10 @@ class Generator:
         self.sentences = E.make_sentences(seed, SENTENCE_POOL)
         self.idle: list[Any] = []
         self.clients: list[Any] = []
+        # One TLS context for every client: httpx builds a fresh one per client otherwise
+        # (about 30 ms of CPU), which stalls this loop whenever more requests are in flight
+        # than there are idle clients, and delays the arrivals it is meant to keep on time.
+        self.tls = ssl.create_default_context()
 
     def client(self) -> Any:
         import httpx
@@ -110,6 +115,7 @@ class Generator:
             base_url=self.url,
             limits=httpx.Limits(max_connections=1),
             timeout=REQUEST_TIMEOUT_S,
+            verify=self.tls,
         )
         self.clients.append(client)
         return client
@@ -133,13 +139,15 @@ class Generator:
         done = loop.time()
         return done - scheduled, done
 
-    async def server_cpu_seconds(self) -> float:
-        """The server process's CPU seconds so far (serve.py's ``/meter``)."""
+    async def server_meter(self) -> tuple[float, list[Any]]:
+        """The server process's CPU seconds and its model's counts so far (serve.py's
+        ``/meter``: batches, rows, padded positions, real tokens, forward-pass seconds)."""
         client = self.client()
         try:
             response = await client.get("/meter")
             response.raise_for_status()
-            return float(response.json()["cpu_s"])
+            meter = response.json()
+            return float(meter["cpu_s"]), list(meter["counts"])
         finally:
             self.idle.append(client)
 
@@ -148,7 +156,7 @@ class Generator:
         measures how many cores anything but the server and this generator kept busy
         meanwhile (other benchmarks, hypervisor steal): the run's noise."""
         loop = asyncio.get_running_loop()
-        server_cpu0 = await self.server_cpu_seconds()
+        server_cpu0, counts0 = await self.server_meter()
         machine0, own0, wall0 = C.machine_cpu_seconds(), time.process_time(), time.perf_counter()
         start = loop.time()
         offset = 0.0
@@ -165,7 +173,9 @@ class Generator:
         outcomes = await asyncio.gather(*tasks)
         wall = time.perf_counter() - wall0
         machine, own = C.machine_cpu_seconds() - machine0, time.process_time() - own0
-        server_cpu = await self.server_cpu_seconds() - server_cpu0
+        server_cpu1, counts1 = await self.server_meter()
+        server_cpu = server_cpu1 - server_cpu0
+        batches, rows, _, _, forward_s = (b - a for a, b in zip(counts0, counts1, strict=True))
         latencies = [latency for latency, _ in outcomes]
         end = start + seconds
         answered_in_window = sum(
@@ -184,6 +194,10 @@ class Generator:
             "p999_ms": percentile_or_none(latencies, 99.9),
             "max_ms": percentile_or_none(latencies, 100),
             "server_cpu": server_cpu / wall,
+            # where a slow window's time went: the model's forward passes, or elsewhere
+            "model_batches": batches,
+            "model_rows": rows,
+            "model_busy": forward_s / wall,
             "other_cpu": (machine - server_cpu - own) / wall,
         }
 
@@ -347,7 +361,16 @@ def spread(values: list[Any]) -> tuple[Any, Any, Any]:
 
 def summarize(runs: dict[str, list[list[dict[str, Any]]]], rates: list[float]) -> dict[str, Any]:
     """Per variant and rate: each metric's median, min and max over the rounds."""
-    keys = ("achieved_rate", "failed_share", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "other_cpu")
+    keys = (
+        "achieved_rate",
+        "failed_share",
+        "p50_ms",
+        "p90_ms",
+        "p99_ms",
+        "p999_ms",
+        "model_busy",
+        "other_cpu",
+    )
     out: dict[str, Any] = {}
     for vid, rounds in runs.items():
         per_rate = []
@@ -371,6 +394,7 @@ def render_rate_table(variants: Sequence[Variant], summary: dict[str, Any], i: i
         "p99 ms",
         "p99 range",
         "p99.9 ms",
+        "model busy",
         "other CPU",
     ]
     rows = []
@@ -390,6 +414,7 @@ def render_rate_table(variants: Sequence[Variant], summary: dict[str, Any], i: i
                 fmt_ms(p99),
                 f"{fmt_ms(low)} to {fmt_ms(high)}",
                 fmt_ms(s["p999_ms"][0]),
+                f"{s['model_busy'][0]:.0%}",
                 C.fmt_num(s["other_cpu"][0], 2),
             ]
         )
@@ -459,7 +484,8 @@ def render_report(
         f"{MIN_ACHIEVED_SHARE:.0%} of arrivals and ≤ {MAX_FAILED_SHARE:.1%} failed. Then "
         f"{args.rounds} rounds of {args.seconds:g} s per rate, variants alternating within each "
         "round, a fresh server each; figures are medians over the rounds, with the p99's "
-        "range. Other CPU: cores kept busy by anything but the server and the load generator "
+        "range. Model busy: the share of the window the model spent in forward passes. "
+        "Other CPU: cores kept busy by anything but the server and the load generator "
         "(other work on this shared machine, hypervisor steal), median over the rounds. "
         "Chart: [load.png](load.png).",
         "",
@@ -560,7 +586,8 @@ def parent_main(args: argparse.Namespace) -> int:
                 + "; ".join(
                     f"{r['offered_rate']:.1f}/s: p50 {fmt_ms(r['p50_ms'])}, "
                     f"p99 {fmt_ms(r['p99_ms'])} ms, {r['achieved_rate']:.1f}/s, "
-                    f"failed {r['failed_share']:.1%}, other CPU {r['other_cpu']:.2f}"
+                    f"failed {r['failed_share']:.1%}, model busy {r['model_busy']:.0%}, "
+                    f"other CPU {r['other_cpu']:.2f}"
                     for r in result["rates"]
                 )
                 + f" ({time.perf_counter() - t:.0f} s)"
