@@ -18,11 +18,13 @@ Variants, each a fresh server on a free loopback port, all with ``batch_size=32`
 First each variant's capacity is searched, in rounds that alternate the variants: rates rising
 by a factor until one fails twice in a row (p99 over 2 s, answers falling behind the arrivals,
 or failures), then two bisection steps; the capacity is the median over the rounds of the
-highest rate that passed. Then, in each round, every variant in turn gets a fresh server and
-runs at 50%, 80% and 95% of the best variant's capacity. Reported per variant and rate: the
-median over the rounds (and the spread) of p50, p90, p99 and p99.9 latency, the rate achieved
-(answers received within the window, per second) and the share of requests that failed or
-timed out. Failed requests count as infinitely slow in the percentiles.
+highest rate that passed (``--capacities`` takes an earlier run's instead). Then, in each
+round, every variant in turn gets a fresh server and runs at 50%, 80% and 95% of the best
+variant's capacity and at 80% of 0.1.5's (``--of-best``, ``--of-ref``). Reported per variant
+and rate: the median over the rounds (and the spread) of p50, p90, p99 and p99.9 latency, the
+rate achieved (answers received within the window, per second), the share of requests that
+failed or timed out, and the seconds of forward passes per second of the window. Failed
+requests count as infinitely slow in the percentiles.
 
     python benches/load.py                          # 3 rounds of 10 s per rate (~20 minutes)
     python benches/load.py --rounds 5 --seconds 20  # steadier figures
@@ -59,7 +61,8 @@ SCRIPT = Path(__file__).resolve()
 
 BATCH_SIZE = 32
 TIMEOUT_MS = 5.0
-LOAD_SHARES = (0.5, 0.8, 0.95)
+BEST_SHARES = (0.5, 0.8, 0.95)  # measured at these shares of the best variant's capacity
+REF_SHARES = (0.8,)  # ... and of 0.1.5's, the load at which the issue's latency targets are set
 MAX_P99_S = 2.0  # a rate whose p99 is over this is beyond the variant's capacity
 # ... and so is one whose answers within the window fall behind the arrivals it had (the
 # last arrivals' answers come after the window even when the server keeps up)
@@ -175,7 +178,7 @@ class Generator:
         machine, own = C.machine_cpu_seconds() - machine0, time.process_time() - own0
         server_cpu1, counts1 = await self.server_meter()
         server_cpu = server_cpu1 - server_cpu0
-        batches, rows, _, _, forward_s = (b - a for a, b in zip(counts0, counts1, strict=True))
+        batches, rows, padded, _, forward_s = (b - a for a, b in zip(counts0, counts1, strict=True))
         latencies = [latency for latency, _ in outcomes]
         end = start + seconds
         answered_in_window = sum(
@@ -197,6 +200,8 @@ class Generator:
             # where a slow window's time went: the model's forward passes, or elsewhere
             "model_batches": batches,
             "model_rows": rows,
+            "model_padded": padded,
+            "model_seconds": forward_s,
             "model_busy": forward_s / wall,
             "other_cpu": (machine - server_cpu - own) / wall,
         }
@@ -314,6 +319,30 @@ VARIANTS = (
     Variant("auto", 'ours, timeout_ms="auto"', "ours", {"batching": True, "timeout_ms": "auto"}),
 )
 VARIANT_IDS = [v.id for v in VARIANTS]
+
+
+@dataclass(frozen=True)
+class LoadPoint:
+    """An offered rate: ``share`` of the capacity of ``of`` ("best", or "ref" for 0.1.5)."""
+
+    share: float
+    of: str
+    rate: float
+
+    def title(self) -> str:
+        whose = "the best capacity" if self.of == "best" else f"{C.REF_VERSION}'s capacity"
+        return f"{self.share:.0%} of {whose}: {self.rate:.1f} req/s offered"
+
+
+def load_points(
+    capacities: dict[str, float], of_best: Sequence[float], of_ref: Sequence[float]
+) -> list[LoadPoint]:
+    """The rates to measure, slowest first; those of 0.1.5's capacity only where it has one."""
+    best = max(capacities.values())
+    points = [LoadPoint(share, "best", share * best) for share in of_best]
+    if capacities.get("ref"):
+        points += [LoadPoint(share, "ref", share * capacities["ref"]) for share in of_ref]
+    return sorted(points, key=lambda point: point.rate)
 
 
 def server_params(variant: Variant, torch_threads: int) -> dict[str, Any]:
@@ -462,12 +491,25 @@ def render_report(
     variants: Sequence[Variant],
     capacities: dict[str, Any],
     summary: dict[str, Any],
-    rates: list[float],
+    points: list[LoadPoint],
     errors: list[str],
     args: argparse.Namespace,
     machine: dict[str, Any],
     run_desc: str,
 ) -> str:
+    if args.capacities:
+        capacity_desc = (
+            "Capacity: as found by an earlier run's search (`--capacities`; its steps are in "
+            "the JSON). "
+        )
+    else:
+        capacity_desc = (
+            f"Capacity: the median over {args.search_rounds} alternating search rounds of the "
+            f"highest rate ({SEARCH_START_RATE:g} req/s rising by x{SEARCH_GROWTH:g}, then "
+            f"{SEARCH_BISECTIONS} bisection steps, {args.search_seconds:g} s each, a failed "
+            f"rate tried twice) with p99 ≤ {MAX_P99_S:g} s, answers ≥ "
+            f"{MIN_ACHIEVED_SHARE:.0%} of arrivals and ≤ {MAX_FAILED_SHARE:.1%} failed. "
+        )
     out = [
         f"## Open-loop load on the embedding service ({run_desc})",
         "",
@@ -476,15 +518,11 @@ def render_report(
         f'`batch_size={BATCH_SIZE}`, `timeout_ms={TIMEOUT_MS:g}` (or "auto"). Load: Poisson '
         "arrivals from a generator process, one sentence of 5..60 words per request, latency "
         "from the scheduled arrival to the parsed answer, failures (errors, timeouts after "
-        f"{REQUEST_TIMEOUT_S:g} s) as infinitely slow. Capacity: the median over "
-        f"{args.search_rounds} alternating search rounds of the highest rate "
-        f"({SEARCH_START_RATE:g} req/s rising by x{SEARCH_GROWTH:g}, then {SEARCH_BISECTIONS} "
-        f"bisection steps, {args.search_seconds:g} s each, a failed rate tried twice) with "
-        f"p99 ≤ {MAX_P99_S:g} s, answers ≥ "
-        f"{MIN_ACHIEVED_SHARE:.0%} of arrivals and ≤ {MAX_FAILED_SHARE:.1%} failed. Then "
+        f"{REQUEST_TIMEOUT_S:g} s) as infinitely slow. " + capacity_desc + "Then "
         f"{args.rounds} rounds of {args.seconds:g} s per rate, variants alternating within each "
         "round, a fresh server each; figures are medians over the rounds, with the p99's "
-        "range. Model busy: the share of the window the model spent in forward passes. "
+        "range. Model busy: seconds of forward passes per second of the window (over 100% "
+        "where passes overlap, as without batching). "
         "Other CPU: cores kept busy by anything but the server and the load generator "
         "(other work on this shared machine, hypervisor steal), median over the rounds. "
         "Chart: [load.png](load.png).",
@@ -508,10 +546,10 @@ def render_report(
             ["l", "r", "r"],
         ),
     ]
-    for i, rate in enumerate(rates):
+    for i, point in enumerate(points):
         out += [
             "",
-            f"### {LOAD_SHARES[i]:.0%} of the best capacity: {rate:.1f} req/s offered",
+            f"### {point.title()}",
             "",
             render_rate_table(variants, summary, i),
         ]
@@ -520,12 +558,13 @@ def render_report(
     return "\n".join(out) + "\n"
 
 
-def parent_main(args: argparse.Namespace) -> int:
-    variants = [v for v in VARIANTS if not args.only or v.id in args.only]
-    expect = C.expected_locations([v.impl for v in variants])
-    started = time.perf_counter()
-    errors: list[str] = []
-
+def search_capacities(
+    variants: Sequence[Variant],
+    args: argparse.Namespace,
+    expect: dict[str, str],
+    errors: list[str],
+) -> tuple[dict[str, float], dict[str, list[dict[str, Any]]]]:
+    """Each variant's capacity (the median over alternating search rounds) and its searches."""
     searches: dict[str, list[dict[str, Any]]] = {v.id: [] for v in variants}
     for search_round in range(1, args.search_rounds + 1):
         for v in variants:
@@ -551,16 +590,32 @@ def parent_main(args: argparse.Namespace) -> int:
                 f"[{v.label} search #{search_round}] capacity "
                 f"{C.fmt_num(result['capacity'], 1)} req/s; steps {steps}"
             )
-    capacities: dict[str, Any] = {
+    capacities = {
         v_id: statistics.median(found)
         for v_id, results in searches.items()
         if (found := [r["capacity"] for r in results if r["capacity"] is not None])
     }
-    best = max((c for c in capacities.values() if c is not None), default=None)
-    if best is None:
+    return capacities, searches
+
+
+def parent_main(args: argparse.Namespace) -> int:
+    variants = [v for v in VARIANTS if not args.only or v.id in args.only]
+    expect = C.expected_locations([v.impl for v in variants])
+    started = time.perf_counter()
+    errors: list[str] = []
+
+    if args.capacities:
+        earlier = json.loads(args.capacities.read_text(encoding="utf-8"))
+        wanted = {v.id for v in variants}
+        capacities = {k: c for k, c in earlier["capacities"].items() if k in wanted}
+        searches = {v["id"]: v["search"] for v in earlier["variants"] if v["id"] in wanted}
+    else:
+        capacities, searches = search_capacities(variants, args, expect, errors)
+    if not capacities:
         C.log("no variant kept up with any rate: nothing to measure")
         return 1
-    rates = [share * best for share in LOAD_SHARES]
+    points = load_points(capacities, args.of_best, args.of_ref)
+    rates = [point.rate for point in points]
 
     runs: dict[str, list[list[dict[str, Any]]]] = {v.id: [] for v in variants}
     for round_no in range(1, args.rounds + 1):
@@ -597,7 +652,7 @@ def parent_main(args: argparse.Namespace) -> int:
     plural = "s" if args.rounds > 1 else ""
     run_desc = f"{args.rounds} round{plural} of {args.seconds:g} s, {elapsed:.0f} s"
     machine = C.machine_info()
-    report = render_report(variants, capacities, summary, rates, errors, args, machine, run_desc)
+    report = render_report(variants, capacities, summary, points, errors, args, machine, run_desc)
     chart = draw_chart(variants, summary, capacities, C.results_path(args.chart))
     C.write_results(
         args,
@@ -613,7 +668,8 @@ def parent_main(args: argparse.Namespace) -> int:
                 "batch_size": BATCH_SIZE,
                 "timeout_ms": TIMEOUT_MS,
                 "torch_threads": args.torch_threads,
-                "load_shares": LOAD_SHARES,
+                "points": [vars(point) for point in points],
+                "capacities_from": str(args.capacities) if args.capacities else None,
                 "max_p99_s": MAX_P99_S,
                 "request_timeout_s": REQUEST_TIMEOUT_S,
             },
@@ -658,6 +714,28 @@ def main(argv: list[str] | None = None) -> int:
         help="capacity search rounds (the capacity is their median)",
     )
     parser.add_argument("--only", action="append", choices=VARIANT_IDS, help="run only these")
+    parser.add_argument(
+        "--of-best",
+        type=float,
+        nargs="*",
+        default=list(BEST_SHARES),
+        metavar="SHARE",
+        help="measure at these shares of the best variant's capacity",
+    )
+    parser.add_argument(
+        "--of-ref",
+        type=float,
+        nargs="*",
+        default=list(REF_SHARES),
+        metavar="SHARE",
+        help=f"... and at these shares of {C.REF_VERSION}'s",
+    )
+    parser.add_argument(
+        "--capacities",
+        type=Path,
+        metavar="JSON",
+        help="take the capacities an earlier run found (its load.json) instead of searching",
+    )
     parser.add_argument(
         "--torch-threads", type=C.whole_number(1), default=E.default_torch_threads(), metavar="N"
     )

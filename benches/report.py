@@ -508,8 +508,9 @@ Each script also runs alone and writes `results/<name>.md` and `results/<name>.j
   `@serve.batch`.
 * `load.py` (about half an hour, so `bench.sh` leaves it out): the same service under
   open-loop load, Poisson arrivals from a generator process. Each variant's capacity is found
-  first, then every variant runs at 50%, 80% and 95% of the best capacity, alternating within
-  each round: p50 to p99.9 latency, the rate achieved and the failed share.
+  first, then every variant runs at 50%, 80% and 95% of the best capacity and at 80% of
+  {C.REF_VERSION}'s, alternating within each round: p50 to p99.9 latency, the rate achieved,
+  the failed share and how busy the model was.
   [Full report](results/load.md), [chart](results/load.png).
 * `adaptive.py` (5 to 8 minutes): Poisson arrivals from 10 to 20 000 items/s against
   simulated models, fixed `timeout_ms` values against `"auto"` and {C.REF_VERSION}: p99
