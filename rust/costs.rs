@@ -4,7 +4,7 @@
 //! reads what padding costs ([`PaddingCostModel`]): a batch of `n` items padded to length `l`
 //! takes about `a + b·n + c·n·l`. The fixed cost `a` is paid once per batch and `c` per padded
 //! position, so one batch of mixed lengths can take longer than two of similar lengths, and
-//! length-aware packing sends the smaller one when it serves each item sooner.
+//! length-aware packing then sends the short items first, apart from the long ones.
 
 use std::time::Duration;
 
@@ -132,15 +132,21 @@ impl PaddingCostModel {
 
 impl PaddingCost {
     /// Of the batches that grow one item at a time, given as `(items, longest length)` in the
-    /// order they grow, the number of items whose batch costs each item least. The per-item
-    /// cost is the same however items are grouped, so it drops out; ties go to the bigger batch.
-    /// 0 for no growth.
-    pub fn best_count(&self, growth: impl IntoIterator<Item = (usize, usize)>) -> usize {
-        let mut best = (f64::INFINITY, 0);
-        for (count, longest) in growth {
-            let each = self.per_batch / count as f64 + self.per_position * longest as f64;
-            if each <= best.0 {
-                best = (each, count);
+    /// order they grow, how many items to send now. Sending the first `count` and leaving the
+    /// rest for a batch of their own saves the first items' padding up to the full batch's
+    /// longest length, and costs one more batch: a cut is made only where it saves more than
+    /// that, assuming the rest find no shorter company, so that with few items queued no batch
+    /// is split at a loss. The per-item cost is the same either way, so it drops out; ties go
+    /// to the bigger batch. 0 for no growth.
+    pub fn best_count(&self, growth: &[(usize, usize)]) -> usize {
+        let Some(&(all, longest)) = growth.last() else {
+            return 0;
+        };
+        let mut best = (self.per_batch, all);
+        for &(count, shorter) in growth {
+            let saved = self.per_position * (count * (longest - shorter)) as f64;
+            if saved > best.0 {
+                best = (saved, count);
             }
         }
         best.1
@@ -238,20 +244,35 @@ mod tests {
             per_batch: 0.012,
             per_position: 0.0002,
         };
-        // Past the first few items no longer one: the whole batch is cheapest per item.
+        // Lengths creeping from 21 to 30: no cut saves a batch's worth of padding.
         let even: Vec<_> = (1..=32).map(|n| (n, (20 + n).min(30))).collect();
-        assert_eq!(cost.best_count(even), 32);
-        // A jump from 12 to 60 words after 10 items: stop before it.
+        assert_eq!(cost.best_count(&even), 32);
+        // A jump from 12 to 60 words after 10 items: stop before it (saves 96 ms of padding).
         let jump: Vec<_> = (1..=32)
             .map(|n| (n, if n <= 10 { 12 } else { 60 }))
             .collect();
-        assert_eq!(cost.best_count(jump.clone()), 10);
-        // Past enough items of 60, the fixed cost is shared widely enough again.
+        assert_eq!(cost.best_count(&jump), 10);
+        // Padding that cheap saves less than the second batch costs.
         let cheap_padding = PaddingCost {
             per_position: 0.00001,
             ..cost
         };
-        assert_eq!(cheap_padding.best_count(jump), 32);
-        assert_eq!(cost.best_count([]), 0);
+        assert_eq!(cheap_padding.best_count(&jump), 32);
+        assert_eq!(cost.best_count(&[]), 0);
+    }
+
+    #[test]
+    fn a_short_queue_is_not_split_unless_the_padding_saved_pays_for_a_batch() {
+        let cost = PaddingCost {
+            per_batch: 0.012,
+            per_position: 0.0002,
+        };
+        // Alone, the 10-word item would cost 12 + 2 ms and each of the pair 6 + 10 ms; but
+        // the 50-word item would then pay 12 ms alone, for 8 ms of padding saved.
+        assert_eq!(cost.best_count(&[(1, 10), (2, 50)]), 2);
+        // Against 100 words, the 18 ms saved pays for the second batch.
+        assert_eq!(cost.best_count(&[(1, 10), (2, 100)]), 1);
+        // Three short items before a long one: 3 x 40 positions saved.
+        assert_eq!(cost.best_count(&[(1, 10), (2, 10), (3, 10), (4, 50)]), 3);
     }
 }

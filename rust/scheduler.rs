@@ -834,7 +834,7 @@ mod tests {
                 true,
             );
         }
-        // 7 items of 10 cost 1.4 + 1 ms each; the long one would make it 1.25 + 20 ms.
+        // Padding 7 items of 10 to 200 would cost 133 ms; a second batch costs 10 ms.
         assert_eq!(take_full_batch(2), vec![10; 7]);
         // It leaves alone at its deadline.
         let rest = scheduler.next_batch().unwrap();
