@@ -131,19 +131,19 @@ impl PaddingCostModel {
 }
 
 impl PaddingCost {
-    /// Of the batches that grow one item at a time, given as `(items, longest length)` in the
-    /// order they grow, how many items to send now. Sending the first `count` and leaving the
+    /// Of a batch that grows one item at a time, given as its longest length after each item
+    /// joined, how many items to send now. Sending the first `count` and leaving the
     /// rest for a batch of their own saves the first items' padding up to the full batch's
     /// longest length, and costs one more batch: a cut is made only where it saves more than
     /// that, assuming the rest find no shorter company, so that with few items queued no batch
     /// is split at a loss. The per-item cost is the same either way, so it drops out; ties go
     /// to the bigger batch. 0 for no growth.
-    pub fn best_count(&self, growth: &[(usize, usize)]) -> usize {
-        let Some(&(all, longest)) = growth.last() else {
+    pub fn best_count(&self, growth: impl ExactSizeIterator<Item = usize> + Clone) -> usize {
+        let (all, Some(longest)) = (growth.len(), growth.clone().last()) else {
             return 0;
         };
         let mut best = (self.per_batch, all);
-        for &(count, shorter) in growth {
+        for (count, shorter) in (1..).zip(growth) {
             let saved = self.per_position * (count * (longest - shorter)) as f64;
             if saved > best.0 {
                 best = (saved, count);
@@ -245,20 +245,18 @@ mod tests {
             per_position: 0.0002,
         };
         // Lengths creeping from 21 to 30: no cut saves a batch's worth of padding.
-        let even: Vec<_> = (1..=32).map(|n| (n, (20 + n).min(30))).collect();
-        assert_eq!(cost.best_count(&even), 32);
+        let even: Vec<_> = (1..=32).map(|n| (20 + n).min(30)).collect();
+        assert_eq!(cost.best_count(even.iter().copied()), 32);
         // A jump from 12 to 60 words after 10 items: stop before it (saves 96 ms of padding).
-        let jump: Vec<_> = (1..=32)
-            .map(|n| (n, if n <= 10 { 12 } else { 60 }))
-            .collect();
-        assert_eq!(cost.best_count(&jump), 10);
+        let jump: Vec<_> = (1..=32).map(|n| if n <= 10 { 12 } else { 60 }).collect();
+        assert_eq!(cost.best_count(jump.iter().copied()), 10);
         // Padding that cheap saves less than the second batch costs.
         let cheap_padding = PaddingCost {
             per_position: 0.00001,
             ..cost
         };
-        assert_eq!(cheap_padding.best_count(&jump), 32);
-        assert_eq!(cost.best_count(&[]), 0);
+        assert_eq!(cheap_padding.best_count(jump.iter().copied()), 32);
+        assert_eq!(cost.best_count([].into_iter()), 0);
     }
 
     #[test]
@@ -269,10 +267,10 @@ mod tests {
         };
         // Alone, the 10-word item would cost 12 + 2 ms and each of the pair 6 + 10 ms; but
         // the 50-word item would then pay 12 ms alone, for 8 ms of padding saved.
-        assert_eq!(cost.best_count(&[(1, 10), (2, 50)]), 2);
+        assert_eq!(cost.best_count([10, 50].into_iter()), 2);
         // Against 100 words, the 18 ms saved pays for the second batch.
-        assert_eq!(cost.best_count(&[(1, 10), (2, 100)]), 1);
+        assert_eq!(cost.best_count([10, 100].into_iter()), 1);
         // Three short items before a long one: 3 x 40 positions saved.
-        assert_eq!(cost.best_count(&[(1, 10), (2, 10), (3, 10), (4, 50)]), 3);
+        assert_eq!(cost.best_count([10, 10, 10, 50].into_iter()), 3);
     }
 }

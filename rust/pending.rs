@@ -367,12 +367,7 @@ pub fn choose_packed<C>(
         }
     }
     if let Some(cost) = cost {
-        let sizes: Vec<_> = growth
-            .iter()
-            .enumerate()
-            .map(|(i, &(_, l))| (i + 1, l))
-            .collect();
-        let keep = cost.best_count(&sizes);
+        let keep = cost.best_count(growth.iter().map(|&(_, longest)| longest));
         for &(position, _) in &growth[keep..] {
             taken[position] = false;
         }
